@@ -1,0 +1,456 @@
+"""Versioned SavedModels that a stock TensorFlow Serving container loads with no code of ours.
+
+Layout under a base folder (default `saved_models/`):
+
+    saved_models/models.config                  # model_config_list, all models, rewritten each export
+    saved_models/<name>/<version>/              # integer versions, never overwritten
+    saved_models/<name>/<version>/assets.extra/model_card.json
+
+Everything a client needs happens inside the graph: the classifier's `serving_default`
+takes encoded PNG/JPEG files and does decoding, resizing and the backbone's preprocess
+(`backbones.py`, the one place that knows it); the generator takes labels and seeds and
+returns uint8 images and PNG bytes. Bad input fails with an `InvalidArgumentError` whose
+message says what was wrong, which TF Serving returns as an error response.
+
+The export functions take model objects and plain metadata; only the `*_from_dir` glue at
+the bottom knows about `classifier.load_classifier` and `gan_training.load_generator`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import re
+import shutil
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import keras
+import tensorflow as tf
+
+from covid_keras.backbones import get_backbone_spec
+from covid_keras.labels import BINARY_CLASSES, POSITIVE_CLASS
+
+DEFAULT_BASE_DIR = "saved_models"
+MODELS_CONFIG = "models.config"
+MODEL_CARD = "model_card.json"
+# TF Serving's loader ignores this folder; it is the documented place for extra files.
+CARD_FOLDER = "assets.extra"
+# Where the docker command in saved_models/README.md mounts the base folder.
+DEFAULT_SERVING_ROOT = "/models"
+
+CLASSIFY_FILES = "serving_default"
+CLASSIFY_IMAGES = "predict_images"
+GENERATE_BY_INDEX = "serving_default"
+GENERATE_BY_NAME = "generate_by_name"
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    name: str
+    version: int
+    path: pathlib.Path  # the version folder
+    card_path: pathlib.Path
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def existing_versions(model_dir: str | os.PathLike) -> list[int]:
+    """Integer version folders of one model, ascending (what TF Serving would see)."""
+    model_dir = pathlib.Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def check_model_name(name: str) -> str:
+    if not _MODEL_NAME.match(name):
+        raise ValueError(
+            f"model name {name!r} must be letters, digits, '_', '-' or '.' "
+            "(it becomes a folder and part of the serving URL)"
+        )
+    return name
+
+
+def write_models_config(
+    base_dir: str | os.PathLike = DEFAULT_BASE_DIR, serving_root: str = DEFAULT_SERVING_ROOT
+) -> pathlib.Path:
+    """Rewrite `models.config` (model_config_list text format) for every model under base_dir.
+
+    `serving_root` is where the server sees base_dir (the docker mount point).
+    """
+    base_dir = pathlib.Path(base_dir)
+    names = sorted(
+        p.name for p in base_dir.iterdir() if p.is_dir() and _MODEL_NAME.match(p.name) and existing_versions(p)
+    )
+    entries = "".join(
+        "  config {\n"
+        f'    name: "{name}"\n'
+        f'    base_path: "{serving_root.rstrip("/")}/{name}"\n'
+        '    model_platform: "tensorflow"\n'
+        "  }\n"
+        for name in names
+    )
+    path = base_dir / MODELS_CONFIG
+    # Written to a temporary file and renamed, since a server may poll this file.
+    tmp = path.with_name(f".{MODELS_CONFIG}.tmp")
+    tmp.write_text("model_config_list {\n" + entries + "}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _write_new_version(archive: keras.export.ExportArchive, base_dir, name, card: dict) -> ExportResult:
+    """Write the archive as the next version of `name`, then refresh models.config.
+
+    It is written into a hidden temporary folder first and renamed, so a server polling
+    the model folder never loads a half-written version.
+    """
+    model_dir = pathlib.Path(base_dir) / check_model_name(name)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    tmp_dir.chmod(0o755)  # mkdtemp makes it owner-only; the server may run as another user
+    try:
+        archive.write_out(str(tmp_dir), verbose=False)
+        version = (existing_versions(model_dir) or [0])[-1] + 1
+        card = {"name": name, "version": version, **card}
+        card_path = tmp_dir / CARD_FOLDER / MODEL_CARD
+        card_path.parent.mkdir(exist_ok=True)
+        card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+        final_dir = model_dir / str(version)
+        if final_dir.exists():  # another export took this number meanwhile
+            raise FileExistsError(f"{final_dir} already exists; versions are never overwritten")
+        os.rename(tmp_dir, final_dir)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+    write_models_config(base_dir)
+    return ExportResult(name, version, final_dir, final_dir / CARD_FOLDER / MODEL_CARD)
+
+
+def _card_common(kind: str, signatures: dict, metadata: Mapping[str, Any] | None) -> dict:
+    metadata = dict(metadata or {})
+    return {
+        "kind": kind,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "data": metadata.get("data", metadata.get("dataset")),
+        "weights": metadata.get("weights"),
+        "metrics": metadata.get("metrics"),
+        "signatures": signatures,
+        "training_metadata": metadata,
+    }
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+def _decode_image_file(data: tf.Tensor, index: tf.Tensor, image_size: int) -> tf.Tensor:
+    """One encoded PNG/JPEG (any size; grey, RGB or RGBA) -> float32 [S, S, 3] RGB in [0, 255]."""
+    head = tf.strings.substr(data, 0, len(PNG_MAGIC))
+    is_png_or_jpeg = tf.logical_or(tf.equal(head, PNG_MAGIC), tf.io.is_jpeg(data))
+    message = tf.strings.format(
+        "image_bytes[{}] is not a PNG or JPEG file (it starts with {})", (index, tf.strings.substr(data, 0, 16))
+    )
+    check = tf.debugging.Assert(is_png_or_jpeg, [message])
+    with tf.control_dependencies([check]):
+        # channels=3 turns grey into RGB and drops an alpha channel.
+        image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    return resize_rgb(tf.cast(image, tf.float32), image_size)
+
+
+def resize_rgb(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """The resize the exported classifier applies: bilinear with antialias, float in, float out."""
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+    return tf.ensure_shape(image, (image_size, image_size, 3))
+
+
+def _assert_not_empty(batch: tf.Tensor, input_name: str) -> tf.Operation:
+    return tf.debugging.assert_positive(
+        tf.shape(batch)[0], message=f"{input_name} is an empty batch: send at least one item"
+    )
+
+
+class _ClassifierServing:
+    """The classifier's serving functions (traced by ExportArchive; closes over the model)."""
+
+    def __init__(self, model: keras.Model, backbone: str, image_size: int, class_names, threshold: float):
+        self.model = model
+        self.preprocess = get_backbone_spec(backbone).preprocess
+        self.image_size = image_size
+        self.class_names = tf.constant(list(class_names))
+        self.threshold = threshold
+
+    def classify_files(self, image_bytes):
+        with tf.control_dependencies([_assert_not_empty(image_bytes, "image_bytes")]):
+            indices = tf.range(tf.shape(image_bytes)[0])
+        images = tf.map_fn(
+            lambda item: _decode_image_file(item[0], item[1], self.image_size),
+            (image_bytes, indices),
+            fn_output_signature=tf.TensorSpec((self.image_size, self.image_size, 3), tf.float32),
+        )
+        return self._classify_rgb(images)
+
+    def classify_images(self, images):
+        channels = tf.shape(images)[-1]
+        checks = [
+            _assert_not_empty(images, "images"),
+            tf.debugging.Assert(
+                tf.reduce_any(tf.equal(channels, [1, 3, 4])),
+                ["images must have 1 (grey), 3 (RGB) or 4 (RGBA) channels, got", channels],
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            rgb = images[..., :3]  # drops alpha; grey stays one channel
+        rgb = tf.tile(rgb, [1, 1, 1, 3 // tf.shape(rgb)[-1]])
+        rgb = tf.map_fn(
+            lambda image: resize_rgb(image, self.image_size),
+            rgb,
+            fn_output_signature=tf.TensorSpec((self.image_size, self.image_size, 3), tf.float32),
+        )
+        return self._classify_rgb(rgb)
+
+    def _classify_rgb(self, rgb):
+        probability = self.model(self.preprocess(rgb), training=False)[:, 0]
+        probability = tf.cast(probability, tf.float32)
+        label = tf.gather(self.class_names, tf.cast(probability >= self.threshold, tf.int32))
+        return {"covid_probability": probability, "label": label}
+
+
+def classifier_signatures(image_size: int, class_names: Sequence[str]) -> dict:
+    """The classifier's serving contract, as written into the model card."""
+    outputs = {
+        "covid_probability": {"dtype": "float32", "shape": [None], "meaning": f"P({class_names[1]})"},
+        "label": {"dtype": "string", "shape": [None], "meaning": f"one of {list(class_names)}"},
+    }
+    return {
+        CLASSIFY_FILES: {
+            "inputs": {
+                "image_bytes": {
+                    "dtype": "string",
+                    "shape": [None],
+                    "meaning": "encoded PNG or JPEG files, any size, grey/RGB/RGBA; "
+                    'REST: {"instances": [{"b64": "<base64 of the file>"}, ...]}',
+                }
+            },
+            "outputs": outputs,
+        },
+        CLASSIFY_IMAGES: {
+            "inputs": {
+                "images": {
+                    "dtype": "float32",
+                    "shape": [None, None, None, None],
+                    "meaning": "decoded images [B, H, W, C], C in {1, 3, 4}, values in [0, 255]",
+                }
+            },
+            "outputs": outputs,
+        },
+        "preprocessing": f"decode, resize to {image_size}x{image_size} (bilinear, antialias), "
+        "backbone preprocess_input: all inside the graph",
+    }
+
+
+def export_classifier(
+    model: keras.Model,
+    *,
+    backbone: str,
+    image_size: int,
+    name: str,
+    base_dir: str | os.PathLike = DEFAULT_BASE_DIR,
+    class_names: Sequence[str] = BINARY_CLASSES,
+    threshold: float = 0.5,
+    metadata: Mapping[str, Any] | None = None,
+) -> ExportResult:
+    """Export a classifier (input: preprocessed [B, S, S, 3]; output [B, 1] = P(COVID)).
+
+    `metadata` (data, weights, metrics, ...) goes into the model card as given.
+    """
+    check_model_name(name)
+    class_names = list(class_names)
+    if len(class_names) != 2 or class_names[1] != POSITIVE_CLASS:
+        raise ValueError(f"class_names must be two names with {POSITIVE_CLASS!r} at index 1, got {class_names}")
+    input_shape = tuple(model.input_shape)
+    if input_shape[1:3] not in ((image_size, image_size), (None, None)) or input_shape[-1] != 3:
+        raise ValueError(f"model input shape {input_shape} does not match image_size={image_size} with 3 channels")
+
+    serving = _ClassifierServing(model, backbone, image_size, class_names, threshold)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # The first endpoint becomes serving_default; its single input makes REST
+    # {"instances": [{"b64": ...}]} work.
+    archive.add_endpoint(
+        CLASSIFY_FILES, serving.classify_files, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+    )
+    archive.add_endpoint(
+        CLASSIFY_IMAGES,
+        serving.classify_images,
+        input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")],
+    )
+    card = _card_common("classifier", classifier_signatures(image_size, class_names), metadata)
+    card.update(backbone=backbone, image_size=image_size, class_names=class_names, threshold=threshold)
+    return _write_new_version(archive, base_dir, name, card)
+
+
+# --------------------------------------------------------------------------- generator
+
+
+class _GeneratorServing:
+    """The generator's serving functions: seeded noise -> generator -> uint8 and PNG."""
+
+    def __init__(self, generator: keras.Model, noise_dim: int, image_size: int, class_names):
+        self.generator = generator
+        self.noise_dim = noise_dim
+        self.image_size = image_size
+        self.class_names = list(class_names)
+        self.class_names_tensor = tf.constant(self.class_names)
+
+    def generate_by_index(self, label, seed):
+        in_range = tf.logical_and(label >= 0, label < len(self.class_names))
+        check = tf.debugging.Assert(
+            tf.reduce_all(in_range),
+            [f"label must be a class index 0..{len(self.class_names) - 1} ({', '.join(self.class_names)}); got", label],
+            summarize=16,
+        )
+        with tf.control_dependencies([check]):
+            return self._generate(tf.identity(label), seed)
+
+    def generate_by_name(self, label, seed):
+        matches = tf.equal(label[:, None], self.class_names_tensor[None, :])
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.reduce_any(matches, axis=1)),
+            [f"label must be one of {', '.join(self.class_names)}; got", label],
+            summarize=16,
+        )
+        with tf.control_dependencies([check]):
+            index = tf.argmax(tf.cast(matches, tf.int32), axis=1, output_type=tf.int32)
+        return self._generate(index, seed)
+
+    def _generate(self, label, seed):
+        checks = [
+            _assert_not_empty(label, "label"),
+            tf.debugging.assert_equal(
+                tf.shape(label), tf.shape(seed), message="label and seed must have the same batch size"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            seed = tf.identity(seed)
+        # One stateless draw per seed, so an image depends only on its own (label, seed).
+        noise = tf.map_fn(
+            lambda s: tf.random.stateless_normal([self.noise_dim], seed=tf.stack([s, tf.zeros_like(s)])),
+            seed,
+            fn_output_signature=tf.TensorSpec([self.noise_dim], tf.float32),
+        )
+        fake = tf.cast(self.generator([noise, label], training=False), tf.float32)  # [-1, 1]
+        image = tf.cast(tf.round(tf.clip_by_value((fake + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
+        png = tf.map_fn(tf.io.encode_png, image, fn_output_signature=tf.TensorSpec([], tf.string))
+        # "_bytes": TF Serving's REST API base64-encodes outputs with this suffix.
+        return {"image": image, "png_bytes": png}
+
+
+def generator_signatures(image_size: int, class_names: Sequence[str]) -> dict:
+    """The generator's serving contract, as written into the model card."""
+    outputs = {
+        "image": {"dtype": "uint8", "shape": [None, image_size, image_size, 1], "meaning": "grey image"},
+        "png_bytes": {"dtype": "string", "shape": [None], "meaning": "the same image as PNG (base64 over REST)"},
+    }
+    seed = {"dtype": "int64", "shape": [None], "meaning": "one seed per image; same seed, same image"}
+    return {
+        GENERATE_BY_INDEX: {
+            "inputs": {
+                "label": {"dtype": "int32", "shape": [None], "meaning": f"class index into {list(class_names)}"},
+                "seed": seed,
+            },
+            "outputs": outputs,
+        },
+        GENERATE_BY_NAME: {
+            "inputs": {
+                "label": {"dtype": "string", "shape": [None], "meaning": f"class name, one of {list(class_names)}"},
+                "seed": seed,
+            },
+            "outputs": outputs,
+        },
+        "noise": "tf.random.stateless_normal([noise_dim], seed=[seed, 0]) per image",
+    }
+
+
+def export_generator(
+    generator: keras.Model,
+    *,
+    class_names: Sequence[str],
+    name: str,
+    base_dir: str | os.PathLike = DEFAULT_BASE_DIR,
+    metadata: Mapping[str, Any] | None = None,
+) -> ExportResult:
+    """Export a generator ([noise [B, D], label int32 [B]] -> [B, S, S, 1] in [-1, 1])."""
+    check_model_name(name)
+    noise_dim = generator.inputs[0].shape[-1]
+    output_shape = tuple(generator.output.shape)
+    if noise_dim is None or len(output_shape) != 4 or output_shape[-1] != 1 or output_shape[1] is None:
+        raise ValueError(
+            f"generator must map noise [B, D] to [B, S, S, 1]; got noise {generator.inputs[0].shape}, "
+            f"output {output_shape}"
+        )
+    image_size = output_shape[1]
+    serving = _GeneratorServing(generator, noise_dim, image_size, class_names)
+    seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+    archive.add_endpoint(
+        GENERATE_BY_INDEX,
+        serving.generate_by_index,
+        input_signature=[tf.TensorSpec([None], tf.int32, name="label"), seed_spec],
+    )
+    archive.add_endpoint(
+        GENERATE_BY_NAME,
+        serving.generate_by_name,
+        input_signature=[tf.TensorSpec([None], tf.string, name="label"), seed_spec],
+    )
+    card = _card_common("generator", generator_signatures(image_size, class_names), metadata)
+    card.update(image_size=image_size, noise_dim=noise_dim, class_names=list(class_names))
+    return _write_new_version(archive, base_dir, name, card)
+
+
+# --------------------------------------------------------------------------- glue
+
+
+def _default_name(directory: str | os.PathLike) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", pathlib.Path(directory).resolve().name).lstrip("._-") or "model"
+
+
+def export_classifier_dir(
+    classifier_dir: str | os.PathLike, base_dir=DEFAULT_BASE_DIR, name: str | None = None
+) -> ExportResult:
+    """Export a saved classifier folder (`model.keras` + `classifier.json`)."""
+    from covid_keras.classifier import load_classifier
+
+    model, metadata = load_classifier(classifier_dir)
+    return export_classifier(
+        model,
+        backbone=metadata["backbone"],
+        image_size=int(metadata["image_size"]),
+        class_names=metadata.get("class_names", BINARY_CLASSES),
+        name=name or _default_name(classifier_dir),
+        base_dir=base_dir,
+        metadata={"source": str(classifier_dir), **metadata},
+    )
+
+
+def export_gan_run(run_dir: str | os.PathLike, base_dir=DEFAULT_BASE_DIR, name: str | None = None) -> ExportResult:
+    """Export the generator of a GAN run folder (`runs/<name>/`)."""
+    from covid_keras.gan_training import load_generator
+
+    generator, config, class_names = load_generator(run_dir)
+    config_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else vars(config)
+    return export_generator(
+        generator,
+        class_names=class_names,
+        name=name or _default_name(run_dir),
+        base_dir=base_dir,
+        metadata={"source": str(run_dir), "data": config_dict.get("dataset"), "gan_config": config_dict},
+    )
