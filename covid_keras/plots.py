@@ -46,3 +46,133 @@ def save_image_grid(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)
+
+
+def save_metric_curves(
+    x: Sequence[float],
+    series: dict[str, tuple[Sequence[float], Sequence[float] | None]],
+    path: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+) -> str:
+    """Save line plots of metrics over x as a PNG: `series` maps a label to (values, stds or None);
+    a std draws a shaded band of one standard deviation."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (values, stds) in series.items():
+        values = np.asarray(values, dtype=float)
+        ax.plot(x, values, marker="o", markersize=3, linewidth=1.5, label=name)
+        if stds is not None:
+            stds = np.asarray(stds, dtype=float)
+            ax.fill_between(x, values - stds, values + stds, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def save_roc_curves(
+    curves: dict[str, tuple[Sequence[float], Sequence[float], float | None]],
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> str:
+    """Save ROC curves as a PNG: `curves` maps a label (e.g. a split) to (fpr, tpr, auc)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="chance")
+    for name, (fpr, tpr, auc) in curves.items():
+        label = name if auc is None else f"{name} (AUC {auc:.3f})"
+        ax.plot(fpr, tpr, linewidth=1.5, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (COVID sensitivity)")
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def smooth(values: Sequence[float], weight: float = 0.6) -> np.ndarray:
+    """TensorBoard-style exponential moving average, debiased so the first points are not pulled to 0."""
+    values = np.asarray(values, dtype=float)
+    smoothed, average = np.empty_like(values), 0.0
+    for i, value in enumerate(values):
+        average = weight * average + (1.0 - weight) * value
+        smoothed[i] = average / (1.0 - weight ** (i + 1))
+    return smoothed
+
+
+def save_loss_curves(
+    series: dict[str, Sequence[float]],
+    path: str | os.PathLike,
+    xlabel: str = "epoch",
+    smoothing: float = 0.6,
+    title: str | None = None,
+    x: Sequence[float] | None = None,
+) -> str:
+    """Save loss curves as a PNG, one panel per series (e.g. G and D): raw values faint, smoothed bold."""
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items()):
+        values = np.asarray(values, dtype=float)
+        steps = np.arange(1, len(values) + 1) if x is None else np.asarray(x)
+        line = ax.plot(steps, values, alpha=0.3, linewidth=1)[0]
+        ax.plot(steps, smooth(values, smoothing), color=line.get_color(), linewidth=2, label=f"{name} (smoothed)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def save_grouped_bars(
+    groups: Sequence[str],
+    series: dict[str, tuple[Sequence[float], Sequence[float | None] | None]],
+    path: str | os.PathLike,
+    ylabel: str,
+    title: str | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> str:
+    """Save a grouped bar chart as a PNG: one group per entry of `groups` (e.g. a backbone), one bar
+    per series (e.g. baseline / augmented); `series` maps a label to (means, sds or None), and an
+    sd draws an error bar of one standard deviation. Each bar is annotated with its mean."""
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups), 4))
+    positions = np.arange(len(groups), dtype=float)
+    width = 0.8 / max(len(series), 1)
+    for index, (name, (means, sds)) in enumerate(series.items()):
+        means = np.asarray(means, dtype=float)
+        errors = None if sds is None else np.asarray([np.nan if s is None else s for s in sds], dtype=float)
+        x = positions - 0.4 + width * (index + 0.5)
+        bars = ax.bar(x, means, width, yerr=errors, capsize=4, label=name)
+        ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize=7, padding=2)
+    ax.set_xticks(positions)
+    ax.set_xticklabels(groups)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="y", alpha=0.3)
+    # Below the axes, so it never hides a bar.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(series), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)

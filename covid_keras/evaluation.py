@@ -1,0 +1,115 @@
+"""Classifier metrics from labels and P(COVID): plain numpy, JSON-able results.
+
+Label 1 is COVID (`labels.BINARY_CLASSES`), so sensitivity is the COVID recall and
+specificity the Normal recall. A metric that is undefined for the given labels (AUC or
+sensitivity with no COVID image, ...) is `None`, which JSON writes as `null`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from covid_keras.labels import BINARY_CLASSES
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def _as_binary_arrays(labels, probabilities) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).reshape(-1)
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    if labels.shape != probabilities.shape:
+        raise ValueError(
+            f"labels ({labels.shape[0]}) and probabilities ({probabilities.shape[0]}) differ in length"
+        )
+    if labels.size == 0:
+        raise ValueError("no examples to evaluate")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (Normal) or 1 (COVID), got {sorted(set(labels.tolist()))}")
+    return labels.astype(np.int64), probabilities
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return float(numerator) / denominator if denominator else None
+
+
+def confusion_counts(labels, probabilities, threshold: float = DEFAULT_THRESHOLD) -> dict[str, int]:
+    """True/false positives/negatives, COVID being the positive class (predicted: P > threshold)."""
+    labels, probabilities = _as_binary_arrays(labels, probabilities)
+    predicted = probabilities > threshold  # as keras.metrics.BinaryAccuracy, so logs agree
+    positive = labels == 1
+    return {
+        "tp": int(np.sum(predicted & positive)),
+        "fn": int(np.sum(~predicted & positive)),
+        "tn": int(np.sum(~predicted & ~positive)),
+        "fp": int(np.sum(predicted & ~positive)),
+    }
+
+
+def roc_auc(labels, probabilities) -> float | None:
+    """Exact ROC AUC: P(score of a COVID image > score of a Normal image), ties count half."""
+    labels, probabilities = _as_binary_arrays(labels, probabilities)
+    positives, negatives = probabilities[labels == 1], probabilities[labels == 0]
+    if positives.size == 0 or negatives.size == 0:
+        return None
+    # Mann-Whitney U via average ranks over the pooled scores (ties share their mean rank).
+    pooled = np.concatenate([positives, negatives])
+    order = np.argsort(pooled, kind="mergesort")
+    sorted_scores = pooled[order]
+    ranks = np.empty(pooled.size, dtype=np.float64)
+    _, first_index, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    mean_ranks = first_index + (counts + 1) / 2.0  # 1-based average rank of each tie group
+    ranks[order] = np.repeat(mean_ranks, counts)
+    rank_sum = ranks[: positives.size].sum()
+    u_statistic = rank_sum - positives.size * (positives.size + 1) / 2.0
+    return float(u_statistic / (positives.size * negatives.size))
+
+
+def roc_curve(labels, probabilities) -> dict[str, list[float]]:
+    """ROC points, from (0, 0) to (1, 1): one point per distinct score, thresholds descending.
+
+    A point's threshold t means "predict COVID when P(COVID) >= t"; the first point's
+    threshold is None (above every score: nothing predicted COVID), which keeps the result
+    JSON-able. Undefined rates (no COVID or no Normal image) are 0.
+    """
+    labels, probabilities = _as_binary_arrays(labels, probabilities)
+    order = np.argsort(-probabilities, kind="mergesort")
+    scores, sorted_labels = probabilities[order], labels[order]
+    # Last index of each group of equal scores: the curve moves once per distinct threshold.
+    group_ends = np.flatnonzero(np.diff(scores) != 0)
+    group_ends = np.append(group_ends, scores.size - 1)
+    true_positives = np.cumsum(sorted_labels)[group_ends]
+    false_positives = (group_ends + 1) - true_positives
+    n_positive, n_negative = int(labels.sum()), int(labels.size - labels.sum())
+    tpr = true_positives / n_positive if n_positive else np.zeros_like(true_positives, dtype=float)
+    fpr = false_positives / n_negative if n_negative else np.zeros_like(false_positives, dtype=float)
+    return {
+        "fpr": [0.0] + [float(v) for v in fpr],
+        "tpr": [0.0] + [float(v) for v in tpr],
+        "thresholds": [None] + [float(v) for v in scores[group_ends]],
+    }
+
+
+def classification_metrics(
+    labels, probabilities, threshold: float = DEFAULT_THRESHOLD
+) -> dict:
+    """Accuracy, AUC, COVID sensitivity, specificity and the confusion matrix, as a JSON-able dict.
+
+    An image is predicted COVID when P(COVID) > threshold.
+    `confusion_matrix` is [[TN, FP], [FN, TP]]: rows are the true class and columns the
+    predicted class, both in `class_names` order (Normal, COVID).
+    """
+    labels, probabilities = _as_binary_arrays(labels, probabilities)
+    counts = confusion_counts(labels, probabilities, threshold)
+    tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
+    return {
+        "n": int(labels.size),
+        "n_covid": tp + fn,
+        "n_normal": tn + fp,
+        "threshold": float(threshold),
+        "accuracy": _ratio(tp + tn, labels.size),
+        "auc": roc_auc(labels, probabilities),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+        "class_names": list(BINARY_CLASSES),
+    }

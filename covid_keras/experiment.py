@@ -1,0 +1,521 @@
+"""The augmentation experiment: frozen-backbone classifiers with and without GAN images, over seeds.
+
+For each backbone:
+
+- baseline: the head trained on the real train split;
+- augmented: the head trained on the real train split plus the generated images (a
+  `DIR/<class>/*.png` folder, added with `data.with_generated`, at most `per_class` per class).
+
+Validation and test stay real-only in both settings (the study leaked synthetic images into
+both); `check_split_contents` refuses to go on when a generated file reaches them. The backbone
+is frozen, so its features are computed once per backbone for the real splits and for the
+generated images (through a `classifier.FeatureCache`) and reused by every seed and both
+settings: a seed changes only the head's initial weights and the shuffling. The same seed gives
+both settings the same initial head, so the two are compared pair by pair.
+
+    config = ExperimentConfig(data.DataSpec("phantom"), "generated/run3", weights="/work/weights")
+    results = run_experiment(config, "runs/experiment")
+
+Writes OUT/results.json (every per-seed figure, weights with sha256, data, timings),
+OUT/results.md (the study's table as mean ± sd) and OUT/test_accuracy.png (bar chart).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import re
+import time
+from typing import Iterable, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from covid_keras import classifier, data, evaluation, plots, tuning
+from covid_keras.backbones import BACKBONES, get_backbone_spec
+from covid_keras.classifier import ClassifierConfig, FeatureCache, FeatureExtractor, FeatureSet
+from covid_keras.labels import BINARY_CLASSES
+
+DEFAULT_BACKBONES = tuple(BACKBONES)
+DEFAULT_SEEDS = (0, 1, 2)
+SETTINGS = ("baseline", "augmented")
+SETTING_LABELS = {"baseline": "baseline (real)", "augmented": "augmented (+GAN)"}
+# (split, metric) columns of the table, in the study's order plus the test metrics it lacked.
+REPORTED = (
+    ("train", "accuracy"),
+    ("validation", "accuracy"),
+    ("test", "accuracy"),
+    ("test", "auc"),
+    ("test", "sensitivity"),
+    ("test", "specificity"),
+)
+COLUMN_TITLES = {
+    "train_accuracy": "train acc",
+    "validation_accuracy": "val acc",
+    "test_accuracy": "test acc (real only)",
+    "test_auc": "test AUC",
+    "test_sensitivity": "test sensitivity",
+    "test_specificity": "test specificity",
+}
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+BAR_CHART = "test_accuracy.png"
+FEATURE_CACHE_DIR = "feature_cache"
+FORMAT_VERSION = 1
+# `generate.write_generated` names its files gen-s<seed>-<index>.png; a real split holding such a
+# name is a mixed folder like the study's, even without the "generated/" prefix.
+GENERATED_FILE_NAME = re.compile(r"(^|/)gen-s\d+-\d+\.png$")
+
+
+class SyntheticLeakError(ValueError):
+    """A generated image sits in a split that must be real-only."""
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """What the experiment runs on; classifier defaults are the study's presets.
+
+    weights: "imagenet", a local weights file or directory, None (random init, tests), or a
+    mapping backbone -> one of those. per_class: at most this many generated images per class
+    (the first by file name); None takes the whole folder. tuned_dir: KerasTuner results
+    (`DIR/<backbone>/best_hyperparameters.json` or one `best_hyperparameters.json` naming its
+    backbone); backbones without one use the study's rate. balanced: cut every class to the
+    smallest one's count in each real split, as the study did. generated_data_dir: TFDS data dir
+    for the generated folder's build (default: `data.data_dir`).
+    """
+
+    data: data.DataSpec
+    generated_dir: str
+    backbones: tuple[str, ...] = DEFAULT_BACKBONES
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    weights: str | None | Mapping[str, str | None] = "imagenet"
+    per_class: int | None = None
+    image_size: int = classifier.STUDY_IMAGE_SIZE
+    epochs: int = classifier.STUDY_EPOCHS
+    batch_size: int = classifier.STUDY_BATCH_SIZE
+    balanced: bool = True
+    tuned_dir: str | None = None
+    generated_data_dir: str | None = None
+
+    def __post_init__(self):
+        self.backbones = tuple(self.backbones)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.generated_dir = os.path.abspath(os.path.expanduser(self.generated_dir))
+        if not self.backbones:
+            raise ValueError("backbones: give at least one backbone")
+        for name in self.backbones:
+            classifier.check_image_size(get_backbone_spec(name), self.image_size)
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if self.per_class is not None and self.per_class < 1:
+            raise ValueError(f"per_class must be >= 1 (or None for the whole folder), got {self.per_class}")
+        if isinstance(self.weights, Mapping):
+            missing = [b for b in self.backbones if b not in self.weights]
+            if missing:
+                raise ValueError(f"weights: the mapping has no entry for {', '.join(missing)}")
+
+    def weights_for(self, backbone: str) -> str | None:
+        weights = self.weights[backbone] if isinstance(self.weights, Mapping) else self.weights
+        return None if weights in (None, "none") else str(weights)
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["data"] = dataclasses.asdict(self.data)
+        values["backbones"] = list(self.backbones)
+        values["seeds"] = list(self.seeds)
+        values["weights"] = dict(self.weights) if isinstance(self.weights, Mapping) else self.weights
+        return values
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+
+def is_generated_name(file_name: str) -> bool:
+    return file_name.startswith(data.GENERATED_PREFIX) or GENERATED_FILE_NAME.search(file_name) is not None
+
+
+def file_names_and_labels(ds: tf.data.Dataset) -> list[tuple[str, int]]:
+    pairs = ds.map(lambda e: (e["file_name"], e["label"]))
+    return [(name.decode(), int(label)) for name, label in pairs.as_numpy_iterator()]
+
+
+def check_split_contents(
+    real: Mapping[str, tf.data.Dataset], generated: tf.data.Dataset | None = None
+) -> dict[str, dict]:
+    """Refuse any generated file in the real splits; return each split's counts.
+
+    real: split name -> examples that must be real-only (train, validation, test).
+    generated: the images added to train; every one must carry the "generated/" prefix, which
+    is how `data.with_generated` marks them. Raises SyntheticLeakError naming the files.
+    """
+    contents = {}
+    for split, ds in real.items():
+        pairs = file_names_and_labels(ds)
+        leaked = [name for name, _ in pairs if is_generated_name(name)]
+        if leaked:
+            raise SyntheticLeakError(
+                f"{len(leaked)} generated image(s) in the {split} split, which must be real-only "
+                f"(e.g. {', '.join(leaked[:5])}): add generated images to train only, with data.with_generated"
+            )
+        contents[split] = _counts(pairs)
+    if generated is not None:
+        pairs = file_names_and_labels(generated)
+        unmarked = [name for name, _ in pairs if not name.startswith(data.GENERATED_PREFIX)]
+        if unmarked:
+            raise SyntheticLeakError(
+                f"{len(unmarked)} added image(s) lack the {data.GENERATED_PREFIX!r} prefix "
+                f"(e.g. {', '.join(unmarked[:5])}): they could not be told apart from real ones"
+            )
+        contents["generated"] = _counts(pairs)
+    return contents
+
+
+def _counts(pairs: Sequence[tuple[str, int]]) -> dict:
+    per_class = {name: 0 for name in BINARY_CLASSES}
+    for _, label in pairs:
+        per_class[BINARY_CLASSES[label]] += 1
+    return {"n": len(pairs), "per_class": per_class}
+
+
+def _keep_files(ds: tf.data.Dataset, keep: Iterable[str]) -> tf.data.Dataset:
+    keep = sorted(keep)
+    if not keep:
+        return ds.take(0)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keep), tf.ones(len(keep), tf.int32)), default_value=0
+    )
+    return ds.filter(lambda e: table.lookup(e["file_name"]) > 0)
+
+
+def first_per_class(pairs: Sequence[tuple[str, int]], per_class: int | None) -> list[str]:
+    """File names of the first `per_class` images of each class, by file name (all when None)."""
+    by_class: dict[int, list[str]] = {}
+    for name, label in sorted(pairs):
+        by_class.setdefault(label, []).append(name)
+    return [name for names in by_class.values() for name in names[:per_class]]
+
+
+@dataclasses.dataclass
+class ExperimentSplits:
+    """The real splits and the generated images the augmented setting adds to train."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    generated: tf.data.Dataset
+    contents: dict[str, dict]  # split -> {"n", "per_class"}
+
+
+def load_experiment_splits(config: ExperimentConfig) -> ExperimentSplits:
+    """Real train/validation/test, and the generated images as `data.with_generated` adds them."""
+    if not os.path.isdir(config.generated_dir):
+        raise FileNotFoundError(
+            f"generated folder {config.generated_dir} does not exist: write one with scripts/generate.py"
+        )
+    if config.data.path and os.path.abspath(config.data.path) == config.generated_dir:
+        raise SyntheticLeakError(f"the real data and the generated images are the same folder {config.generated_dir}")
+    train, validation, test = (
+        data.load_split(config.data, split, balanced=config.balanced) for split in classifier.SPLITS
+    )
+    augmented = data.with_generated(train, config.generated_dir, config.generated_data_dir or config.data.data_dir)
+    prefix = re.escape(data.GENERATED_PREFIX)
+    generated = augmented.filter(lambda e: tf.strings.regex_full_match(e["file_name"], f"{prefix}.*"))
+    if config.per_class is not None:
+        generated = _keep_files(generated, first_per_class(file_names_and_labels(generated), config.per_class))
+    contents = check_split_contents({"train": train, "validation": validation, "test": test}, generated)
+    if contents["generated"]["n"] == 0:
+        raise ValueError(f"no generated image could be read from {config.generated_dir} (expected DIR/<class>/*.png)")
+    return ExperimentSplits(train, validation, test, generated, contents)
+
+
+# --- learning rates --------------------------------------------------------------------------
+
+
+def head_hyperparameters(backbone: str, tuned_dir: str | os.PathLike | None = None) -> dict:
+    """{"learning_rate", "optimizer", "source"}: a tuning result for `backbone` if found, else the study's."""
+    study = {
+        "learning_rate": get_backbone_spec(backbone).study_learning_rate,
+        "optimizer": classifier.STUDY_OPTIMIZER,
+        "source": "study",
+    }
+    if tuned_dir is None:
+        return study
+    tuned_dir = pathlib.Path(tuned_dir)
+    if not tuned_dir.exists():
+        raise FileNotFoundError(f"tuning results folder {tuned_dir} does not exist")
+    for candidate in (tuned_dir / backbone, tuned_dir / f"tune_{backbone}", tuned_dir):
+        path = candidate / tuning.BEST_FILE
+        if not path.is_file():
+            continue
+        best = tuning.load_best_hyperparameters(path)
+        if best.get("backbone", backbone) != backbone:
+            continue  # a single-backbone result for another backbone
+        return {"learning_rate": float(best["learning_rate"]), "optimizer": str(best["optimizer"]), "source": str(path)}
+    print(f"warning: no tuning result for {backbone} under {tuned_dir}; using the study's learning rate")
+    return {**study, "source": f"study (no tuning result for {backbone} under {tuned_dir})"}
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def concatenate(first: FeatureSet, second: FeatureSet) -> FeatureSet:
+    return FeatureSet(
+        np.concatenate([first.features, second.features]), np.concatenate([first.labels, second.labels])
+    )
+
+
+def backbone_features(
+    backbone: str, config: ExperimentConfig, splits: ExperimentSplits, cache: FeatureCache | None, verbose: int = 1
+) -> tuple[dict[str, FeatureSet], classifier.WeightsInfo]:
+    """Features of the real splits and of the generated images, once; the backbone is then freed."""
+    extractor = FeatureExtractor(backbone, config.image_size, config.weights_for(backbone))
+    features = {}
+    for name in ("train", "validation", "test", "generated"):
+        if verbose:
+            print(f"{backbone}: features of {name}")
+        features[name] = extractor.features(getattr(splits, name), cache, verbose=verbose)
+    weights_info = extractor.weights_info
+    del extractor
+    keras.backend.clear_session()  # the backbone is not needed again: free it before the heads
+    return features, weights_info
+
+
+def fit_and_evaluate_head(
+    config: ClassifierConfig, train: FeatureSet, evaluated: Mapping[str, FeatureSet]
+) -> dict:
+    """Train a fresh head (seeded by config.seed) on `train`; metrics on each of `evaluated`."""
+    keras.utils.set_random_seed(config.seed)  # the head's initial weights and the shuffling
+    head = classifier.build_head(train.features.shape[1:])
+    history = classifier.train_head(head, config, train, evaluated.get("validation"), verbose=0)
+    metrics = {}
+    for name, feature_set in evaluated.items():
+        probabilities = head.predict(feature_set.features, batch_size=classifier.PREDICT_BATCH_SIZE, verbose=0)
+        metrics[name] = evaluation.classification_metrics(feature_set.labels.astype(np.int64), probabilities)
+    del head
+    keras.backend.clear_session()
+    return {"seed": config.seed, "metrics": metrics, "history": history}
+
+
+def summarize(values: Sequence[float | None]) -> dict:
+    """Mean and sample sd (ddof 1; None with one value) of the defined values."""
+    defined = [float(v) for v in values if v is not None]
+    mean = float(np.mean(defined)) if defined else None
+    sd = float(np.std(defined, ddof=1)) if len(defined) > 1 else None
+    return {"mean": mean, "sd": sd, "n": len(defined), "values": list(values)}
+
+
+def summarize_runs(runs: Sequence[dict]) -> dict[str, dict]:
+    return {
+        f"{split}_{metric}": summarize([run["metrics"][split][metric] for run in runs]) for split, metric in REPORTED
+    }
+
+
+def compare_settings(runs: Mapping[str, Sequence[dict]]) -> dict:
+    """Test-accuracy gain of augmented over baseline: difference of means and paired by seed."""
+    baseline = [run["metrics"]["test"]["accuracy"] for run in runs["baseline"]]
+    augmented = [run["metrics"]["test"]["accuracy"] for run in runs["augmented"]]
+    paired = summarize([a - b for a, b in zip(augmented, baseline)])
+    sd_baseline, sd_augmented = summarize(baseline)["sd"], summarize(augmented)["sd"]
+    spread = max((s for s in (sd_baseline, sd_augmented) if s is not None), default=None)
+    gain = float(np.mean(augmented) - np.mean(baseline))
+    return {
+        "test_accuracy_gain": gain,
+        "paired_gain": paired,
+        "run_to_run_sd": spread,  # the larger of the two settings' sd
+        "gain_over_sd": abs(gain) / spread if spread else None,
+    }
+
+
+def run_backbone(
+    backbone: str, config: ExperimentConfig, splits: ExperimentSplits, cache: FeatureCache | None, verbose: int = 1
+) -> dict:
+    """Both settings over every seed for one backbone, on features computed once."""
+    started = time.perf_counter()
+    features, weights_info = backbone_features(backbone, config, splits, cache, verbose)
+    features_s = time.perf_counter() - started
+    hyper = head_hyperparameters(backbone, config.tuned_dir)
+    training_sets = {
+        "baseline": features["train"],
+        "augmented": concatenate(features["train"], features["generated"]),
+    }
+    evaluated = {"validation": features["validation"], "test": features["test"]}
+    runs: dict[str, list[dict]] = {setting: [] for setting in SETTINGS}
+    progress = keras.utils.Progbar(len(config.seeds) * len(SETTINGS), unit_name="head", verbose=verbose)
+    heads_started = time.perf_counter()
+    for seed in config.seeds:
+        for setting in SETTINGS:
+            head_config = ClassifierConfig(
+                backbone=backbone,
+                weights=config.weights_for(backbone),
+                image_size=config.image_size,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                learning_rate=hyper["learning_rate"],
+                optimizer=hyper["optimizer"],
+                seed=seed,
+            )
+            train = training_sets[setting]
+            runs[setting].append(fit_and_evaluate_head(head_config, train, {"train": train, **evaluated}))
+            progress.add(1)
+    return {
+        "weights": weights_info.to_dict(),
+        "learning_rate": hyper["learning_rate"],
+        "optimizer": hyper["optimizer"],
+        "hyperparameters_source": hyper["source"],
+        "feature_shape": list(features["train"].features.shape[1:]),
+        "n_train": {setting: int(fs.labels.size) for setting, fs in training_sets.items()},
+        "runs": runs,
+        "summary": {setting: summarize_runs(runs[setting]) for setting in SETTINGS},
+        "comparison": compare_settings(runs),
+        "timings_s": {"features": features_s, "heads": time.perf_counter() - heads_started},
+    }
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    cache: FeatureCache | None = None,
+    verbose: int = 1,
+) -> dict:
+    """Run every backbone, write results.json, results.md and the bar chart to out_dir; return the results.
+
+    cache: defaults to OUT/feature_cache on disk, so a rerun after a crash skips the backbone passes.
+    """
+    started = time.perf_counter()
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache if cache is not None else FeatureCache(out_dir / FEATURE_CACHE_DIR)
+    splits = load_experiment_splits(config)
+    generated_counts = splits.contents["generated"]["per_class"]
+    short = {c: n for c, n in generated_counts.items() if config.per_class and n < config.per_class}
+    if short:
+        print(f"warning: fewer generated images than per_class={config.per_class} in {short} "
+              "(the folder has fewer, or identical images were de-duplicated)")
+    results = {
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "data": {**dataclasses.asdict(config.data), "balanced": config.balanced, "splits": splits.contents},
+        "generated": {
+            "dir": config.generated_dir,
+            "per_class_requested": config.per_class,
+            "per_class_used": generated_counts,
+            "added_to": "train only; validation and test are real-only (checked on the file names)",
+        },
+        "backbones": {},
+        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
+    }
+    for backbone in config.backbones:
+        if verbose:
+            print(f"== {backbone}")
+        results["backbones"][backbone] = run_backbone(backbone, config, splits, cache, verbose)
+    results["timings_s"] = {"total": time.perf_counter() - started}
+    write_results(results, out_dir)
+    return results
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+def write_results(results: dict, out_dir: str | os.PathLike) -> dict[str, str]:
+    out_dir = pathlib.Path(out_dir)
+    (out_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / RESULTS_MD).write_text(results_markdown(results))
+    save_test_accuracy_chart(results, out_dir / BAR_CHART)
+    return {name: str(out_dir / name) for name in (RESULTS_JSON, RESULTS_MD, BAR_CHART)}
+
+
+def format_mean_sd(stats: dict) -> str:
+    if stats["mean"] is None:
+        return "n/a"
+    if stats["sd"] is None:
+        return f"{stats['mean']:.4f}"
+    return f"{stats['mean']:.4f} ± {stats['sd']:.4f}"
+
+
+def weights_description(weights: dict) -> str:
+    if weights["name"] == "none":
+        return "**RANDOM INIT (no pretrained weights)**"
+    if weights["name"] == "file":
+        return f"file `{weights['path']}` (sha256 {weights['sha256'][:12]}…)"
+    return "ImageNet (Keras download)"
+
+
+def comparison_sentence(backbone: str, comparison: dict, n_seeds: int) -> str:
+    gain, spread = comparison["test_accuracy_gain"], comparison["run_to_run_sd"]
+    text = f"{backbone}: the GAN images changed the mean test accuracy by {gain:+.4f}"
+    if spread is None:
+        return text + f" over {n_seeds} seed: no run-to-run sd to compare it with (use more seeds)."
+    ratio = comparison["gain_over_sd"]
+    if ratio is None:  # sd 0: every seed gave the same accuracy
+        return text + f"; every one of the {n_seeds} seeds gave the same accuracy (sd 0), so there is no spread to compare with."
+    verdict = (
+        "within two run-to-run sd: not distinguishable from seed noise"
+        if ratio < 2
+        else "more than twice the run-to-run sd"
+    )
+    return text + f", {ratio:.1f} times the run-to-run sd ({spread:.4f}, {n_seeds} seeds): {verdict}."
+
+
+def _per_class_text(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in counts.items())
+
+
+def results_markdown(results: dict) -> str:
+    config = results["config"]
+    columns = [f"{split}_{metric}" for split, metric in REPORTED]
+    lines = [
+        "# Baseline vs GAN-augmented classifiers",
+        "",
+        f"Data `{config['data']['config']}`{' (' + config['data']['path'] + ')' if config['data']['path'] else ''}; "
+        f"generated images from `{results['generated']['dir']}`, "
+        f"{_per_class_text(results['generated']['per_class_used'])}, added to **train only**: validation and test "
+        f"are real-only in both settings (the study mixed synthetic images into both).",
+        f"Mean ± sd over seeds {config['seeds']}; {config['image_size']} px, {config['epochs']} epochs, "
+        f"batch {config['batch_size']}. The backbone is frozen and its features are shared, so the sd "
+        "measures the head's initialisation and shuffling only.",
+        "",
+        "| model | setting | " + " | ".join(COLUMN_TITLES[c] for c in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for backbone, result in results["backbones"].items():
+        for setting in SETTINGS:
+            cells = [format_mean_sd(result["summary"][setting][c]) for c in columns]
+            lines.append(f"| {backbone} | {SETTING_LABELS[setting]} | " + " | ".join(cells) + " |")
+    lines += ["", "Weights and head hyperparameters:", ""]
+    for backbone, result in results["backbones"].items():
+        lines.append(
+            f"- {backbone}: {weights_description(result['weights'])}; {result['optimizer']} "
+            f"lr {result['learning_rate']:g} ({result['hyperparameters_source']})"
+        )
+    lines += [""]
+    for backbone, result in results["backbones"].items():
+        lines.append(comparison_sentence(backbone, result["comparison"], len(config["seeds"])))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_test_accuracy_chart(results: dict, path: str | os.PathLike) -> str:
+    """Baseline vs augmented test accuracy per backbone, with one-sd error bars."""
+    backbones = list(results["backbones"])
+    series = {}
+    lowest = 1.0
+    for setting in SETTINGS:
+        stats = [results["backbones"][b]["summary"][setting]["test_accuracy"] for b in backbones]
+        means = [s["mean"] for s in stats]
+        sds = [s["sd"] for s in stats]
+        series[SETTING_LABELS[setting]] = (means, sds)
+        lowest = min([lowest] + [m - (s or 0.0) for m, s in zip(means, sds)])
+    bottom = max(0.0, math.floor((lowest - 0.05) * 20) / 20)  # zoom in on high accuracies
+    return plots.save_grouped_bars(
+        backbones, series, path, ylabel="test accuracy (real only)",
+        title=f"mean ± sd over {len(results['config']['seeds'])} seed(s)", ylim=(bottom, 1.02),
+    )

@@ -1,0 +1,160 @@
+"""`GanConfig`: every hyperparameter of a conditional-GAN run, and the study's presets `1`, `2`, `3`.
+
+The presets follow the report's text (see ../shared/docs/reference-facts.md); where the text is
+silent they follow the study's code. New options (losses, conditioning, augmentation) are added as
+fields whose default is the study's behaviour, so old config.json files keep loading and meaning
+the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine_restarts")
+LOSSES = ("bce",)
+DISCRIMINATOR_PADDINGS = ("auto", "valid", "same")
+
+
+@dataclasses.dataclass
+class GanConfig:
+    """One GAN run's hyperparameters. Tuples stay tuples through JSON (see `from_dict`)."""
+
+    # Data and architecture.
+    image_size: int = 150
+    # The study's GAN data: every class cut to the smallest class's count (3616 COVID, first 3616 Normal).
+    balanced: bool = True
+    num_classes: int = 2
+    noise_dim: int = 128
+    # Channels of the noise map the generator starts from (study: Dense(128*8*8) -> 8x8x128).
+    base_channels: int = 128
+    embedding_dim: int = 50
+    # One stride-2 "conv_layer_set" per entry; the final Tanh block is added on top.
+    generator_filters: tuple[int, ...] = (256, 128, 64, 32)
+    # First conv (stride 1), then stride-2 conv + BN sets, then the last conv (stride 1).
+    discriminator_filters: tuple[int, ...] = (64, 64, 64, 64, 64)
+    # "valid" is the study's; "auto" keeps "valid" where the image is big enough, else "same".
+    discriminator_padding: str = "auto"
+    leaky_relu_slope: float = 0.01  # PyTorch's default, which the study used
+    dropout: float = 0.5
+
+    # Optimisation.
+    batch_size: int = 8
+    epochs: int = 750  # the report shows ~600-740 epochs; samples were taken from epoch 740
+    optimizer: str = "adam"
+    learning_rate: float = 2e-4
+    momentum: float = 0.0  # SGD only
+    beta_1: float = 0.9  # Adam only
+    beta_2: float = 0.999  # Adam only
+    d_every: int = 10  # K: the discriminator steps once every K generator steps
+    lr_schedule: str = "constant"
+    restart_epochs: int = 10  # cosine warm restart period, in epochs (stepped per batch)
+    loss: str = "bce"
+
+    # Bookkeeping.
+    sample_every: int = 10  # epochs between sample grids (the last epoch always gets one)
+    samples_per_class: int = 8  # columns of the sample grid
+    checkpoint_every: int = 10  # epochs between kept weight snapshots (the resume point is every epoch)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.generator_filters = tuple(int(f) for f in self.generator_filters)
+        self.discriminator_filters = tuple(int(f) for f in self.discriminator_filters)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that is out of range."""
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("discriminator_padding", self.discriminator_padding, DISCRIMINATOR_PADDINGS)
+        positive = (
+            "image_size", "num_classes", "noise_dim", "base_channels", "embedding_dim", "batch_size",
+            "epochs", "d_every", "restart_epochs", "sample_every", "samples_per_class", "checkpoint_every",
+        )
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"GanConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.num_classes < 2:
+            raise ValueError(f"GanConfig.num_classes must be >= 2 for a conditional GAN, got {self.num_classes}")
+        if not self.generator_filters or min(self.generator_filters) < 1:
+            raise ValueError(f"GanConfig.generator_filters must be positive integers, got {self.generator_filters}")
+        if len(self.discriminator_filters) < 2 or min(self.discriminator_filters) < 1:
+            raise ValueError(
+                "GanConfig.discriminator_filters needs >= 2 positive integers (first and last conv), "
+                f"got {self.discriminator_filters}"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"GanConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GanConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "GanConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown GanConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GanConfig":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as f:
+            f.write(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "GanConfig":
+        try:
+            with open(path) as f:
+                return cls.from_json(f.read())
+        except (OSError, ValueError, TypeError) as e:
+            raise ValueError(f"cannot read a GanConfig from {path}: {e}") from e
+
+
+def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"GanConfig.{field} must be one of {choices}, got {value!r}")
+
+
+def _halving(start: int, layers: int) -> tuple[int, ...]:
+    return tuple(start // 2**i for i in range(layers))
+
+
+# The report's three runs (its text). The generator has the code's four stride-2 blocks from an
+# 8x8 base at 150 px; run 1 at 300 px gets a fifth so it also starts from 8x8.
+PRESETS: dict[str, dict[str, Any]] = {
+    "1": dict(
+        image_size=300, generator_filters=(64,) * 5, batch_size=4,
+        optimizer="sgd", learning_rate=0.01, momentum=0.9, lr_schedule="constant",
+    ),
+    "2": dict(
+        image_size=150, generator_filters=_halving(256, 4), batch_size=8,
+        optimizer="sgd", learning_rate=0.001, momentum=0.0, lr_schedule="constant",
+    ),
+    "3": dict(
+        image_size=150, generator_filters=_halving(256, 4), batch_size=8,
+        # The report's text says beta1 0.9; the study's code used 0.5 (the usual GAN setting).
+        optimizer="adam", learning_rate=2e-4, beta_1=0.9, lr_schedule="cosine_restarts", restart_epochs=10,
+    ),
+}
+
+
+def from_preset(run: str | int, **overrides: Any) -> GanConfig:
+    """The preset `run` ("1", "2", "3") with `overrides` (GanConfig field names) applied."""
+    key = str(run)
+    if key not in PRESETS:
+        raise ValueError(f"unknown GAN run {run!r}; choose one of {sorted(PRESETS)}")
+    values = {**PRESETS[key], **overrides}
+    return GanConfig.from_dict(values)

@@ -1,0 +1,455 @@
+"""A conditional-GAN run in `runs/<name>/`: training that survives being killed, samples, losses.
+
+What a run directory holds:
+
+    config.json                       the GanConfig, the data it trained on, the class names
+    losses.csv                        per-epoch G/D losses, D accuracies and learning rates (CSVLogger)
+    tensorboard/                      TensorBoard logs
+    samples/epoch_00010.png           fixed noise, one row per label, every `sample_every` epochs and the last
+    loss_curve.png                    smoothed G and D losses, written at the end
+    generator.weights.h5              latest generator / discriminator weights
+    discriminator.weights.h5
+    weights/generator-epoch00010.weights.h5   kept every `checkpoint_every` epochs (and D's)
+    checkpoints/state.json            {"epoch": N, "train_state": FILE}: the resume point, every epoch
+    checkpoints/train_state-epoch0000N.weights.h5   both models, both optimizers, the step counter
+
+Every file is written to a temporary name and moved into place (`os.replace`), and state.json is
+moved last, so a kill at any moment leaves the previous resume point intact. Re-running the same
+command resumes from it: optimizer slots and iterations (hence the learning-rate schedule), and the
+GAN's step counter (hence the D-every-K phase) come back with the weights. Data order after a
+resume restarts from the shuffle's first permutation.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from covid_keras import data, plots
+from covid_keras.gan import (
+    ConditionalGAN,
+    build_discriminator,
+    build_generator,
+    make_loss,
+    resolve_discriminator_padding,
+    upsampling_plan,
+)
+from covid_keras.gan_config import GanConfig
+
+CONFIG_FILE = "config.json"
+LOSS_CSV = "losses.csv"
+LOSS_CURVE = "loss_curve.png"
+TENSORBOARD_DIR = "tensorboard"
+SAMPLES_DIR = "samples"
+SNAPSHOT_DIR = "weights"
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"
+GENERATOR_WEIGHTS = "generator.weights.h5"
+DISCRIMINATOR_WEIGHTS = "discriminator.weights.h5"
+_WEIGHTS_SUFFIX = ".weights.h5"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: pathlib.Path
+    gan: ConditionalGAN
+    config: GanConfig
+    class_names: list[str]
+    initial_epoch: int  # 0 for a fresh run, the resumed epoch otherwise
+    epochs_done: int
+    history: dict[str, list[float]]
+
+
+# --------------------------------------------------------------------------- building
+
+
+def make_optimizer(config: GanConfig, updates_per_restart: int) -> keras.optimizers.Optimizer:
+    """The configured optimizer; for "cosine_restarts" the LR restarts every `updates_per_restart` updates."""
+    learning_rate: Any = config.learning_rate
+    if config.lr_schedule == "cosine_restarts":
+        # PyTorch's CosineAnnealingWarmRestarts(T_0, eta_min=0), stepped per update.
+        learning_rate = keras.optimizers.schedules.CosineDecayRestarts(
+            config.learning_rate, first_decay_steps=max(1, updates_per_restart), t_mul=1.0, m_mul=1.0, alpha=0.0
+        )
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=config.momentum)
+    # epsilon 1e-8: PyTorch's default (Keras's is 1e-7).
+    return keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=1e-8)
+
+
+def build_gan(config: GanConfig, steps_per_epoch: int = 1, jit_compile: bool = False) -> ConditionalGAN:
+    """A compiled ConditionalGAN for `config`. Call inside `strategy.scope()` to distribute it.
+
+    The restart period is `restart_epochs` epochs for both networks: G updates every step, D once
+    every `d_every` steps, so D's period in updates is `d_every` times shorter.
+    """
+    generator = build_generator(
+        config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
+        config.generator_filters, base_channels=config.base_channels,
+    )
+    discriminator = build_discriminator(
+        config.image_size, config.num_classes, config.embedding_dim, config.discriminator_filters,
+        padding=config.discriminator_padding, leaky_relu_slope=config.leaky_relu_slope, dropout=config.dropout,
+    )
+    gan = ConditionalGAN(generator, discriminator, config.noise_dim, config.num_classes, config.d_every, config.seed)
+    g_period = config.restart_epochs * steps_per_epoch
+    gan.compile(
+        g_optimizer=make_optimizer(config, g_period),
+        d_optimizer=make_optimizer(config, round(g_period / config.d_every)),
+        loss_fn=make_loss(config.loss),
+        jit_compile=jit_compile,
+    )
+    return gan
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _atomic_write_text(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_save_weights(model: keras.Model, path: pathlib.Path) -> None:
+    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save_weights(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+def _run_record(config: GanConfig, data_spec: data.DataSpec, class_names: Sequence[str]) -> dict:
+    return {
+        "gan": config.to_dict(),
+        "data": {"config": data_spec.config, "path": data_spec.path},
+        "class_names": list(class_names),
+    }
+
+
+def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key, "<missing>"), wanted.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the file, {b!r} now")
+    return out
+
+
+def _claim_run_dir(run_dir: pathlib.Path, record: dict) -> None:
+    """Create the run dir with config.json, or accept an existing one holding the same run."""
+    config_path = run_dir / CONFIG_FILE
+    if config_path.exists():
+        with open(config_path) as f:
+            saved = json.load(f)
+        differences = _differences(saved, record)
+        if differences:
+            raise ValueError(
+                f"{config_path} belongs to a different run ({'; '.join(differences)}): "
+                "refusing to overwrite it; choose another run dir"
+            )
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(f"{run_dir} is not empty and has no {CONFIG_FILE}: refusing to write a GAN run into it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(config_path, json.dumps(record, indent=2) + "\n")
+
+
+def _read_run_record(run_dir: pathlib.Path) -> dict:
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} is missing: {run_dir} is not a GAN run directory")
+    try:
+        with open(config_path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{config_path} is not valid JSON: {e}") from e
+
+
+def _load_weights(model: keras.Model, path: pathlib.Path, built_from: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} is missing")
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"checkpoint {path} does not fit the model built from {built_from}: {e}") from e
+
+
+def _resume_point(run_dir: pathlib.Path) -> dict | None:
+    state_path = run_dir / CHECKPOINT_DIR / STATE_FILE
+    if not state_path.exists():
+        return None
+    with open(state_path) as f:
+        return json.load(f)
+
+
+def completed_epochs(run_dir: str | os.PathLike) -> int:
+    """Epochs completed according to the run's resume point (0 when it has none)."""
+    state = _resume_point(pathlib.Path(run_dir))
+    return int(state["epoch"]) if state else 0
+
+
+def restore_train_state(gan: ConditionalGAN, run_dir: str | os.PathLike) -> int:
+    """Load the run's last resume point into `gan`; return the number of epochs it had completed (0: none)."""
+    run_dir = pathlib.Path(run_dir)
+    state = _resume_point(run_dir)
+    if state is None:
+        return 0
+    _load_weights(gan, run_dir / CHECKPOINT_DIR / state["train_state"], str(run_dir / CONFIG_FILE))
+    return int(state["epoch"])
+
+
+def _truncate_csv(path: pathlib.Path, epochs: int) -> None:
+    """Drop rows of epochs >= `epochs`: written after the resume point, they are about to be redone."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) < epochs]
+    if len(kept) != len(rows):
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _finite(logs: dict | None) -> bool:
+    return all(np.all(np.isfinite(np.asarray(v, dtype=float))) for v in (logs or {}).values())
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first NaN/inf loss. (Keras' TerminateOnNaN only watches a "loss" key.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_epoch: int | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bad_epoch is None and not _finite(logs):
+            self.bad_epoch = self._epoch
+            self.model.stop_training = True
+            print(f"\nnon-finite GAN loss in epoch {self._epoch + 1} ({logs}): stopping; the last good checkpoint stays")
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds G's and D's current learning rates to the epoch logs (so the CSV shows the schedule)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["g_learning_rate"] = float(np.asarray(self.model.g_optimizer.learning_rate))
+            logs["d_learning_rate"] = float(np.asarray(self.model.d_optimizer.learning_rate))
+
+
+def sample_images(generator: keras.Model, noise: np.ndarray, num_classes: int) -> np.ndarray:
+    """[num_classes, len(noise), S, S, 1] in [-1, 1]: the same noise for every label (one row each)."""
+    per_class = len(noise)
+    labels = np.repeat(np.arange(num_classes, dtype="int32"), per_class)
+    images = generator([np.tile(noise, (num_classes, 1)), labels], training=False)
+    images = np.asarray(images)
+    return images.reshape(num_classes, per_class, *images.shape[1:])
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Saves samples/epoch_NNNNN.png every `every` epochs and at `last_epoch`."""
+
+    def __init__(self, samples_dir: pathlib.Path, class_names: Sequence[str], noise: np.ndarray, every: int, last_epoch: int):
+        super().__init__()
+        self.samples_dir, self.class_names, self.noise = samples_dir, list(class_names), noise
+        self.every, self.last_epoch = every, last_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        completed = epoch + 1
+        if completed % self.every and completed != self.last_epoch:
+            return
+        images = sample_images(self.model.generator, self.noise, len(self.class_names))
+        path = self.samples_dir / f"epoch_{completed:05d}.png"
+        tmp = path.with_name(f".tmp-{path.name}")
+        plots.save_image_grid(images, tmp, row_labels=self.class_names, title=f"epoch {completed}")
+        os.replace(tmp, path)
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """The resume point every epoch (see the module docstring) and kept weights every `keep_every` epochs.
+
+    Skips saving once `nan_guard` has seen a non-finite loss, so the last good checkpoint stays.
+    """
+
+    def __init__(self, run_dir: pathlib.Path, keep_every: int, nan_guard: StopOnNonFiniteLoss | None = None):
+        super().__init__()
+        self.run_dir, self.keep_every, self.nan_guard = run_dir, keep_every, nan_guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (self.nan_guard is not None and self.nan_guard.bad_epoch is not None) or not _finite(logs):
+            return
+        completed = epoch + 1
+        checkpoints = self.run_dir / CHECKPOINT_DIR
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        train_state = f"train_state-epoch{completed:05d}{_WEIGHTS_SUFFIX}"
+        _atomic_save_weights(self.model, checkpoints / train_state)
+        _atomic_save_weights(self.model.generator, self.run_dir / GENERATOR_WEIGHTS)
+        _atomic_save_weights(self.model.discriminator, self.run_dir / DISCRIMINATOR_WEIGHTS)
+        if completed % self.keep_every == 0:
+            snapshots = self.run_dir / SNAPSHOT_DIR
+            snapshots.mkdir(exist_ok=True)
+            _atomic_save_weights(self.model.generator, snapshots / f"generator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
+            _atomic_save_weights(self.model.discriminator, snapshots / f"discriminator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
+        # The commit point: until state.json moves, the previous resume point is the valid one.
+        _atomic_write_text(checkpoints / STATE_FILE, json.dumps({"epoch": completed, "train_state": train_state}) + "\n")
+        for old in checkpoints.glob(f"train_state-epoch*{_WEIGHTS_SUFFIX}"):
+            if old.name != train_state:
+                old.unlink()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _count_batches(ds: tf.data.Dataset) -> int:
+    count = int(ds.cardinality())
+    if count == tf.data.INFINITE_CARDINALITY:
+        raise ValueError("the GAN dataset is infinite: an epoch must be one pass over the training split")
+    if count == tf.data.UNKNOWN_CARDINALITY:
+        count = int(ds.reduce(0, lambda n, _: n + 1))
+    return count
+
+
+def _check_architecture(config: GanConfig) -> None:
+    """Raise the builders' ValueError for a size the generator or discriminator cannot make."""
+    upsampling_plan(config.image_size, len(config.generator_filters))
+    resolve_discriminator_padding(config.image_size, len(config.discriminator_filters), config.discriminator_padding)
+
+
+def _check_two_classes(data_spec: data.DataSpec, class_names: Sequence[str]) -> None:
+    """A conditional GAN needs images of at least two classes in the train split."""
+    try:
+        counts = data.build_report(data_spec)["split_counts"]["train"]
+    except (OSError, KeyError, ValueError):
+        counts = {name: 1 for name in class_names}  # no report: trust the declared classes
+    present = [name for name, count in counts.items() if count > 0]
+    if len(present) < 2:
+        raise ValueError(
+            f"the train split of data {data_spec.config!r} ({data_spec.path or 'built-in'}) has images of "
+            f"{len(present)} class(es) only (counts {counts}): a conditional GAN needs at least two"
+        )
+
+
+def _save_loss_curve(run_dir: pathlib.Path) -> str | None:
+    path = run_dir / LOSS_CSV
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    series = {"generator loss": [float(r["g_loss"]) for r in rows], "discriminator loss": [float(r["d_loss"]) for r in rows]}
+    return plots.save_loss_curves(series, run_dir / LOSS_CURVE, x=epochs, title=run_dir.name)
+
+
+def train_gan(
+    config: GanConfig,
+    data_spec: data.DataSpec,
+    run_dir: str | os.PathLike,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: str | int = "auto",
+    jit_compile: bool = False,
+) -> TrainResult:
+    """Train (or resume) the GAN run in `run_dir` on `data_spec`'s train split.
+
+    `config.num_classes` follows the data. A run dir whose config.json differs is refused; a
+    matching one is resumed from its last checkpoint. Raises FloatingPointError when the losses
+    became NaN (the last good checkpoint is kept).
+    """
+    run_dir = pathlib.Path(run_dir)
+    _check_architecture(config)  # before touching the data or the run dir
+    data.prepare(data_spec)
+    class_names = data.class_names(data_spec)
+    _check_two_classes(data_spec, class_names)
+    config = dataclasses.replace(config, num_classes=len(class_names))
+    _claim_run_dir(run_dir, _run_record(config, data_spec, class_names))
+
+    train = data.load_split(data_spec, "train", balanced=config.balanced)
+    gan_ds = data.gan_dataset(train, config.image_size, config.batch_size, shuffle_seed=config.seed)
+    steps_per_epoch = _count_batches(gan_ds)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the train split of {data_spec.config!r} has fewer images than batch_size={config.batch_size}")
+
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)  # the same initial weights for the same config
+    with strategy.scope():
+        gan = build_gan(config, steps_per_epoch, jit_compile=jit_compile)
+    initial_epoch = restore_train_state(gan, run_dir)
+    if initial_epoch:
+        print(f"resuming {run_dir} from epoch {initial_epoch} (step {int(gan.step_counter.numpy())})")
+    _truncate_csv(run_dir / LOSS_CSV, initial_epoch)
+
+    nan_guard = StopOnNonFiniteLoss()
+    noise = np.random.default_rng(config.seed).standard_normal((config.samples_per_class, config.noise_dim))
+    callbacks = [
+        nan_guard,
+        LearningRateLogger(),
+        SampleGrid(run_dir / SAMPLES_DIR, class_names, noise.astype("float32"), config.sample_every, config.epochs),
+        keras.callbacks.CSVLogger(str(run_dir / LOSS_CSV), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR), write_graph=False),
+        AtomicCheckpoint(run_dir, config.checkpoint_every, nan_guard),  # last: after the CSV row and samples
+    ]
+    history: dict[str, list[float]] = {}
+    if initial_epoch < config.epochs:
+        fit = gan.fit(gan_ds, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+        history = fit.history
+    else:
+        print(f"{run_dir} already finished its {config.epochs} epochs")
+    _save_loss_curve(run_dir)
+    if nan_guard.bad_epoch is not None:
+        raise FloatingPointError(
+            f"GAN losses became non-finite in epoch {nan_guard.bad_epoch + 1}; "
+            f"{run_dir / CHECKPOINT_DIR / STATE_FILE} still points at the last good checkpoint"
+        )
+    epochs_done = completed_epochs(run_dir)
+    return TrainResult(run_dir, gan, config, class_names, initial_epoch, epochs_done, history)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_generator(run_dir: str | os.PathLike, which: str | int = "latest") -> tuple[keras.Model, GanConfig, list[str]]:
+    """(generator, GanConfig, class names) of a run; `which` is "latest" or a kept epoch number."""
+    run_dir = pathlib.Path(run_dir)
+    record = _read_run_record(run_dir)
+    try:
+        config = GanConfig.from_dict(record["gan"])
+        class_names = list(record["class_names"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{run_dir / CONFIG_FILE} is not a GAN run config: {e}") from e
+    generator = build_generator(
+        config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
+        config.generator_filters, base_channels=config.base_channels,
+    )
+    if which == "latest":
+        path = run_dir / GENERATOR_WEIGHTS
+    else:
+        path = run_dir / SNAPSHOT_DIR / f"generator-epoch{int(which):05d}{_WEIGHTS_SUFFIX}"
+    if not path.exists():
+        kept = sorted(p.name for p in (run_dir / SNAPSHOT_DIR).glob("generator-*")) if (run_dir / SNAPSHOT_DIR).exists() else []
+        raise FileNotFoundError(f"checkpoint {path} is missing (kept snapshots: {kept or 'none'})")
+    _load_weights(generator, path, str(run_dir / CONFIG_FILE))
+    return generator, config, class_names

@@ -1,0 +1,66 @@
+"""Writing generated images as grey 8-bit PNGs in `DIR/<class>/`, the layout the `folder` data config reads.
+
+The study saved its synthetic images with a colour map (false-colour RGB); these stay grey.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Sequence
+
+import keras
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats (tanh output) -> uint8 [0, 255]."""
+    return np.clip(np.round((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _check_empty(class_dirs: Sequence[pathlib.Path]) -> None:
+    for folder in class_dirs:
+        if folder.exists() and any(folder.iterdir()):
+            raise FileExistsError(
+                f"{folder} is not empty: refusing to write generated images into it (pass overwrite=True / --overwrite)"
+            )
+
+
+def write_generated(
+    generator: keras.Model,
+    noise_dim: int,
+    class_names: Sequence[str],
+    per_class: int,
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    verbose: int = 1,
+) -> dict[str, int]:
+    """Write `per_class` images of every class to out_dir/<class>/gen-s<seed>-NNNNN.png; return counts.
+
+    Noise comes from numpy's generator seeded with `seed`, so a seed gives the same images again.
+    Nothing is written when any class folder is non-empty, unless `overwrite`.
+    """
+    if per_class < 1 or batch_size < 1:
+        raise ValueError(f"per_class and batch_size must be >= 1, got {per_class} and {batch_size}")
+    out_dir = pathlib.Path(out_dir)
+    class_dirs = [out_dir / name for name in class_names]
+    if not overwrite:
+        _check_empty(class_dirs)
+    rng = np.random.default_rng(seed)
+    progress = keras.utils.Progbar(per_class * len(class_names), verbose=verbose, unit_name="image")
+    counts = {}
+    for label, folder in enumerate(class_dirs):
+        folder.mkdir(parents=True, exist_ok=True)
+        for start in range(0, per_class, batch_size):
+            count = min(batch_size, per_class - start)
+            noise = rng.standard_normal((count, noise_dim)).astype(np.float32)
+            labels = np.full((count,), label, dtype=np.int32)
+            images = to_uint8(generator([noise, labels], training=False))
+            for offset, image in enumerate(images):
+                Image.fromarray(image[..., 0], mode="L").save(folder / f"gen-s{seed}-{start + offset:05d}.png")
+            progress.add(count)
+        counts[folder.name] = per_class
+    return counts

@@ -1,0 +1,406 @@
+"""The whole study in one call: data -> GAN -> generated images -> baseline and augmented classifiers -> report.
+
+    reproduce("runs/reproduce-quick", quick=True)        # ~minutes on 2 CPU cores
+    reproduce("runs/reproduce", data="radiography", manual_dir=KAGGLE, weights="/work/weights")
+
+What OUT holds:
+
+    gan/                  the GAN run (GAN preset 3 with the profile's overrides); resumes when rerun
+    generated/<class>/    the generated grey PNGs (reused when complete: see generated.json)
+    generated.json        what generated/ was made from (GAN run, epochs, count, seed)
+    tfds/                 the TFDS build of generated/ (the `folder` config)
+    feature_cache/        backbone features, so a rerun skips the backbone passes
+    report/               README.md, results.md/.json, test_accuracy.png, gan_samples.png,
+                          gan_loss_curve.png, real_examples.png, generated_examples.png
+    reproduce.json        the resolved weights, stage timings and what each stage reused
+
+Every stage reuses what a previous run of the same command finished, so a crash loses at most
+the stage it happened in. Weights "imagenet" need Keras' download; when it fails (no internet)
+the run says so and uses `fallback_weights` (a local weights directory) if given, else random
+init ("none"), which the report marks loudly.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import Any, Mapping, Sequence
+
+import keras
+
+from covid_keras import classifier, experiment, gan_config, plots
+from covid_keras import data as xray_data  # `reproduce(data=...)` is a config name
+from covid_keras.backbones import get_backbone_spec
+from covid_keras.labels import BINARY_CLASSES
+
+GAN_DIR = "gan"
+GENERATED_DIR = "generated"
+GENERATED_RECORD = "generated.json"
+GENERATED_TFDS_DIR = "tfds"
+FEATURE_CACHE_DIR = "feature_cache"
+REPORT_DIR = "report"
+STATE_FILE = "reproduce.json"
+README = "README.md"
+GAN_SAMPLES = "gan_samples.png"
+GAN_LOSS_CURVE = "gan_loss_curve.png"
+REAL_EXAMPLES = "real_examples.png"
+GENERATED_EXAMPLES = "generated_examples.png"
+EXAMPLES_PER_CLASS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """One size of the study: the data, the GAN run, the generated count and the classifier runs.
+
+    gan_overrides: GanConfig fields applied to the GAN preset `gan_run`.
+    """
+
+    name: str
+    data: str
+    gan_run: str = "3"
+    gan_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    per_class: int = 1000
+    backbones: tuple[str, ...] = experiment.DEFAULT_BACKBONES
+    seeds: tuple[int, ...] = experiment.DEFAULT_SEEDS
+    image_size: int = classifier.STUDY_IMAGE_SIZE
+    epochs: int = classifier.STUDY_EPOCHS
+    batch_size: int = classifier.STUDY_BATCH_SIZE
+    generate_seed: int = 0
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["gan_overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.gan_overrides.items()}
+        values["backbones"], values["seeds"] = list(self.backbones), list(self.seeds)
+        return values
+
+
+PROFILES = {
+    # The study as its report describes it: GAN run 3 at 150 px for 750 epochs (days on a CPU),
+    # 1000 generated images per class, the three backbones at 150 px, 3 seeds.
+    "full": Profile("full", data="phantom"),
+    # Under 15 minutes on 2 CPU cores: a 64 px GAN for a few epochs on the small phantom set, 50
+    # generated images per class, the three backbones at 75 px (InceptionV3's minimum).
+    "quick": Profile(
+        "quick",
+        data="phantom_small",
+        gan_overrides={"image_size": 64, "epochs": 8, "sample_every": 4, "checkpoint_every": 4},
+        per_class=50,
+        image_size=75,
+    ),
+}
+
+
+# --- weights -------------------------------------------------------------------------------
+
+
+def imagenet_available(backbone: str, image_size: int) -> str | None:
+    """None when Keras can load the ImageNet weights of `backbone` (downloading them if needed), else why not."""
+    spec = get_backbone_spec(backbone)
+    size = max(image_size, spec.min_size)
+    try:
+        spec.constructor(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+    except Exception as error:  # no network, blocked storage, a broken download cache, ...
+        return f"{type(error).__name__}: {error}"
+    finally:
+        keras.backend.clear_session()
+    return None
+
+
+def resolve_weights(
+    weights: str | None, backbones: Sequence[str], image_size: int, fallback_weights: str | None = None
+) -> tuple[dict[str, str | None], list[str]]:
+    """(backbone -> the weights to use, notes on every fallback taken).
+
+    "imagenet" is tried per backbone; when it cannot be had, `fallback_weights` (a local weights
+    directory or file) is used if it holds that backbone's file, else random init (None).
+    """
+    if weights in (None, "none"):
+        return {backbone: None for backbone in backbones}, []
+    if weights != "imagenet":
+        for backbone in backbones:  # a clear error now rather than after the GAN
+            classifier.resolve_weights_file(weights, get_backbone_spec(backbone))
+        return {backbone: weights for backbone in backbones}, []
+    resolved, notes = {}, []
+    for backbone in backbones:
+        problem = imagenet_available(backbone, image_size)
+        if problem is None:
+            resolved[backbone] = "imagenet"
+            continue
+        resolved[backbone] = _fallback_for(backbone, fallback_weights)
+        used = (
+            f"the local weights {resolved[backbone]}"
+            if resolved[backbone]
+            else "RANDOM INIT (weights=none): the backbone is NOT pretrained"
+        )
+        notes.append(f"ImageNet weights for {backbone} could not be downloaded ({problem}); using {used} instead.")
+    return resolved, notes
+
+
+def _fallback_for(backbone: str, fallback_weights: str | None) -> str | None:
+    if not fallback_weights:
+        return None
+    try:
+        return str(classifier.resolve_weights_file(fallback_weights, get_backbone_spec(backbone)))
+    except FileNotFoundError as error:
+        print(f"warning: {error}")
+        return None
+
+
+def _announce(notes: Sequence[str]) -> None:
+    if notes:
+        bar = "!" * 78
+        print("\n".join([bar, *(f"! {note}" for note in notes), bar]))
+
+
+# --- stages --------------------------------------------------------------------------------
+
+
+def train_gan_stage(profile: Profile, spec: xray_data.DataSpec, run_dir: pathlib.Path, verbose) -> dict:
+    from covid_keras import gan_training  # the GAN stack loads only when a GAN is trained
+
+    config = gan_config.from_preset(profile.gan_run, **profile.gan_overrides)
+    result = gan_training.train_gan(config, spec, run_dir, verbose=verbose)
+    return {
+        "run_dir": str(run_dir),
+        "preset": profile.gan_run,
+        "config": result.config.to_dict(),
+        "resumed_from_epoch": result.initial_epoch,
+        "epochs_done": result.epochs_done,
+    }
+
+
+def _png_counts(folder: pathlib.Path, class_names: Sequence[str]) -> dict[str, int]:
+    return {name: len(list((folder / name).glob("*.png"))) if (folder / name).is_dir() else 0 for name in class_names}
+
+
+def generate_stage(out_dir: pathlib.Path, gan: Mapping, per_class: int, seed: int, verbose: int = 1) -> dict:
+    """Write per_class images per class to OUT/generated/, unless the same set is already complete."""
+    from covid_keras import gan_training, generate
+
+    folder, record_path = out_dir / GENERATED_DIR, out_dir / GENERATED_RECORD
+    wanted = {"gan_run_dir": gan["run_dir"], "gan_epochs": gan["epochs_done"], "per_class": per_class, "seed": seed}
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("made_from") == wanted and _png_counts(folder, record["class_names"]) == record["counts"]:
+            return {**record, "reused": True}
+    # Incomplete or made from something else: start over (both folders are this run's own).
+    record_path.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(out_dir / GENERATED_TFDS_DIR, ignore_errors=True)
+    generator, config, class_names = gan_training.load_generator(gan["run_dir"])
+    counts = generate.write_generated(
+        generator, config.noise_dim, class_names, per_class, folder, seed=seed, verbose=verbose
+    )
+    record = {"dir": str(folder), "made_from": wanted, "class_names": list(class_names), "counts": counts}
+    record_path.write_text(json.dumps(record, indent=2) + "\n")  # written last: marks the folder complete
+    return {**record, "reused": False}
+
+
+def experiment_stage(config: experiment.ExperimentConfig, generated: Mapping, out_dir: pathlib.Path, verbose) -> dict:
+    """Run the experiment into OUT/report, unless its results there came from the same inputs."""
+    report_dir = out_dir / REPORT_DIR
+    inputs = {"config": config.to_dict(), "generated": generated["made_from"]}
+    inputs_path = report_dir / ".experiment_inputs.json"
+    results_path = report_dir / experiment.RESULTS_JSON
+    if inputs_path.is_file() and results_path.is_file() and json.loads(inputs_path.read_text()) == inputs:
+        return {"results": json.loads(results_path.read_text()), "reused": True}
+    inputs_path.unlink(missing_ok=True)
+    cache = classifier.FeatureCache(out_dir / FEATURE_CACHE_DIR)
+    results = experiment.run_experiment(config, report_dir, cache=cache, verbose=verbose)
+    inputs_path.write_text(json.dumps(inputs, indent=2) + "\n")
+    return {"results": results, "reused": False}
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def _latest_sample_grid(run_dir: pathlib.Path) -> pathlib.Path | None:
+    grids = sorted((run_dir / "samples").glob("epoch_*.png"))
+    return grids[-1] if grids else None
+
+
+def _last_losses(run_dir: pathlib.Path) -> dict | None:
+    path = run_dir / "losses.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: rows[-1][k] for k in ("epoch", "g_loss", "d_loss") if k in rows[-1]} if rows else None
+
+
+def save_example_grids(spec: xray_data.DataSpec, generated_dir: str, tfds_dir: str, report_dir: pathlib.Path, size: int) -> None:
+    """Real and generated examples side by side in the report (first images of each class)."""
+    real = xray_data.load_split(spec, "train")
+    generated = xray_data.load_split(xray_data.generated_spec(generated_dir, tfds_dir), xray_data.ALL_SPLITS)
+    for ds, name, title in ((real, REAL_EXAMPLES, "real (train split)"), (generated, GENERATED_EXAMPLES, "generated")):
+        per_class = collections.Counter(int(label) for label in ds.map(lambda e: e["label"]).as_numpy_iterator())
+        columns = min([EXAMPLES_PER_CLASS] + [per_class[label] for label in range(len(BINARY_CLASSES))])
+        if columns == 0:
+            print(f"warning: no {name}: a class has no image")
+            continue
+        images = xray_data.preview_images(ds, columns, len(BINARY_CLASSES), image_size=size)
+        plots.save_image_grid(images, report_dir / name, row_labels=list(BINARY_CLASSES), title=title)
+
+
+def copy_gan_figures(run_dir: pathlib.Path, report_dir: pathlib.Path) -> dict[str, str | None]:
+    copied = {}
+    for source, name in ((_latest_sample_grid(run_dir), GAN_SAMPLES), (run_dir / "loss_curve.png", GAN_LOSS_CURVE)):
+        if source is not None and source.is_file():
+            shutil.copyfile(source, report_dir / name)
+            copied[name] = str(source)
+        else:
+            copied[name] = None
+    return copied
+
+
+def readme_text(state: Mapping, results_md: str) -> str:
+    profile, gan, generated = state["profile"], state["gan"], state["generated"]
+    lines = [f"# COVID-19 GAN augmentation study: `{profile['name']}` profile", ""]
+    if state["weights_notes"]:
+        lines += ["> **WARNING: the backbone weights are not what was asked for.**", ">"]
+        lines += [f"> - {note}" for note in state["weights_notes"]]
+        lines += [">", "> Accuracies from randomly initialised backbones do not measure pretrained features.", ""]
+    data_spec = state["data"]
+    synthetic = " (SYNTHETIC phantoms, not medical images)" if data_spec["config"].startswith("phantom") else ""
+    losses = gan.get("last_losses") or {}
+    lines += [
+        f"- Data: `{data_spec['config']}`{synthetic}{' from ' + data_spec['path'] if data_spec['path'] else ''}.",
+        f"- GAN: preset {gan['preset']} with {profile['gan_overrides'] or 'no overrides'}; "
+        f"{gan['epochs_done']} epochs in `{gan['run_dir']}`"
+        + (f" (last epoch: G loss {float(losses['g_loss']):.3f}, D loss {float(losses['d_loss']):.3f})" if losses else "")
+        + ".",
+        f"- Generated: {generated['counts']} images per class in `{generated['dir']}`, added to the train split only.",
+        f"- Classifiers: {', '.join(profile['backbones'])} at {profile['image_size']} px, "
+        f"{profile['epochs']} epochs, batch {profile['batch_size']}, seeds {profile['seeds']}.",
+        "- Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in state["timings_s"].items()) + ".",
+        "",
+        "## GAN",
+        "",
+        f"![samples]({GAN_SAMPLES}) ![losses]({GAN_LOSS_CURVE})",
+        "",
+        f"Real: ![real]({REAL_EXAMPLES}) Generated: ![generated]({GENERATED_EXAMPLES})",
+        "",
+        "## Classifiers",
+        "",
+        f"![test accuracy]({experiment.BAR_CHART})",
+        "",
+        results_md.replace("# Baseline vs GAN-augmented classifiers", "### Baseline vs GAN-augmented classifiers"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- the pipeline --------------------------------------------------------------------------
+
+
+def select_profile(quick: bool, profile: Profile | str | None) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    name = profile or ("quick" if quick else "full")
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def reproduce(
+    out_dir: str | os.PathLike,
+    data: str | None = None,
+    quick: bool = False,
+    weights: str | None = "imagenet",
+    fallback_weights: str | None = None,
+    manual_dir: str | None = None,
+    data_dir: str | None = None,
+    seeds: Sequence[int] | None = None,
+    backbones: Sequence[str] | None = None,
+    per_class: int | None = None,
+    profile: Profile | str | None = None,
+    verbose: int = 1,
+) -> dict:
+    """Run (or finish) the whole study into out_dir; return its record (also in OUT/reproduce.json).
+
+    data: a covid_xray config (default: the profile's, `phantom` or for quick `phantom_small`);
+    manual_dir: the Kaggle download (radiography) or the folder root (folder). seeds, backbones,
+    per_class override the profile. profile: "full", "quick" or a `Profile` (quick=True means
+    "quick").
+    """
+    chosen = select_profile(quick, profile)
+    chosen = dataclasses.replace(
+        chosen,
+        data=data or chosen.data,
+        seeds=tuple(seeds) if seeds is not None else chosen.seeds,
+        backbones=tuple(backbones) if backbones is not None else chosen.backbones,
+        per_class=per_class or chosen.per_class,
+    )
+    out_dir = pathlib.Path(out_dir).resolve()
+    report_dir = out_dir / REPORT_DIR
+    report_dir.mkdir(parents=True, exist_ok=True)
+    spec = xray_data.DataSpec.parse(chosen.data, manual_dir, data_dir)
+    state: dict[str, Any] = {"profile": chosen.to_dict(), "data": dataclasses.asdict(spec), "timings_s": {}}
+    timer = _StageTimer(state["timings_s"])
+    gan_verbose = "auto" if verbose else 0
+
+    with timer("weights"):
+        resolved, notes = resolve_weights(weights, chosen.backbones, chosen.image_size, fallback_weights)
+        _announce(notes)
+        state.update(weights_requested=weights, weights=resolved, weights_notes=notes)
+    with timer("data"):
+        xray_data.prepare(spec)
+    with timer("gan"):
+        state["gan"] = train_gan_stage(chosen, spec, out_dir / GAN_DIR, gan_verbose)
+        state["gan"]["last_losses"] = _last_losses(out_dir / GAN_DIR)
+    with timer("generate"):
+        state["generated"] = generate_stage(out_dir, state["gan"], chosen.per_class, chosen.generate_seed, verbose)
+    config = experiment.ExperimentConfig(
+        data=spec,
+        generated_dir=str(out_dir / GENERATED_DIR),
+        backbones=chosen.backbones,
+        seeds=chosen.seeds,
+        weights=resolved,
+        per_class=chosen.per_class,
+        image_size=chosen.image_size,
+        epochs=chosen.epochs,
+        batch_size=chosen.batch_size,
+        generated_data_dir=str(out_dir / GENERATED_TFDS_DIR),
+    )
+    with timer("classifiers"):
+        outcome = experiment_stage(config, state["generated"], out_dir, verbose)
+        state["experiment_reused"] = outcome["reused"]
+    with timer("report"):
+        state["gan_figures"] = copy_gan_figures(out_dir / GAN_DIR, report_dir)
+        save_example_grids(
+            spec, config.generated_dir, str(out_dir / GENERATED_TFDS_DIR), report_dir,
+            size=int(state["gan"]["config"]["image_size"]),
+        )
+    state["timings_s"]["total"] = sum(state["timings_s"].values())
+    results_md = (report_dir / experiment.RESULTS_MD).read_text()
+    (report_dir / README).write_text(readme_text(state, results_md))
+    (out_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    _announce(notes)  # again at the end, where it is read
+    if verbose:
+        print(f"report: {report_dir / README} ({state['timings_s']['total']:.0f} s)")
+    return {**state, "out_dir": str(out_dir), "report_dir": str(report_dir), "results": outcome["results"]}
+
+
+class _StageTimer:
+    """`with timer("stage"):` adds the stage's wall seconds to `timings`."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+
+    def __call__(self, stage: str):
+        self.stage = stage
+        return self
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        print(f"== {self.stage}")
+        return self
+
+    def __exit__(self, *exc_info):
+        self.timings[self.stage] = time.perf_counter() - self.started
+        return False

@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Write a trained GAN's images as grey 8-bit PNGs in OUT/<class>/ (readable by `--data folder`).
+
+    python scripts/generate.py --run-dir runs/run3-phantom-150px --per-class 1000 --out generated/run3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True, help="a GAN run directory written by scripts/train_gan.py")
+    parser.add_argument("--which", default="latest", help="'latest' or a kept epoch number (weights/generator-epochN)")
+    parser.add_argument("--per-class", type=int, default=1000, help="images per class (default 1000, as the study)")
+    parser.add_argument("--out", required=True, help="output folder; images go to OUT/<class>/")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per generator call (default 64)")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into non-empty class folders")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from covid_keras import gan_training, generate  # TensorFlow loads here, after the arguments are checked
+
+    try:
+        generator, config, class_names = gan_training.load_generator(args.run_dir, args.which)
+        counts = generate.write_generated(
+            generator, config.noise_dim, class_names, args.per_class, args.out,
+            seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {sum(counts.values())} PNGs to {os.path.abspath(args.out)}: {counts}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

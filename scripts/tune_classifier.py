@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Search the classifier head's learning rate and optimizer with KerasTuner, on cached features.
+
+    python scripts/tune_classifier.py --backbone vgg16 --data radiography \\
+        --manual-dir ../shared/data/radiography --weights ../weights --trials 10 --out runs/tune_vgg16
+
+Backbone features of the train and validation splits are computed once; each trial trains
+only the head. Writes OUT/best_hyperparameters.json (read by train_classifier.py
+--hyperparameters and by the experiment), OUT/trials.json and KerasTuner's state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from covid_keras import classifier, data, tuning
+from covid_keras.backbones import BACKBONES
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
+    parser.add_argument("--data", default="phantom", choices=data.CONFIGS, help="the data config (default phantom)")
+    parser.add_argument("--data-path", help="folder: the ROOT/<class>/[images/]*.png tree")
+    parser.add_argument("--manual-dir", help="radiography: the Kaggle download (zip or extracted folder)")
+    parser.add_argument("--data-dir", help="TFDS data dir for the prepared data (default: TFDS's own)")
+    parser.add_argument("--balanced", action="store_true", help="equal classes per split, as the study did")
+    parser.add_argument("--weights", default="imagenet", help="imagenet, a weights FILE, a weights DIR, or none")
+    parser.add_argument("--image-size", type=int, default=classifier.STUDY_IMAGE_SIZE)
+    parser.add_argument("--epochs", type=int, default=classifier.STUDY_EPOCHS, help="epochs per trial")
+    parser.add_argument("--batch-size", type=int, default=classifier.STUDY_BATCH_SIZE)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--tuner", default="random", choices=tuning.TUNERS,
+                        help="bayesian needs keras-tuner[bayesian] (scikit-learn, scipy)")
+    parser.add_argument("--objective", default="val_auc", choices=sorted(tuning.OBJECTIVE_DIRECTIONS))
+    parser.add_argument("--min-learning-rate", type=float, default=tuning.LEARNING_RATE_RANGE[0])
+    parser.add_argument("--max-learning-rate", type=float, default=tuning.LEARNING_RATE_RANGE[1])
+    parser.add_argument("--optimizers", nargs="+", default=list(tuning.OPTIMIZER_CHOICES),
+                        choices=sorted(classifier.OPTIMIZERS))
+    parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.data_path and args.manual_dir:
+        raise SystemExit("give either --data-path (folder) or --manual-dir (radiography), not both")
+    spec = data.DataSpec.parse(args.data, args.data_path or args.manual_dir, args.data_dir)
+    config = classifier.ClassifierConfig(
+        backbone=args.backbone,
+        weights=None if args.weights.lower() == "none" else args.weights,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    result = tuning.tune_classifier(
+        config,
+        data.load_split(spec, "train", balanced=args.balanced),
+        data.load_split(spec, "validation", balanced=args.balanced),
+        args.out,
+        trials=args.trials,
+        tuner=args.tuner,
+        objective=args.objective,
+        cache=classifier.FeatureCache(args.feature_cache) if args.feature_cache else None,
+        learning_rate_range=(args.min_learning_rate, args.max_learning_rate),
+        optimizers=args.optimizers,
+    )
+    print(json.dumps(result["best"], indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

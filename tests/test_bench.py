@@ -1,0 +1,96 @@
+"""The benchmarks' own correctness: the PyTorch reference is the Keras GAN, and the runner prints valid JSON.
+
+Tiny models at 64 px (the smallest size whose discriminator keeps the study's "valid" padding);
+the timing itself is not tested (2 shared cores make it noise).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+import torch  # the benchmarks' reference: a test extra (covid-keras[bench]), never a package dependency
+
+from bench import gan_vs_torch, torch_reference
+from bench.__main__ import BENCHMARKS, last_json_object, summarize
+from covid_keras import gan
+
+SIZE = 64
+G_FILTERS = (16, 8, 8, 4)
+D_FILTERS = (8, 8, 8, 8, 8)
+
+
+def _small_pair():
+    keras_g = gan.build_generator(SIZE, noise_dim=16, embedding_dim=6, filters=G_FILTERS, base_channels=8)
+    keras_d = gan.build_discriminator(SIZE, embedding_dim=6, filters=D_FILTERS, dropout=0.0)
+    torch_g = torch_reference.Generator(SIZE, noise_dim=16, embedding_dim=6, filters=G_FILTERS, base_channels=8)
+    torch_d = torch_reference.Discriminator(SIZE, embedding_dim=6, filters=D_FILTERS, dropout=0.0)
+    return keras_g, keras_d, torch_g, torch_d
+
+
+def _trainable_count(model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def test_torch_reference_has_the_keras_architecture():
+    keras_g, keras_d, torch_g, torch_d = _small_pair()
+    assert torch_reference.count_parameters(torch_g) == _trainable_count(keras_g)
+    assert torch_reference.count_parameters(torch_d) == _trainable_count(keras_d)
+
+    torch_reference.copy_keras_generator(keras_g, torch_g)
+    torch_reference.copy_keras_discriminator(keras_d, torch_d)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((4, 16)).astype("float32")
+    labels = np.array([0, 1, 1, 0], dtype="int32")
+    keras_images = np.asarray(keras_g([noise, labels], training=True))
+    with torch.no_grad():
+        torch_images = torch_g(torch.from_numpy(noise), torch.from_numpy(labels).long()).numpy().transpose(0, 2, 3, 1)
+        torch_logits = torch_d(torch.from_numpy(torch_images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(labels).long())
+    assert keras_images.shape == torch_images.shape == (4, SIZE, SIZE, 1)
+    np.testing.assert_allclose(torch_images, keras_images, atol=1e-5)
+    keras_logits = np.asarray(keras_d([keras_images, labels], training=True))
+    np.testing.assert_allclose(torch_logits.numpy(), keras_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_run3_step_equals_the_torch_step_in_float32():
+    gan_vs_torch.import_torch()
+    args = argparse.Namespace(image_size=SIZE, batch_size=4, d_every=10, seed=0)
+    check = gan_vs_torch.equality_check(args, "float32", steps=2)
+    assert check["passed"], check
+    assert check["first_loss_rel"] < 1e-5  # before any update: the same function to float rounding
+
+
+def test_summary_reports_the_targets():
+    records = {
+        "gan_vs_torch": {"status": "ok", "result": {
+            "results": {"torch_float32": {"images_per_s": 1.0, "speed_vs_torch": 1.0},
+                        "keras_float32": {"images_per_s": 2.5, "speed_vs_torch": 2.5}},
+            "targets": {"keras_float32 >= 2x torch": True}, "equality": {"float32": {"passed": True}}}},
+        "data_pipeline": {"status": "ok", "result": {"gan_images_per_s": 20.0, "classifier_images_per_s": 9.0}},
+        "serving_latency": {"status": "timeout", "error": "no result"},
+    }
+    summary = summarize(records, 1.0)
+    assert summary["targets"] == {"keras_float32 >= 2x torch": True, "gan pipeline >= 10x the float32 training step": False}
+    assert summary["headline"]["keras_vs_torch"] == {"keras_float32": 2.5}
+    assert summary["headline"]["serving_batch_1_p50_ms"] is None
+    assert summary["status"]["serving_latency"] == "timeout"
+
+
+def test_last_json_object_skips_log_lines():
+    assert last_json_object('loading...\n{"a": 1}\nWARNING x\n') == {"a": 1}
+    assert last_json_object("no json here\n") is None
+
+
+def test_runner_prints_one_json_object_per_benchmark_and_a_summary(project_root):
+    assert {b.name for b in BENCHMARKS} >= {"gan_vs_torch", "data_pipeline", "serving_latency"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "phantom_speed", "--budget", "45"],
+        cwd=project_root, capture_output=True, text=True, timeout=60,
+    )
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [line.get("benchmark") for line in lines[:-1]] == ["phantom_speed"]
+    assert lines[0]["status"] == "ok" and lines[0]["result"]["images"] == 200
+    assert lines[-1]["summary"] is True and lines[-1]["status"] == {"phantom_speed": "ok"}

@@ -1,0 +1,227 @@
+"""Frozen-backbone classifiers: cut shapes, preprocessing, feature cache, weights, save/load.
+
+Backbones use weights=None (no downloads in CI) and tiny images; the examples are
+synthetic tf.data in the TFDS layout ({"image": uint8 [H, W, 1], "label", "file_name"}).
+"""
+
+import dataclasses
+import hashlib
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from covid_keras import backbones, classifier
+from covid_keras.classifier import ClassifierConfig, FeatureCache, FeatureExtractor
+
+# The study's cut shapes at 150 px (reference-facts.md).
+STUDY_SHAPES = {"vgg16": (4, 4, 512), "resnet50": (5, 5, 2048), "inception_v3": (7, 7, 768)}
+SMALL = {"vgg16": (64, (2, 2, 512)), "resnet50": (64, (2, 2, 2048)), "inception_v3": (75, (3, 3, 768))}
+
+
+def synthetic_examples(count: int, size: int = 40, seed: int = 0) -> tf.data.Dataset:
+    """COVID (label 1) images are brighter, so a head can learn something in one epoch."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 2
+    base = np.where(labels[:, None, None, None] == 1, 150, 60)
+    images = np.clip(base + rng.integers(0, 80, (count, size, size, 1)), 0, 255).astype(np.uint8)
+    names = [f"synthetic_{seed}_{i}.png" for i in range(count)]
+    return tf.data.Dataset.from_tensor_slices(
+        {"image": images, "label": labels.astype(np.int64), "file_name": tf.constant(names)}
+    )
+
+
+def preprocessed_batches(backbone: str, size: int, count: int = 8, batch: int = 4):
+    rng = np.random.default_rng(1)
+    rgb = rng.uniform(0, 255, (count, size, size, 3)).astype(np.float32)
+    images = backbones.get_backbone_spec(backbone).preprocess(rgb)
+    labels = (np.arange(count) % 2).astype(np.float32)
+    return [(images[i : i + batch], labels[i : i + batch]) for i in range(0, count, batch)]
+
+
+@pytest.mark.parametrize("backbone", sorted(backbones.BACKBONES))
+def test_each_backbone_builds_small_and_cuts_at_the_study_layer(backbone):
+    size, small_shape = SMALL[backbone]
+    extractor = FeatureExtractor(backbone, size, weights=None)
+    assert extractor.model.layers[-1].name == backbones.BACKBONES[backbone].cut_layer
+    assert extractor.feature_shape == small_shape
+    [(images, _)] = preprocessed_batches(backbone, size, count=2, batch=2)
+    features = np.asarray(extractor.model(images, training=False))
+    assert features.shape == (2, *small_shape) and np.isfinite(features).all()
+    assert extractor.weights_info.name == "none" and extractor.weights_info.sha256 is None
+    assert not extractor.model.trainable_weights  # frozen by default
+    # the study's shapes at its 150 px
+    assert FeatureExtractor(backbone, 150, weights=None).feature_shape == STUDY_SHAPES[backbone]
+
+
+def test_too_small_images_are_rejected():
+    with pytest.raises(ValueError, match="minimum is 75"):
+        FeatureExtractor("inception_v3", 64, weights=None)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        ClassifierConfig("vgg19")
+
+
+def test_preprocessing_differs_per_backbone():
+    rgb = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
+    outputs = {name: np.asarray(spec.preprocess(rgb.copy())) for name, spec in backbones.BACKBONES.items()}
+    # none is the study's plain rescale to [0, 1]
+    for name, output in outputs.items():
+        assert not np.allclose(output, rgb / 255.0), name
+    # VGG16 and ResNet50 (Keras' weights) share the "caffe" mode: BGR, ImageNet mean subtracted
+    assert np.allclose(outputs["vgg16"][..., 0], rgb[..., 2] - 103.939, atol=1e-3)
+    np.testing.assert_allclose(outputs["resnet50"], outputs["vgg16"])
+    # InceptionV3 scales to [-1, 1], RGB order
+    np.testing.assert_allclose(outputs["inception_v3"], rgb / 127.5 - 1.0, atol=1e-5)
+    assert not np.allclose(outputs["inception_v3"], outputs["vgg16"])
+
+
+def test_head_on_cached_features_predicts_as_the_full_model():
+    keras.utils.set_random_seed(0)
+    extractor = FeatureExtractor("vgg16", 32, weights=None)
+    batches = preprocessed_batches("vgg16", 32, count=8)
+    features = extractor.extract(batches, verbose=0)
+    head = classifier.build_head(extractor.feature_shape)
+    config = ClassifierConfig("vgg16", weights=None, image_size=32, epochs=1, batch_size=4)
+    classifier.train_head(head, config, features, verbose=0)
+    model = classifier.assemble_classifier(extractor, head)
+    images = np.concatenate([images for images, _ in batches])
+    from_features = head.predict(features.features, verbose=0)
+    from_images = model.predict(images, verbose=0)
+    assert from_images.shape == (8, 1)
+    np.testing.assert_allclose(from_images, from_features, rtol=1e-4, atol=1e-6)
+
+
+def small_config(**overrides) -> ClassifierConfig:
+    values = dict(backbone="vgg16", weights=None, image_size=32, epochs=1, batch_size=8, seed=3)
+    values.update(overrides)
+    return ClassifierConfig(**values)
+
+
+def small_splits():
+    return {
+        "train": synthetic_examples(24, seed=0),
+        "validation": synthetic_examples(8, seed=1),
+        "test": synthetic_examples(8, seed=2),
+    }
+
+
+def test_training_uses_the_feature_cache_and_the_saved_classifier_round_trips(tmp_path):
+    cache_dir = tmp_path / "features"
+    first_cache = FeatureCache(cache_dir)
+    trained = classifier.train_classifier(small_config(), small_splits(), cache=first_cache, verbose=0)
+    assert (first_cache.misses, first_cache.hits) == (3, 0)
+    assert len(list(cache_dir.glob("*.npz"))) == 3
+    assert set(trained.metrics) == {"train", "validation", "test"}
+    assert trained.metrics["test"]["n"] == 8 and 0 <= trained.metrics["test"]["accuracy"] <= 1
+    assert set(trained.history) >= {"loss", "val_loss", "val_auc"}
+
+    # same seed, data and (random) weights: every split comes from the disk cache
+    second_cache = FeatureCache(cache_dir)
+    again = classifier.train_classifier(small_config(), small_splits(), cache=second_cache, verbose=0)
+    assert (second_cache.misses, second_cache.hits) == (0, 3)
+    assert again.metrics["test"] == trained.metrics["test"]
+    # other data misses the cache
+    other_key = trained.extractor.cache_key(synthetic_examples(8, seed=9))
+    assert other_key != trained.extractor.cache_key(synthetic_examples(8, seed=2))
+
+    out = classifier.save_classifier(trained, tmp_path / "clf", data_description={"config": "synthetic"})
+    assert {p.name for p in out.iterdir()} >= {"model.keras", "classifier.json", "roc.png"}
+    model, metadata = classifier.load_classifier(out)
+    assert metadata["backbone"] == "vgg16" and metadata["image_size"] == 32
+    assert metadata["cut_layer"] == "block5_pool"
+    assert metadata["class_names"] == ["Normal", "COVID"]
+    assert metadata["weights"]["name"] == "none"
+    assert metadata["training"]["resolved_learning_rate"] == 1e-3  # the study's VGG16 rate
+    assert metadata["metrics"]["test"] == json.loads(json.dumps(trained.metrics["test"]))
+    assert metadata["data"] == {"config": "synthetic"}
+
+    images = np.concatenate([x for x, _ in preprocessed_batches("vgg16", 32)])
+    np.testing.assert_allclose(model.predict(images, verbose=0), trained.model.predict(images, verbose=0), atol=1e-6)
+    metrics = classifier.evaluate_saved_classifier(out, small_splits()["test"], verbose=0)
+    assert metrics["confusion_matrix"] == trained.metrics["test"]["confusion_matrix"]
+    assert metrics["auc"] == pytest.approx(trained.metrics["test"]["auc"], abs=1e-6)
+
+
+def test_fine_tuning_trains_the_top_of_the_backbone_only():
+    config = small_config(fine_tune_layers=2, fine_tune_epochs=1)
+    keras.utils.set_random_seed(config.seed)
+    before = FeatureExtractor("vgg16", 32, weights=None).model
+    trained = classifier.train_classifier(config, small_splits(), verbose=0)
+    assert trained.unfrozen_layers == ["block5_conv3"]  # block5_pool has no weights
+    after = trained.extractor.model
+    assert not np.allclose(after.get_layer("block5_conv3").kernel, before.get_layer("block5_conv3").kernel)
+    np.testing.assert_array_equal(after.get_layer("block1_conv1").kernel, before.get_layer("block1_conv1").kernel)
+    assert "fine_tune_loss" in trained.history
+    assert set(trained.metrics) == {"train", "validation", "test"}
+
+
+def test_unfreezing_keeps_batch_normalization_frozen():
+    extractor = FeatureExtractor("resnet50", 32, weights=None)
+    unfrozen = classifier.unfreeze_top_layers(extractor.model, 12)
+    assert unfrozen and all("_bn" not in name for name in unfrozen)
+    batch_norms = [layer for layer in extractor.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and not any(layer.trainable for layer in batch_norms)
+    assert extractor.model.get_layer("conv5_block3_3_conv").trainable
+    assert not extractor.model.get_layer("conv1_conv").trainable
+
+
+def test_local_weights_file_is_loaded_at_another_size_and_recorded(tmp_path):
+    keras.utils.set_random_seed(5)
+    source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / backbones.BACKBONES["vgg16"].weights_file
+    source.save_weights(path)
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    extractor = FeatureExtractor("vgg16", 48, weights=str(path))
+    info = extractor.weights_info
+    assert (info.name, info.path, info.sha256) == ("file", str(path.resolve()), sha256)
+    np.testing.assert_array_equal(
+        extractor.model.get_layer("block5_conv3").kernel, source.get_layer("block5_conv3").kernel
+    )
+    from_directory = FeatureExtractor("vgg16", 32, weights=str(tmp_path))  # DIR/spec.weights_file
+    assert from_directory.weights_info.sha256 == sha256
+    assert from_directory.weights_info.values_sha256 == info.values_sha256
+
+    with pytest.raises(FileNotFoundError, match="resnet50_notop.weights.h5"):
+        FeatureExtractor("resnet50", 32, weights=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="backbone_weights.py"):
+        FeatureExtractor("vgg16", 32, weights=str(tmp_path / "absent.weights.h5"))
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(b"not an h5 file")
+    with pytest.raises(ValueError, match="garbage.weights.h5"):
+        FeatureExtractor("vgg16", 32, weights=str(garbage))
+
+
+def test_imagenet_download_failure_says_how_to_use_local_weights(monkeypatch):
+    def offline(**kwargs):
+        if kwargs.get("weights") == "imagenet":
+            raise OSError("URL fetch failure")
+        return keras.applications.VGG16(**kwargs)
+
+    spec = backbones.BACKBONES["vgg16"]
+    monkeypatch.setitem(backbones.BACKBONES, "vgg16", dataclasses.replace(spec, constructor=offline))
+    with pytest.raises(RuntimeError, match="backbone_weights.py") as error:
+        FeatureExtractor("vgg16", 32, weights="imagenet")
+    assert "URL fetch failure" in str(error.value)
+
+
+def test_load_classifier_names_the_missing_or_broken_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        classifier.load_classifier(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="classifier.json"):
+        classifier.load_classifier(tmp_path)
+    (tmp_path / "classifier.json").write_text("{not json")
+    with pytest.raises(ValueError, match="classifier.json is not valid JSON"):
+        classifier.load_classifier(tmp_path)
+    (tmp_path / "classifier.json").write_text(json.dumps({"backbone": "vgg16"}))
+    with pytest.raises(ValueError, match="image_size"):
+        classifier.load_classifier(tmp_path)
+    metadata = {"backbone": "vgg16", "image_size": 32, "class_names": ["Normal", "COVID"], "weights": {}}
+    (tmp_path / "classifier.json").write_text(json.dumps(metadata))
+    with pytest.raises(FileNotFoundError, match="model.keras"):
+        classifier.load_classifier(tmp_path)
+    (tmp_path / "model.keras").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="model.keras"):
+        classifier.load_classifier(tmp_path)

@@ -1,0 +1,311 @@
+"""GAN evaluation: KID, class fidelity, TSTR/TRTR, diversity, checkpoints and the report.
+
+Tiny 32 px images and the seeded weight-free `random_conv` extractor keep this fast; a
+stand-in generator replaces a trained GAN.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from covid_keras import data
+from covid_keras import gan_evaluation as ge
+
+SIZE = 32
+TINY_RECIPE = ge.ClassifierRecipe(image_size=SIZE, base_filters=8, augment=False, epochs=6, patience=6, batch_size=8)
+
+
+def blob_images(n: int, label: int, seed: int) -> np.ndarray:
+    """uint8 [n, 32, 32, 1]: a noisy bright blob on the left (label 0) or the right (label 1)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    images = []
+    for _ in range(n):
+        cx = (8 if label == 0 else 24) + rng.normal(0, 1.5)
+        cy = 16 + rng.normal(0, 3)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rng.uniform(9, 25)))
+        image = 40 + 180 * blob + rng.normal(0, 8, (SIZE, SIZE))
+        images.append(np.clip(image, 0, 255))
+    return np.asarray(images, np.uint8)[..., None]
+
+
+def blob_dataset(per_class: int, seed: int) -> ge.LabelledImages:
+    images = np.concatenate([blob_images(per_class, label, seed + label) for label in (0, 1)])
+    return ge.LabelledImages(images, np.repeat([0, 1], per_class))
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return ge.build_extractor("random_conv", random_input_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def real_xrays(radiography_dir):
+    """240 real COVID X-rays at 32 px, read directly (no dataset pipeline needed)."""
+    files = sorted((radiography_dir / "COVID" / "images").glob("*.png"))[:240]
+    assert len(files) == 240, f"expected real X-rays under {radiography_dir}"
+    images = [np.asarray(Image.open(f).convert("L").resize((SIZE, SIZE), Image.BILINEAR)) for f in files]
+    return np.asarray(images, np.uint8)[..., None]
+
+
+# --- KID ---------------------------------------------------------------------------------------
+
+
+def test_mmd2_unbiased_matches_its_definition():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 3)), rng.normal(1, 1, size=(5, 3))
+    k = lambda a, b: (a @ b / 3 + 1) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(4) for j in range(4) if i != j) / (4 * 3)
+    yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    xy = sum(k(x[i], y[j]) for i in range(4) for j in range(5)) / (4 * 5)
+    assert ge.mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy)
+
+
+def test_kid_of_real_xrays_against_themselves_is_near_zero_and_against_noise_is_large(extractor, real_xrays):
+    features = extractor.features(real_xrays[:120])
+    other_half = extractor.features(real_xrays[120:])
+    noise = np.random.default_rng(1).integers(0, 256, (120, SIZE, SIZE, 1), dtype=np.uint8)
+    noise_features = extractor.features(noise)
+
+    kid = lambda a, b: ge.kernel_inception_distance(a, b, num_subsets=50, subset_size=50)  # noqa: E731
+    itself, other, against_noise = kid(features, features), kid(features, other_half), kid(features, noise_features)
+
+    # Against itself the subsets share images, which pulls the estimate slightly below 0.
+    assert abs(itself["mean"]) < 2 * itself["std"]
+    assert abs(other["mean"]) < other["std"]  # other X-rays of the same class
+    assert against_noise["mean"] > 10 * against_noise["std"]
+    assert against_noise["mean"] > 50 * max(abs(itself["mean"]), abs(other["mean"]))
+    assert itself["subset_size"] == 50 and against_noise["n_generated"] == 120
+
+
+def test_unbiased_kid_of_two_samples_of_one_distribution_is_near_zero():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 16)), rng.normal(size=(400, 16))
+    kid = ge.kernel_inception_distance(x, y, num_subsets=50, subset_size=100)
+    assert abs(kid["mean"]) < kid["std"] / 2
+    # The biased estimate (diagonals kept) is positive by about the diagonal's weight: the bias KID removes.
+    k = ge.polynomial_kernel
+    biased = k(x[:100], x[:100]).mean() + k(y[:100], y[:100]).mean() - 2 * k(x[:100], y[:100]).mean()
+    assert biased > 5 * abs(kid["mean"])
+
+
+def test_kid_per_class_skips_missing_classes(extractor):
+    real = blob_dataset(20, seed=0)
+    features = extractor.features(real.images)
+    kid = ge.kid_per_class(features, real.labels, features[:20], real.labels[:20], ("left", "right"), num_subsets=5)
+    assert list(kid["per_class"]) == ["left"]
+    assert kid["mean_over_classes"] == kid["per_class"]["left"]["mean"]
+
+
+# --- extractors --------------------------------------------------------------------------------
+
+
+def test_random_conv_extractor_is_deterministic_and_recorded():
+    images = blob_images(6, 0, seed=3)
+    first = ge.build_extractor("random_conv", random_input_size=SIZE, seed=7)
+    second = ge.build_extractor("random_conv", random_input_size=SIZE, seed=7)
+    np.testing.assert_allclose(first.features(images), second.features(images), rtol=1e-6)
+    assert first.describe()["name"] == "random_conv"
+    assert first.describe()["weights"] == "seeded-random(seed=7)"
+    assert first.describe()["exact_weights"] is False
+
+
+def test_extractor_lookup_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown extractor 'nope'"):
+        ge.build_extractor("nope")
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        ge.build_extractor("resnet50", weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(FileNotFoundError, match="resnet50_notop.weights.h5"):
+        ge.build_extractor("resnet50", weights_dir=tmp_path)
+
+
+def test_auto_extractor_falls_back_to_random_conv_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    with pytest.warns(UserWarning, match="random_conv"):
+        extractor = ge.build_extractor("auto", weights_dir=tmp_path, random_input_size=SIZE)
+    assert extractor.name == "random_conv"
+    assert "no ImageNet weights" in extractor.describe()["note"]
+
+
+def test_float_images_must_be_generator_range():
+    assert ge.to_uint8_images(np.array([[[[-1.0]], [[1.0]]]], np.float32)).ravel().tolist() == [0, 255]
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        ge.to_uint8_images(np.full((1, 2, 2, 1), 200.0))
+
+
+# --- diversity ---------------------------------------------------------------------------------
+
+
+def test_diversity_of_identical_copies_is_zero_and_of_random_images_positive(extractor):
+    copies = np.repeat(blob_images(1, 0, seed=0), 12, axis=0)
+    random_images = np.random.default_rng(0).integers(0, 256, (12, SIZE, SIZE, 1), dtype=np.uint8)
+
+    assert ge.mean_pairwise_distance(extractor.features(copies)) == 0.0
+    assert ge.mean_pairwise_ssim_distance(copies) == pytest.approx(0.0, abs=1e-5)
+    assert ge.mean_pairwise_distance(extractor.features(random_images)) > 0.01
+    assert ge.mean_pairwise_ssim_distance(random_images) > 0.5
+
+
+# --- classifiers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return {split: blob_dataset(n, seed) for split, n, seed in (("train", 60, 0), ("validation", 20, 10), ("test", 30, 20))}
+
+
+@pytest.fixture(scope="module")
+def judge(blobs):
+    train, val = blobs["train"], blobs["validation"]
+    model, fit = ge.train_classifier(train.images, train.labels, val.images, val.labels, 2, TINY_RECIPE)
+    assert 1 <= fit["best_epoch"] <= fit["epochs_run"] <= TINY_RECIPE.epochs
+    return model
+
+
+def test_class_fidelity_of_real_images_is_the_judges_accuracy(judge, blobs):
+    test = blobs["test"]
+    fidelity = ge.class_fidelity(judge, test.images, test.labels, ("left", "right"))
+    _, accuracy = judge.evaluate(test.images.astype(np.float32), test.labels, verbose=0)
+    predicted = np.argmax(judge.predict(test.images.astype(np.float32), verbose=0), axis=-1)
+
+    assert fidelity["overall"] == pytest.approx(accuracy)
+    assert fidelity["per_class"]["right"] == pytest.approx(np.mean(predicted[test.labels == 1] == 1))
+    assert fidelity["overall"] > 0.8  # the blobs are easy: a judge that learned nothing fails here
+
+
+def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
+    """Synthetic images that look right but carry the wrong class: TRTR high, TSTR low."""
+    pair = lambda s: (s.images, s.labels)  # noqa: E731
+    swapped_train = (blobs["train"].images, 1 - blobs["train"].labels)
+    swapped_val = (blobs["validation"].images, 1 - blobs["validation"].labels)
+    result, trtr_model = ge.tstr_trtr(
+        swapped_train, swapped_val, pair(blobs["train"]), pair(blobs["validation"]), pair(blobs["test"]),
+        ("left", "right"), TINY_RECIPE, trtr_model=judge,
+    )
+    assert trtr_model is judge
+    assert result["trtr_accuracy"] > 0.8
+    assert result["tstr_accuracy"] < 0.3
+    assert set(result["tstr_recall_per_class"]) == {"left", "right"}
+
+
+# --- checkpoints, the whole evaluation and its report -------------------------------------------
+
+
+def test_list_checkpoints_reads_gan_training_snapshots(tmp_path):
+    for name in ("weights/generator-epoch00020.weights.h5", "weights/discriminator-epoch00020.weights.h5",
+                 "weights/generator-epoch00010.weights.h5", "checkpoints/train_state-epoch00023.weights.h5",
+                 "samples/epoch_00010.png", "generator.weights.h5"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).touch()
+
+    checkpoints = ge.list_checkpoints(tmp_path)
+
+    assert [(c.epoch, c.path.name) for c in checkpoints] == [
+        (10, "generator-epoch00010.weights.h5"), (20, "generator-epoch00020.weights.h5")]
+
+
+def test_list_checkpoints_tolerates_other_layouts(tmp_path):
+    (tmp_path / "checkpoints" / "epoch_0010").mkdir(parents=True)
+    for name in ("generator_epoch_5.keras", "discriminator_epoch_5.keras", "generator_ema_epoch_5.keras",
+                 "ckpt-20.index", "ckpt-20.data-00000-of-00001", "samples_epoch_5.png", "train_state-epoch7.h5"):
+        (tmp_path / "checkpoints" / name).touch()
+    (tmp_path / "losses.csv").touch()
+
+    checkpoints = ge.list_checkpoints(tmp_path)
+
+    assert [c.epoch for c in checkpoints] == [5, 10, 20]
+    assert [c.path.name for c in checkpoints] == ["generator_ema_epoch_5.keras", "epoch_0010", "ckpt-20.index"]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        ge.list_checkpoints(tmp_path / "nowhere")
+
+
+def stand_in_generator(noise_dim: int = 8, seed: int = 0) -> keras.Model:
+    """A conditional generator by the model contract: a fixed map of noise and label to 32 px."""
+    noise = keras.Input((noise_dim,), name="noise")
+    label = keras.Input((), dtype="int32", name="label")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(2, 8)(keras.ops.expand_dims(label, -1)))
+    x = keras.layers.Concatenate()([noise, embedded])
+    x = keras.layers.Dense(8 * 8 * 4, activation="relu")(x)
+    x = keras.layers.Reshape((8, 8, 4))(x)
+    x = keras.layers.UpSampling2D(4)(x)
+    image = keras.layers.Conv2D(1, 3, padding="same", activation="tanh",
+                                kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+    return keras.Model([noise, label], image)
+
+
+def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):
+    # The judge only needs to run here; TSTR (two more trainings) is tested on its own above.
+    quick_recipe = dataclasses.replace(TINY_RECIPE, epochs=2)
+    settings = ge.EvaluationSettings(per_class=24, num_subsets=10, subset_size=1000, recipe=quick_recipe,
+                                     tstr=False, grid_columns=4)
+    result = ge.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
+                             settings=settings, out_dir=tmp_path, verbose=0)
+
+    assert result["extractor"]["name"] == "random_conv"
+    assert result["image_size"] == SIZE
+    assert set(result["kid"]["per_class"]) == {"left", "right"}
+    assert result["kid"]["per_class"]["left"]["subset_size"] == 24  # min(1000, 60 real, 24 generated)
+    judge = result["class_fidelity"]["judge"]
+    assert judge["source"] == "trained" and judge["fit"]["epochs_run"] <= 2
+    assert 0.0 <= result["class_fidelity"]["per_class"]["right"] <= 1.0
+    assert judge["real_test_recall_per_class"].keys() == {"left", "right"}
+    assert (tmp_path / "judge.keras").is_file()
+    assert result["diversity"]["real"]["left"]["feature_distance"] > 0
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["class_fidelity"]["per_class"] == result["class_fidelity"]["per_class"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "random_conv" in summary and "| left |" in summary
+    assert (tmp_path / "grid_left.png").stat().st_size > 0 and (tmp_path / "grid_right.png").is_file()
+
+
+def test_kid_curve_plot_is_written(tmp_path):
+    curves = [{"epoch": e, "per_class": {"a": {"mean": 1.0 / e, "std": 0.1}}, "mean_over_classes": 1.0 / e}
+              for e in (1, 2, 4)]
+    path = ge.save_kid_curve(curves, ["a"], tmp_path / "kid.png", "random_conv")
+    assert pathlib.Path(path).stat().st_size > 1000
+
+
+def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, project_root, monkeypatch, judge):
+    """scripts/evaluate_gan.py end to end on phantom_small; the run's generators are stand-ins."""
+    run_dir = tmp_path / "run"
+    (run_dir / "weights").mkdir(parents=True)
+    for epoch in (10, 20):
+        (run_dir / "weights" / f"generator-epoch{epoch:05d}.weights.h5").touch()
+    loaded = []
+
+    def load_stand_in(run_dir, which="latest"):
+        loaded.append(which if isinstance(which, str) else which.epoch)
+        return stand_in_generator(seed=0 if which == "latest" else which.epoch), None, ["Normal", "COVID"]
+
+    monkeypatch.setattr(ge, "load_run_generator", load_stand_in)
+    script_path = project_root / "scripts" / "evaluate_gan.py"
+    module_spec = importlib.util.spec_from_file_location("evaluate_gan_script", script_path)
+    script = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(script)
+    out = tmp_path / "report"
+    judge.save(tmp_path / "judge.keras")  # a saved judge: the same one can judge several runs
+    script.main([
+        "--run-dir", str(run_dir), "--real", "phantom_small", "--data-dir", str(tmp_path / "tfds"),
+        "--extractor", "random_conv", "--per-class", "16", "--num-subsets", "5", "--judge", str(tmp_path / "judge.keras"),
+        "--no-tstr", "--curve-per-class", "12", "--out", str(out),
+    ])
+
+    result = json.loads((out / "metrics.json").read_text())
+    assert loaded == ["latest", 10, 20]
+    assert result["class_names"] == ["Normal", "COVID"]
+    assert result["real"]["counts"]["test"] == {"Normal": 20, "COVID": 20}
+    assert [point["epoch"] for point in result["curves"]] == [10, 20]
+    assert result["curves"][0]["per_class"]["COVID"]["subset_size"] == 12
+    assert (out / "kid_over_training.png").is_file() and (out / "grid_COVID.png").is_file()
+    assert result["class_fidelity"]["judge"]["source"] == str(tmp_path / "judge.keras")
+    assert "tstr_trtr" not in result
+
+    with pytest.raises(ValueError, match="differ from the real data"):
+        ge.evaluate_gan(stand_in_generator(), data.DataSpec("phantom_small", data_dir=str(tmp_path / "tfds")),
+                        class_names=("a", "b"), extractor="random_conv", verbose=0)
