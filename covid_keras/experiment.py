@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import classifier, data, evaluation, plots, tuning
+from covid_keras import classifier, data, evaluation, generate, plots, tuning
 from covid_keras.backbones import BACKBONES, get_backbone_spec
 from covid_keras.classifier import ClassifierConfig, FeatureCache, FeatureExtractor, FeatureSet
 from covid_keras.labels import BINARY_CLASSES
@@ -66,9 +66,9 @@ RESULTS_MD = "results.md"
 BAR_CHART = "test_accuracy.png"
 FEATURE_CACHE_DIR = "feature_cache"
 FORMAT_VERSION = 1
-# `generate.write_generated` names its files gen-s<seed>-<index>.png; a real split holding such a
-# name is a mixed folder like the study's, even without the "generated/" prefix.
-GENERATED_FILE_NAME = re.compile(r"(^|/)gen-s\d+-\d+\.png$")
+# A real split holding a name of `generate.GENERATED_FILE_NAME`'s form is a mixed folder like the
+# study's, even without the "generated/" prefix.
+GENERATED_FILE_NAME = generate.GENERATED_FILE_NAME
 
 
 class SyntheticLeakError(ValueError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 from typing import Sequence
 
 import keras
@@ -25,6 +26,14 @@ def _check_empty(class_dirs: Sequence[pathlib.Path]) -> None:
             raise FileExistsError(
                 f"{folder} is not empty: refusing to write generated images into it (pass overwrite=True / --overwrite)"
             )
+
+
+# The one place that names generated files; the experiment recognises synthetic images by it.
+GENERATED_FILE_NAME = re.compile(r"(^|/)gen-s\d+-\d+\.png$")
+
+
+def generated_file_name(seed: int, index: int) -> str:
+    return f"gen-s{seed}-{index:05d}.png"
 
 
 def write_generated(
@@ -60,7 +69,7 @@ def write_generated(
             labels = np.full((count,), label, dtype=np.int32)
             images = to_uint8(generator([noise, labels], training=False))
             for offset, image in enumerate(images):
-                Image.fromarray(image[..., 0], mode="L").save(folder / f"gen-s{seed}-{start + offset:05d}.png")
+                Image.fromarray(image[..., 0], mode="L").save(folder / generated_file_name(seed, start + offset))
             progress.add(count)
         counts[folder.name] = per_class
     return counts
