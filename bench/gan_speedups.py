@@ -5,9 +5,9 @@ proposals that win go to the GAN module as small changes. Variants are timed int
 bench/gan_vs_torch.py (same helpers), float32, and each is checked to give the same generator
 output as the unpatched GAN from the same weights. Prints one JSON object.
 
-  as_is              covid_keras.gan as it is (BatchNormalization(synchronized=True))
-  bn_unsynchronized  synchronized=False: on one device Keras' synchronized BN still takes the
-                     all-reduce path (sum, sum of squares and a full-size ones tensor per call)
+  as_is              covid_keras.gan as it is (on one replica: BatchNormalization(synchronized=False))
+  bn_synchronized    synchronized=True, as the GAN had it before: on one device Keras' synchronized
+                     BN still takes the all-reduce path (sum, sum of squares, a full-size ones tensor)
   bn_fused           BN through TF's fused kernel (tf.compat.v1.nn.fused_batch_norm), one op per call
 
   python -m bench.gan_speedups
@@ -30,9 +30,9 @@ def _bn_layers(gan):
             if layer.__class__.__name__ == "BatchNormalization"]
 
 
-def unsynchronize_bn(gan) -> None:
+def synchronize_bn(gan) -> None:
     for layer in _bn_layers(gan):
-        layer.synchronized = False
+        layer.synchronized = True
 
 
 def _fused_call(layer):
@@ -56,7 +56,7 @@ def fuse_bn(gan) -> None:
         layer.call = _fused_call(layer)
 
 
-VARIANTS = {"as_is": None, "bn_unsynchronized": unsynchronize_bn, "bn_fused": fuse_bn}
+VARIANTS = {"as_is": None, "bn_synchronized": synchronize_bn, "bn_fused": fuse_bn}
 
 
 def main() -> None:

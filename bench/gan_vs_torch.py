@@ -115,14 +115,9 @@ def steps_per_epoch(config) -> int:
 
 
 def build_keras_gan(config, precision: str, jit_compile: bool = False):
-    """A compiled run-3 ConditionalGAN under the dtype policy `precision` (the global policy is restored)."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        keras.utils.set_random_seed(config.seed)
-        gan = gan_training.build_gan(config, steps_per_epoch(config), jit_compile=jit_compile)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    """A compiled run-3 ConditionalGAN under the dtype policy `precision`, as `train_gan` builds it."""
+    keras.utils.set_random_seed(config.seed)
+    gan = gan_training.build_gan(config, steps_per_epoch(config), jit_compile=jit_compile, precision=precision)
     gan.make_train_function()
     return gan
 

@@ -76,6 +76,9 @@ def check_image_size(spec: BackboneSpec, image_size: int) -> None:
         raise ValueError(f"image_size {image_size} is too small for {spec.name}: its minimum is {spec.min_size}")
 
 
+KEEP_EPOCH = ("last", "best_validation")
+
+
 @dataclasses.dataclass
 class ClassifierConfig:
     """Everything that decides a classifier run; defaults are the study's presets.
@@ -96,9 +99,14 @@ class ClassifierConfig:
     fine_tune_layers: int = 0
     fine_tune_epochs: int | None = None
     fine_tune_learning_rate: float | None = None
+    # "last" is the study's (the head after its final epoch); "best_validation" keeps the head of
+    # the epoch with the lowest validation loss, so more epochs cannot overfit the reported model.
+    keep_epoch: str = "last"
     seed: int = 0
 
     def __post_init__(self):
+        if self.keep_epoch not in KEEP_EPOCH:
+            raise ValueError(f"keep_epoch: unknown {self.keep_epoch!r}; choose one of {', '.join(KEEP_EPOCH)}")
         check_image_size(self.spec, self.image_size)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: unknown {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -446,8 +454,19 @@ def train_head(
     validation: FeatureSet | None = None,
     verbose="auto",
 ) -> dict[str, list[float]]:
-    """Fit the head on cached features with the config's optimizer, rate, epochs and batch."""
+    """Fit the head on cached features with the config's optimizer, rate, epochs and batch.
+
+    With `config.keep_epoch` "best_validation" the head ends with the weights of its epoch of
+    lowest validation loss (and `validation` is required).
+    """
     compile_for_training(head, config.optimizer, config.head_learning_rate)
+    callbacks = []
+    if config.keep_epoch == "best_validation":
+        if validation is None:
+            raise ValueError("keep_epoch 'best_validation' needs a validation split")
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.epochs, restore_best_weights=True, start_from_epoch=0,
+        ))
     history = head.fit(
         train.features,
         train.labels,
@@ -455,6 +474,7 @@ def train_head(
         epochs=config.epochs,
         validation_data=tuple(validation) if validation is not None else None,
         shuffle=True,
+        callbacks=callbacks,
         verbose=verbose,
     )
     return _history_dict(history)

@@ -16,22 +16,106 @@ Training (`ConditionalGAN.train_step`) follows the study's loop: the generator s
 (fresh noise, random labels, loss against "real"); the discriminator steps only when
 `step % d_every == 0`, on the batch's real images and the same (detached) fakes, with loss
 (BCE(real, 1) + BCE(fake, 0)) / 2. The step counter is a model variable, saved with the weights.
+
+Beyond the study (all off by default, so runs 1-3 are the study's; the "stable" preset turns them
+on): class-conditional BatchNorm in the generator, a projection discriminator (Miyato & Koyama
+2018) with spectral normalisation instead of BatchNorm, a hinge loss, DiffAugment of every
+discriminator input (`covid_keras.augment`), an auxiliary classification head on the discriminator
+(AC-GAN: D learns the class of real images, G is rewarded when D recognises the class of its
+fakes), and an exponential moving average of the generator's weights that samples are drawn from.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import keras
 import tensorflow as tf
 
+from covid_keras import augment
+
 # Below this the Dense layers that make the base map are wasteful; above it, huge.
 MAX_BASE_SIZE = 32
-# PyTorch BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the study. Synchronized: under
-# MirroredStrategy the statistics are the global batch's, as on one device. Convs before BN have no
-# bias (the study's had one): BN removes it, so its gradient is rounding noise, which Adam turns
-# into full-size random steps.
-_BN = dict(momentum=0.9, epsilon=1e-5, synchronized=True)
+# PyTorch BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the study. Convs before BN
+# have no bias (the study's had one): BN removes it, so its gradient is rounding noise, which Adam
+# turns into full-size random steps.
+_BN = dict(momentum=0.9, epsilon=1e-5)
+
+
+def _batch_norm(name: str, **kwargs) -> keras.layers.BatchNormalization:
+    """BatchNorm, synchronized when built under a strategy with several replicas.
+
+    Synchronized, the statistics are the global batch's, as on one device; on one replica Keras'
+    synchronized BN still takes its all-reduce path, which bench/gan_speedups.py measured as slower.
+    """
+    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    return keras.layers.BatchNormalization(name=name, synchronized=synchronized, **_BN, **kwargs)
+
+GENERATOR_CONDITIONINGS = ("concat", "class_bn")
+DISCRIMINATOR_CONDITIONINGS = ("concat", "projection")
+DISCRIMINATOR_NORMS = ("batch", "spectral")
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+@keras.saving.register_keras_serializable(package="covid_keras")
+class ClassConditionalAffine(keras.layers.Layer):
+    """[x [B, H, W, C], label [B]] -> x * (1 + gamma[label]) + beta[label]: BatchNorm's affine part per class.
+
+    Placed after a BatchNormalization without its own scale and centre, this is conditional
+    BatchNorm (de Vries et al. 2017), the generator conditioning of SNGAN-projection and BigGAN.
+    Starts as the identity (gamma = beta = 0).
+    """
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def build(self, input_shape):
+        channels = int(input_shape[0][-1])
+        self.gamma = self.add_weight(name="gamma", shape=(self.num_classes, channels), initializer="zeros")
+        self.beta = self.add_weight(name="beta", shape=(self.num_classes, channels), initializer="zeros")
+
+    def call(self, inputs):
+        x, label = inputs
+        label = keras.ops.cast(label, "int32")
+        gamma = keras.ops.take(self.gamma, label, axis=0)[:, None, None, :]
+        beta = keras.ops.take(self.beta, label, axis=0)[:, None, None, :]
+        return x * (1.0 + keras.ops.cast(gamma, x.dtype)) + keras.ops.cast(beta, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="covid_keras")
+class ClassProjection(keras.layers.Layer):
+    """[features [B, D], label [B]] -> <embed(label), features> [B, 1]: the projection discriminator's class term."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def build(self, input_shape):
+        self.embedding = self.add_weight(
+            name="embedding", shape=(self.num_classes, int(input_shape[0][-1])), initializer="glorot_uniform"
+        )
+
+    def call(self, inputs):
+        features, label = inputs
+        embedded = keras.ops.take(self.embedding, keras.ops.cast(label, "int32"), axis=0)
+        return keras.ops.sum(keras.ops.cast(embedded, features.dtype) * features, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
 
 
 # --------------------------------------------------------------------------- generator
@@ -82,9 +166,15 @@ def build_generator(
     embedding_dim: int = 50,
     filters: Sequence[int] = (256, 128, 64, 32),
     base_channels: int = 128,
+    conditioning: str = "concat",
     name: str = "generator",
 ) -> keras.Model:
-    """Inputs [noise float32 [B, noise_dim], label int32 [B]] -> image float32 [B, S, S, 1] in [-1, 1]."""
+    """Inputs [noise float32 [B, noise_dim], label int32 [B]] -> image float32 [B, S, S, 1] in [-1, 1].
+
+    `conditioning` "concat" is the study's (a label plane beside the noise map); "class_bn" also
+    makes every block's BatchNorm class-conditional.
+    """
+    _check_choice("generator conditioning", conditioning, GENERATOR_CONDITIONINGS)
     base, crops = upsampling_plan(image_size, len(filters))
     noise = keras.Input((noise_dim,), name="noise")
     label = keras.Input((), dtype="int32", name="label")
@@ -104,12 +194,17 @@ def build_generator(
         )(x)
         if crop:
             x = _crop(crop, f"{block}_crop")(x)
-        x = keras.layers.BatchNormalization(name=f"{block}_bn", **_BN)(x)
+        if conditioning == "class_bn":
+            x = _batch_norm(f"{block}_bn", center=False, scale=False)(x)
+            x = ClassConditionalAffine(num_classes, name=f"{block}_class_affine")([x, label])
+        else:
+            x = _batch_norm(f"{block}_bn")(x)
         x = keras.layers.ReLU(name=f"{block}_relu")(x)
 
     x = keras.layers.Conv2DTranspose(1, 4, strides=1, padding="valid", name="final_deconv")(x)
     x = _crop(2, "final_crop")(x)
-    image = keras.layers.Activation("tanh", name="tanh")(x)
+    # float32 under a mixed-precision policy: images leave the generator in full precision.
+    image = keras.layers.Activation("tanh", dtype="float32", name="tanh")(x)
     return keras.Model([noise, label], image, name=name)
 
 
@@ -146,44 +241,99 @@ def build_discriminator(
     padding: str = "auto",
     leaky_relu_slope: float = 0.01,
     dropout: float = 0.5,
+    conditioning: str = "concat",
+    norm: str = "batch",
+    auxiliary_classifier: bool = False,
     name: str = "discriminator",
 ) -> keras.Model:
-    """Inputs [image float32 [B, S, S, 1], label int32 [B]] -> logit [B, 1] (P(real) = sigmoid(logit))."""
+    """Inputs [image float32 [B, S, S, 1], label int32 [B]] -> logit [B, 1] (P(real) = sigmoid(logit)).
+
+    `conditioning` "concat" is the study's (a learned label plane beside the image); "projection"
+    adds <embed(label), features> to the logit instead. `norm` "batch" is the study's; "spectral"
+    puts spectral normalisation on every conv and dense layer and drops BatchNorm. With
+    `auxiliary_classifier` the model returns [logit [B, 1], class logits [B, num_classes]].
+    """
     if len(filters) < 2:
         raise ValueError(f"the discriminator needs >= 2 conv layers (first and last), got filters={filters}")
+    _check_choice("discriminator conditioning", conditioning, DISCRIMINATOR_CONDITIONINGS)
+    _check_choice("discriminator norm", norm, DISCRIMINATOR_NORMS)
     padding = resolve_discriminator_padding(image_size, len(filters), padding)
+    spectral = norm == "spectral"
+
+    def weighted(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if not spectral:
+            return layer
+        # The wrapper computes the layer, so it carries the layer's dtype policy (float32 outputs).
+        return keras.layers.SpectralNormalization(layer, dtype=layer.dtype_policy, name=f"{layer.name}_sn")
+
     image = keras.Input((image_size, image_size, 1), name="image")
     label = keras.Input((), dtype="int32", name="label")
+    x = image
+    if conditioning == "concat":
+        y = keras.layers.Embedding(num_classes, embedding_dim, name="label_embedding")(label)
+        y = keras.layers.Dense(image_size * image_size, name="label_dense")(y)
+        y = keras.layers.Reshape((image_size, image_size, 1), name="label_plane")(y)
+        x = keras.layers.Concatenate(axis=-1, name="image_label_concat")([image, y])
 
-    y = keras.layers.Embedding(num_classes, embedding_dim, name="label_embedding")(label)
-    y = keras.layers.Dense(image_size * image_size, name="label_dense")(y)
-    y = keras.layers.Reshape((image_size, image_size, 1), name="label_plane")(y)
-    x = keras.layers.Concatenate(axis=-1, name="image_label_concat")([image, y])
-
-    x = keras.layers.Conv2D(filters[0], 4, strides=1, padding=padding, name="conv_in")(x)
+    x = weighted(keras.layers.Conv2D(filters[0], 4, strides=1, padding=padding, name="conv_in"))(x)
     x = keras.layers.LeakyReLU(leaky_relu_slope, name="conv_in_lrelu")(x)
     for i, n_filters in enumerate(filters[1:-1], start=1):
         block = f"conv_layer_set_{i}"
-        x = keras.layers.Conv2D(n_filters, 4, strides=2, padding=padding, use_bias=False, name=f"{block}_conv")(x)
-        x = keras.layers.BatchNormalization(name=f"{block}_bn", **_BN)(x)
+        x = weighted(keras.layers.Conv2D(
+            n_filters, 4, strides=2, padding=padding, use_bias=spectral, name=f"{block}_conv"
+        ))(x)
+        if not spectral:
+            x = _batch_norm(f"{block}_bn")(x)
         x = keras.layers.LeakyReLU(leaky_relu_slope, name=f"{block}_lrelu")(x)
-    x = keras.layers.Conv2D(filters[-1], 4, strides=1, padding=padding, name="conv_out")(x)
+    x = weighted(keras.layers.Conv2D(filters[-1], 4, strides=1, padding=padding, name="conv_out"))(x)
     x = keras.layers.LeakyReLU(leaky_relu_slope, name="conv_out_lrelu")(x)
 
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
-    logit = keras.layers.Dense(1, name="logit")(x)
-    return keras.Model([image, label], logit, name=name)
+    features = keras.layers.Flatten(name="flatten")(x)
+    features = keras.layers.Dropout(dropout, name="dropout")(features)
+    # float32 under a mixed-precision policy: the losses see full-precision logits.
+    logit = weighted(keras.layers.Dense(1, dtype="float32", name="logit"))(features)
+    if conditioning == "projection":
+        projection = ClassProjection(num_classes, dtype="float32", name="class_projection")([features, label])
+        logit = keras.layers.Add(dtype="float32", name="logit_plus_projection")([logit, projection])
+    if not auxiliary_classifier:
+        return keras.Model([image, label], logit, name=name)
+    class_logits = weighted(keras.layers.Dense(num_classes, dtype="float32", name="class_logits"))(features)
+    return keras.Model([image, label], [logit, class_logits], name=name)
 
 
 # --------------------------------------------------------------------------- losses
 
+LOSSES = ("bce", "hinge")
 
-def make_loss(name: str = "bce") -> keras.losses.Loss:
-    """A per-example loss on discriminator logits (reduction None: the GAN averages by GLOBAL batch)."""
-    if name == "bce":
-        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=None, name="bce")
-    raise ValueError(f"unknown GAN loss {name!r}; choose one of ['bce']")
+
+class GanLoss:
+    """Per-example adversarial losses on discriminator logits (the GAN averages them by GLOBAL batch).
+
+    "bce": the study's BCE on sigmoid(logit), computed from the logit (stable when D saturates);
+    the generator's is the non-saturating -log sigmoid(fake). "hinge": D min relu(1 - real) +
+    relu(1 + fake), G min -fake (SAGAN / BigGAN).
+    """
+
+    def __init__(self, name: str = "bce"):
+        _check_choice("GAN loss", name, LOSSES)
+        self.name = name
+
+    def discriminator(self, real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(per-example loss on real, per-example loss on fake), each [B]."""
+        real, fake = real_logits[:, 0], fake_logits[:, 0]
+        if self.name == "hinge":
+            return tf.nn.relu(1.0 - real), tf.nn.relu(1.0 + fake)
+        return (
+            tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(real), real),
+            tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(fake), fake),
+        )
+
+    def generator(self, fake_logits: tf.Tensor) -> tf.Tensor:
+        """Per-example generator loss [B]."""
+        fake = fake_logits[:, 0]
+        if self.name == "hinge":
+            return -fake
+        return tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(fake), fake)
 
 
 # --------------------------------------------------------------------------- the GAN
@@ -202,6 +352,13 @@ class ConditionalGAN(keras.Model):
     `tf.distribute.MirroredStrategy` the summed replica gradients equal the single-device ones.
     Noise and fake labels are drawn statelessly from (seed, step) for the global batch and each
     replica takes its slice: a resumed or distributed run draws what a single-device run would.
+    (DiffAugment draws per replica, so with it a distributed run is equal in distribution only.)
+
+    `diff_augment`: DiffAugment policies applied to every discriminator input, real and fake, in
+    both steps; never to what the generator returns. `ema_decay` > 0 keeps `ema_generator`, an
+    exponential moving average of the generator's weights, which `sampling_generator` and
+    `call` use (its decay warms up as min(ema_decay, (1 + t) / (10 + t)) at step t). `aux_class_weight` > 0 needs a discriminator with an auxiliary classifier: D
+    also minimises the class cross-entropy on real images, G that on its fakes, times the weight.
     """
 
     def __init__(
@@ -212,17 +369,35 @@ class ConditionalGAN(keras.Model):
         num_classes: int,
         d_every: int = 10,
         seed: int = 0,
+        diff_augment: Sequence[str] = (),
+        ema_decay: float = 0.0,
+        aux_class_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if d_every < 1:
             raise ValueError(f"d_every must be >= 1, got {d_every}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.has_auxiliary_classifier = len(discriminator.outputs) == 2
+        if aux_class_weight < 0 or (aux_class_weight > 0 and not self.has_auxiliary_classifier):
+            raise ValueError(
+                f"aux_class_weight {aux_class_weight} needs a discriminator built with auxiliary_classifier=True "
+                "and a weight >= 0"
+            )
         self.generator = generator
         self.discriminator = discriminator
         self.noise_dim = int(noise_dim)
         self.num_classes = int(num_classes)
         self.d_every = int(d_every)
         self.seed = int(seed)
+        self.diff_augment = augment.check_policies(diff_augment)
+        self.ema_decay = float(ema_decay)
+        self.aux_class_weight = float(aux_class_weight)
+        self.ema_generator = None
+        if self.ema_decay > 0:
+            self.ema_generator = keras.models.clone_model(generator)
+            self.ema_generator.set_weights(generator.get_weights())
         # Training steps taken so far; D steps when step % d_every == 0. Saved with the weights.
         self.step_counter = self.add_weight(
             name="step_counter", shape=(), dtype="int64", initializer="zeros",
@@ -232,6 +407,9 @@ class ConditionalGAN(keras.Model):
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.d_real_accuracy_tracker = keras.metrics.Mean(name="d_real_accuracy")
         self.d_fake_accuracy_tracker = keras.metrics.Mean(name="d_fake_accuracy")
+        # The auxiliary head's accuracy on real images and on G's fakes (their conditioning label).
+        self.d_class_accuracy_tracker = keras.metrics.Mean(name="d_class_accuracy")
+        self.g_class_accuracy_tracker = keras.metrics.Mean(name="g_class_accuracy")
         self.built = True
 
     def get_config(self) -> dict:
@@ -243,6 +421,9 @@ class ConditionalGAN(keras.Model):
             "num_classes": self.num_classes,
             "d_every": self.d_every,
             "seed": self.seed,
+            "diff_augment": list(self.diff_augment),
+            "ema_decay": self.ema_decay,
+            "aux_class_weight": self.aux_class_weight,
         }
 
     @classmethod
@@ -256,30 +437,35 @@ class ConditionalGAN(keras.Model):
         self,
         g_optimizer: keras.optimizers.Optimizer,
         d_optimizer: keras.optimizers.Optimizer,
-        loss_fn: Callable | None = None,
+        loss: str | GanLoss = "bce",
         **kwargs,
     ) -> None:
-        """`loss_fn(y_true, logits)` must return PER-EXAMPLE losses (default: `make_loss("bce")`)."""
+        """`loss` is a `GanLoss` or its name ("bce", "hinge"). Wrap the optimizers in
+        `keras.optimizers.LossScaleOptimizer` for mixed_float16: the train step scales the losses."""
         super().compile(optimizer=None, **kwargs)
-        loss_fn = loss_fn or make_loss("bce")
-        if isinstance(loss_fn, keras.losses.Loss) and loss_fn.reduction not in (None, "none"):
-            raise ValueError(
-                f"loss_fn must return per-example losses (reduction=None), got reduction={loss_fn.reduction!r}"
-            )
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
-        self.loss_fn = loss_fn
+        self.gan_loss = loss if isinstance(loss, GanLoss) else GanLoss(loss)
         # Optimizer slots exist before any step, so a checkpoint can be loaded into them.
         g_optimizer.build(self.generator.trainable_variables)
         d_optimizer.build(self.discriminator.trainable_variables)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.g_loss_tracker, self.d_loss_tracker, self.d_real_accuracy_tracker, self.d_fake_accuracy_tracker]
+        trackers = [self.g_loss_tracker, self.d_loss_tracker, self.d_real_accuracy_tracker, self.d_fake_accuracy_tracker]
+        if self.has_auxiliary_classifier:
+            trackers += [self.d_class_accuracy_tracker, self.g_class_accuracy_tracker]
+        return trackers
+
+    @property
+    def sampling_generator(self) -> keras.Model:
+        """The generator to draw samples from: the moving average when there is one."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
 
     def call(self, inputs, training: bool = False):
-        """[noise, label] -> generated images."""
-        return self.generator(inputs, training=training)
+        """[noise, label] -> generated images (from `sampling_generator` unless training)."""
+        generator = self.generator if training else self.sampling_generator
+        return generator(inputs, training=training)
 
     def _noise_and_labels(self, local_batch: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         context = tf.distribute.get_replica_context()
@@ -292,32 +478,82 @@ class ConditionalGAN(keras.Model):
         start = replica * local_batch
         return noise[start : start + local_batch], labels[start : start + local_batch]
 
+    def _augment_seeds(self, step: tf.Tensor) -> tf.Tensor:
+        """[3, 2] seeds: G's view of the fakes, D's view of the reals, D's view of the fakes."""
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        base = tf.stack([tf.constant(self.seed, tf.int64) * 1000 + 1 + replica, step])
+        return tf.random.experimental.stateless_split(base, 3)
+
+    def augment(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """What the discriminator sees of `images` (the identity without DiffAugment policies)."""
+        if not self.diff_augment:
+            return images
+        return augment.diff_augment(images, self.diff_augment, seed)
+
+    def _discriminate(self, images, labels) -> tuple[tf.Tensor, tf.Tensor | None]:
+        outputs = self.discriminator([images, labels], training=True)
+        if self.has_auxiliary_classifier:
+            return outputs[0], outputs[1]
+        return outputs, None
+
     def _average(self, per_example_loss: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(per_example_loss)
 
-    def _generator_step(self, noise, fake_labels):
+    def _class_loss_and_accuracy(self, labels, class_logits) -> tuple[tf.Tensor, tf.Tensor]:
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits)
+        hits = tf.cast(tf.equal(tf.argmax(class_logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+        return self._average(loss), self._average(hits)
+
+    def _generator_step(self, noise, fake_labels, augment_seed):
         with tf.GradientTape() as tape:
             fakes = self.generator([noise, fake_labels], training=True)
-            logits = self.discriminator([fakes, fake_labels], training=True)
-            g_loss = self._average(self.loss_fn(tf.ones_like(logits), logits))
-        grads = tape.gradient(g_loss, self.generator.trainable_variables)
+            logits, class_logits = self._discriminate(self.augment(fakes, augment_seed), fake_labels)
+            g_loss = self._average(self.gan_loss.generator(logits))
+            class_accuracy = tf.zeros(())
+            if class_logits is not None:
+                class_loss, class_accuracy = self._class_loss_and_accuracy(fake_labels, class_logits)
+                g_loss += self.aux_class_weight * class_loss
+            scaled_loss = self.g_optimizer.scale_loss(g_loss)
+        grads = tape.gradient(scaled_loss, self.generator.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
-        return g_loss, tf.stop_gradient(fakes)
+        if self.ema_generator is not None:
+            self._update_ema()
+        return g_loss, class_accuracy, tf.stop_gradient(fakes)
 
-    def _discriminator_step(self, real_images, real_labels, fakes, fake_labels):
+    def _update_ema(self) -> None:
+        # Warm-up (as tf.train.ExponentialMovingAverage's num_updates): early on the average would
+        # otherwise be dominated by the random initial weights for ~1/(1 - decay) steps.
+        updates = tf.cast(self.step_counter.value, tf.float32) + 1.0
+        decay = tf.minimum(self.ema_decay, updates / (updates + 9.0))
+        targets = self.ema_generator.weights
+        values = [decay * e.value + (1.0 - decay) * w.value for e, w in zip(targets, self.generator.weights)]
+
+        def assign(strategy, new_values):
+            for variable, value in zip(targets, new_values):
+                strategy.extended.update(variable, lambda v, x: v.assign(x), args=(value,), group=False)
+
+        # The generator's weights are identical on every replica, so is the average: assign it
+        # from the cross-replica context, which works with and without a distribution strategy.
+        tf.distribute.get_replica_context().merge_call(assign, args=(values,))
+
+    def _discriminator_step(self, real_images, real_labels, fakes, fake_labels, augment_seeds):
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator([real_images, real_labels], training=True)
-            fake_logits = self.discriminator([fakes, fake_labels], training=True)
-            real_loss = self._average(self.loss_fn(tf.ones_like(real_logits), real_logits))
-            fake_loss = self._average(self.loss_fn(tf.zeros_like(fake_logits), fake_logits))
-            d_loss = (real_loss + fake_loss) / 2.0
-        grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
+            real_logits, real_class_logits = self._discriminate(self.augment(real_images, augment_seeds[1]), real_labels)
+            fake_logits, _ = self._discriminate(self.augment(fakes, augment_seeds[2]), fake_labels)
+            real_loss, fake_loss = self.gan_loss.discriminator(real_logits, fake_logits)
+            d_loss = (self._average(real_loss) + self._average(fake_loss)) / 2.0
+            class_accuracy = tf.zeros(())
+            if real_class_logits is not None:
+                class_loss, class_accuracy = self._class_loss_and_accuracy(real_labels, real_class_logits)
+                d_loss += self.aux_class_weight * class_loss
+            scaled_loss = self.d_optimizer.scale_loss(d_loss)
+        grads = tape.gradient(scaled_loss, self.discriminator.trainable_variables)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
         real_accuracy = self._average(tf.cast(real_logits[:, 0] > 0, tf.float32))
         fake_accuracy = self._average(tf.cast(fake_logits[:, 0] < 0, tf.float32))
-        return d_loss, real_accuracy, fake_accuracy
+        return d_loss, real_accuracy, fake_accuracy, class_accuracy
 
-    def _discriminator_step_if(self, d_steps_now: tf.Tensor, d_step: Callable):
+    def _discriminator_step_if(self, d_steps_now: tf.Tensor, d_step):
         """`d_step` when `d_steps_now`, else a no-op, where replicas must synchronise.
 
         tf.distribute forbids synchronisation (gradient all-reduce, optimizer updates, synchronized
@@ -345,16 +581,16 @@ class ConditionalGAN(keras.Model):
         real_labels = tf.cast(tf.reshape(real_labels, [-1]), tf.int32)
         step = tf.convert_to_tensor(self.step_counter.value)
         noise, fake_labels = self._noise_and_labels(tf.shape(real_images)[0], step)
+        augment_seeds = self._augment_seeds(step)
 
-        g_loss, fakes = self._generator_step(noise, fake_labels)
+        g_loss, g_class_accuracy, fakes = self._generator_step(noise, fake_labels, augment_seeds[0])
         d_steps_now = tf.equal(step % self.d_every, 0)
-        d_step = lambda: self._discriminator_step(real_images, real_labels, fakes, fake_labels)  # noqa: E731
+        d_step = lambda: self._discriminator_step(real_images, real_labels, fakes, fake_labels, augment_seeds)  # noqa: E731
         if tf.distribute.get_replica_context().num_replicas_in_sync == 1:
-            d_loss, real_accuracy, fake_accuracy = tf.cond(
-                d_steps_now, d_step, lambda: (tf.zeros(()), tf.zeros(()), tf.zeros(()))
-            )
+            d_results = tf.cond(d_steps_now, d_step, lambda: (tf.zeros(()),) * 4)
         else:
-            d_loss, real_accuracy, fake_accuracy = self._discriminator_step_if(d_steps_now, d_step)
+            d_results = self._discriminator_step_if(d_steps_now, d_step)
+        d_loss, real_accuracy, fake_accuracy, d_class_accuracy = d_results
         self.step_counter.assign_add(1)
 
         # Trackers hold GLOBAL values; D's are weighted 0 on skipped steps so they are not diluted.
@@ -363,4 +599,7 @@ class ConditionalGAN(keras.Model):
         self.d_loss_tracker.update_state(_global_sum(d_loss), sample_weight=d_weight)
         self.d_real_accuracy_tracker.update_state(_global_sum(real_accuracy), sample_weight=d_weight)
         self.d_fake_accuracy_tracker.update_state(_global_sum(fake_accuracy), sample_weight=d_weight)
+        if self.has_auxiliary_classifier:
+            self.d_class_accuracy_tracker.update_state(_global_sum(d_class_accuracy), sample_weight=d_weight)
+            self.g_class_accuracy_tracker.update_state(_global_sum(g_class_accuracy))
         return {m.name: m.result() for m in self.metrics}

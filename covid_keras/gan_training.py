@@ -27,18 +27,18 @@ import dataclasses
 import json
 import os
 import pathlib
+import time
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import data, plots
+from covid_keras import data, plots, runtime
 from covid_keras.gan import (
     ConditionalGAN,
     build_discriminator,
     build_generator,
-    make_loss,
     resolve_discriminator_padding,
     upsampling_plan,
 )
@@ -85,26 +85,44 @@ def make_optimizer(config: GanConfig, updates_per_restart: int) -> keras.optimiz
     return keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=1e-8)
 
 
-def build_gan(config: GanConfig, steps_per_epoch: int = 1, jit_compile: bool = False) -> ConditionalGAN:
+def generator_for(config: GanConfig) -> keras.Model:
+    """The (untrained) generator that `config` describes."""
+    return build_generator(
+        config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
+        config.generator_filters, base_channels=config.base_channels, conditioning=config.generator_conditioning,
+    )
+
+
+def discriminator_for(config: GanConfig) -> keras.Model:
+    """The (untrained) discriminator that `config` describes."""
+    return build_discriminator(
+        config.image_size, config.num_classes, config.embedding_dim, config.discriminator_filters,
+        padding=config.discriminator_padding, leaky_relu_slope=config.leaky_relu_slope, dropout=config.dropout,
+        conditioning=config.discriminator_conditioning, norm=config.discriminator_norm,
+        auxiliary_classifier=config.aux_class_weight > 0,
+    )
+
+
+def build_gan(
+    config: GanConfig, steps_per_epoch: int = 1, jit_compile: bool = False, precision: str = "float32"
+) -> ConditionalGAN:
     """A compiled ConditionalGAN for `config`. Call inside `strategy.scope()` to distribute it.
 
     The restart period is `restart_epochs` epochs for both networks: G updates every step, D once
-    every `d_every` steps, so D's period in updates is `d_every` times shorter.
+    every `d_every` steps, so D's period in updates is `d_every` times shorter. `precision` is a
+    Keras dtype policy (see `covid_keras.runtime`); the images and logits stay float32.
     """
-    generator = build_generator(
-        config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
-        config.generator_filters, base_channels=config.base_channels,
-    )
-    discriminator = build_discriminator(
-        config.image_size, config.num_classes, config.embedding_dim, config.discriminator_filters,
-        padding=config.discriminator_padding, leaky_relu_slope=config.leaky_relu_slope, dropout=config.dropout,
-    )
-    gan = ConditionalGAN(generator, discriminator, config.noise_dim, config.num_classes, config.d_every, config.seed)
+    with runtime.precision_policy(precision):
+        gan = ConditionalGAN(
+            generator_for(config), discriminator_for(config), config.noise_dim, config.num_classes,
+            config.d_every, config.seed, diff_augment=config.diff_augment, ema_decay=config.ema_decay,
+            aux_class_weight=config.aux_class_weight,
+        )
     g_period = config.restart_epochs * steps_per_epoch
     gan.compile(
-        g_optimizer=make_optimizer(config, g_period),
-        d_optimizer=make_optimizer(config, round(g_period / config.d_every)),
-        loss_fn=make_loss(config.loss),
+        g_optimizer=runtime.loss_scaled(make_optimizer(config, g_period), precision),
+        d_optimizer=runtime.loss_scaled(make_optimizer(config, round(g_period / config.d_every)), precision),
+        loss=config.loss,
         jit_compile=jit_compile,
     )
     return gan
@@ -129,9 +147,10 @@ def _atomic_save_weights(model: keras.Model, path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
-def _run_record(config: GanConfig, data_spec: data.DataSpec, class_names: Sequence[str]) -> dict:
+def _run_record(config: GanConfig, data_spec: data.DataSpec, class_names: Sequence[str], precision: str) -> dict:
     return {
         "gan": config.to_dict(),
+        "precision": precision,
         "data": {"config": data_spec.config, "path": data_spec.path},
         "class_names": list(class_names),
     }
@@ -250,6 +269,28 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             print(f"\nnon-finite GAN loss in epoch {self._epoch + 1} ({logs}): stopping; the last good checkpoint stays")
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch that ends more than `seconds` after training began.
+
+    Comparing GANs "at the same budget" means the same wall time on the same machine, whatever
+    each one's speed per epoch. The run stays resumable: re-running continues from that epoch.
+    """
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.stopped_at: int | None = None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() - self._start > self.seconds:
+            self.stopped_at = epoch + 1
+            self.model.stop_training = True
+            print(f"\ntime budget of {self.seconds / 60:.1f} min used up after epoch {epoch + 1}: stopping (resumable)")
+
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds G's and D's current learning rates to the epoch logs (so the CSV shows the schedule)."""
 
@@ -280,7 +321,7 @@ class SampleGrid(keras.callbacks.Callback):
         completed = epoch + 1
         if completed % self.every and completed != self.last_epoch:
             return
-        images = sample_images(self.model.generator, self.noise, len(self.class_names))
+        images = sample_images(self.model.sampling_generator, self.noise, len(self.class_names))
         path = self.samples_dir / f"epoch_{completed:05d}.png"
         tmp = path.with_name(f".tmp-{path.name}")
         plots.save_image_grid(images, tmp, row_labels=self.class_names, title=f"epoch {completed}")
@@ -305,12 +346,13 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         checkpoints.mkdir(parents=True, exist_ok=True)
         train_state = f"train_state-epoch{completed:05d}{_WEIGHTS_SUFFIX}"
         _atomic_save_weights(self.model, checkpoints / train_state)
-        _atomic_save_weights(self.model.generator, self.run_dir / GENERATOR_WEIGHTS)
+        # The generator a user samples from: the moving average when the run keeps one.
+        _atomic_save_weights(self.model.sampling_generator, self.run_dir / GENERATOR_WEIGHTS)
         _atomic_save_weights(self.model.discriminator, self.run_dir / DISCRIMINATOR_WEIGHTS)
         if completed % self.keep_every == 0:
             snapshots = self.run_dir / SNAPSHOT_DIR
             snapshots.mkdir(exist_ok=True)
-            _atomic_save_weights(self.model.generator, snapshots / f"generator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
+            _atomic_save_weights(self.model.sampling_generator, snapshots / f"generator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
             _atomic_save_weights(self.model.discriminator, snapshots / f"discriminator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
         # The commit point: until state.json moves, the previous resume point is the valid one.
         _atomic_write_text(checkpoints / STATE_FILE, json.dumps({"epoch": completed, "train_state": train_state}) + "\n")
@@ -371,21 +413,27 @@ def train_gan(
     *,
     strategy: tf.distribute.Strategy | None = None,
     verbose: str | int = "auto",
-    jit_compile: bool = False,
+    jit_compile: bool | str = "auto",
+    precision: str = "auto",
+    time_budget_s: float | None = None,
 ) -> TrainResult:
     """Train (or resume) the GAN run in `run_dir` on `data_spec`'s train split.
 
     `config.num_classes` follows the data. A run dir whose config.json differs is refused; a
     matching one is resumed from its last checkpoint. Raises FloatingPointError when the losses
-    became NaN (the last good checkpoint is kept).
+    became NaN (the last good checkpoint is kept). `precision` and `jit_compile` default to the
+    fastest measured for this device kind (`covid_keras.runtime.DEFAULTS`); the precision is part
+    of the run's record, since it changes the results beyond float tolerance. `time_budget_s`
+    stops after the epoch that crosses it (see `TimeBudget`).
     """
     run_dir = pathlib.Path(run_dir)
+    precision, jit_compile = runtime.resolve(precision, jit_compile)
     _check_architecture(config)  # before touching the data or the run dir
     data.prepare(data_spec)
     class_names = data.class_names(data_spec)
     _check_two_classes(data_spec, class_names)
     config = dataclasses.replace(config, num_classes=len(class_names))
-    _claim_run_dir(run_dir, _run_record(config, data_spec, class_names))
+    _claim_run_dir(run_dir, _run_record(config, data_spec, class_names, precision))
 
     train = data.load_split(data_spec, "train", balanced=config.balanced)
     gan_ds = data.gan_dataset(train, config.image_size, config.batch_size, shuffle_seed=config.seed)
@@ -396,7 +444,7 @@ def train_gan(
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same config
     with strategy.scope():
-        gan = build_gan(config, steps_per_epoch, jit_compile=jit_compile)
+        gan = build_gan(config, steps_per_epoch, jit_compile=jit_compile, precision=precision)
     initial_epoch = restore_train_state(gan, run_dir)
     if initial_epoch:
         print(f"resuming {run_dir} from epoch {initial_epoch} (step {int(gan.step_counter.numpy())})")
@@ -412,6 +460,8 @@ def train_gan(
         keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR), write_graph=False),
         AtomicCheckpoint(run_dir, config.checkpoint_every, nan_guard),  # last: after the CSV row and samples
     ]
+    if time_budget_s is not None:
+        callbacks.insert(0, TimeBudget(time_budget_s))
     history: dict[str, list[float]] = {}
     if initial_epoch < config.epochs:
         fit = gan.fit(gan_ds, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
@@ -440,10 +490,7 @@ def load_generator(run_dir: str | os.PathLike, which: str | int = "latest") -> t
         class_names = list(record["class_names"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{run_dir / CONFIG_FILE} is not a GAN run config: {e}") from e
-    generator = build_generator(
-        config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
-        config.generator_filters, base_channels=config.base_channels,
-    )
+    generator = generator_for(config)
     if which == "latest":
         path = run_dir / GENERATOR_WEIGHTS
     else:

@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="after the head, also train the top N backbone layers (BatchNorm stays frozen)")
     parser.add_argument("--fine-tune-epochs", type=int, help="default: --epochs")
     parser.add_argument("--fine-tune-learning-rate", type=float, help="default: a tenth of the head's rate")
+    parser.add_argument("--keep-epoch", default="last", choices=classifier.KEEP_EPOCH,
+                        help="last (the study's) or best_validation: the head of the epoch with the lowest val loss")
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
@@ -76,6 +78,7 @@ def main(argv=None) -> dict:
         fine_tune_layers=args.fine_tune,
         fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_learning_rate,
+        keep_epoch=args.keep_epoch,
         seed=args.seed,
     )
     if args.hyperparameters:

@@ -4,6 +4,7 @@
     python scripts/train_gan.py --run 3                          # the report's run 3: 150 px, built-in phantoms
     python scripts/train_gan.py --run 3 --data radiography --manual-dir ~/Downloads/covid19-radiography
     python scripts/train_gan.py --run 3 --data phantom_small --image-size 64 --epochs 2
+    python scripts/train_gan.py --run stable --data radiography --manual-dir ../shared/data/radiography
 
 Every GanConfig field can be overridden (`--image-size`, `--epochs`, `--batch-size`, `--d-every`, ...).
 Re-running the same command resumes the run from its last checkpoint.
@@ -18,7 +19,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import data, gan_config  # noqa: E402
+from covid_keras import data, gan_config, runtime  # noqa: E402
 
 
 def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
@@ -27,12 +28,17 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
     help_text = f"override the preset's {field.name} (default config: {default})"
     if isinstance(default, bool):
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif field.name == "diff_augment":
+        parser.add_argument(flag, nargs="*", default=None, choices=gan_config.DIFF_AUGMENT_POLICIES, help=help_text)
     elif isinstance(default, tuple):
         parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N", help=help_text)
     else:
         choices = {
             "optimizer": gan_config.OPTIMIZERS, "lr_schedule": gan_config.LR_SCHEDULES, "loss": gan_config.LOSSES,
             "discriminator_padding": gan_config.DISCRIMINATOR_PADDINGS,
+            "generator_conditioning": gan_config.GENERATOR_CONDITIONINGS,
+            "discriminator_conditioning": gan_config.DISCRIMINATOR_CONDITIONINGS,
+            "discriminator_norm": gan_config.DISCRIMINATOR_NORMS,
         }.get(field.name)
         parser.add_argument(flag, type=type(default), default=None, choices=choices, help=help_text)
 
@@ -46,7 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
     parser.add_argument("--run-dir", default=None, help="output folder (default runs/run<RUN>-<DATA>-<SIZE>px)")
     parser.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 (bar) or 2 (a line per epoch)")
-    parser.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
+                        help="XLA-compile the train step (auto: the fastest measured for this device kind)")
+    parser.add_argument("--precision", choices=("auto",) + runtime.PRECISIONS, default="auto",
+                        help="Keras dtype policy (auto: the fastest measured for this device kind)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
     overrides = parser.add_argument_group("preset overrides")
     for field in dataclasses.fields(gan_config.GanConfig):
         _add_override(overrides, field)
@@ -71,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     from covid_keras import gan_training
 
     try:
-        result = gan_training.train_gan(config, spec, run_dir, verbose=verbose, jit_compile=args.jit)
+        jit = {"auto": "auto", "on": True, "off": False}[args.jit]
+        result = gan_training.train_gan(
+            config, spec, run_dir, verbose=verbose, jit_compile=jit, precision=args.precision,
+            time_budget_s=None if args.minutes is None else 60 * args.minutes,
+        )
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,212 @@
+"""The stable preset's parts: DiffAugment, hinge loss, conditioning, spectral norm, EMA, AC head, precision."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from covid_keras import augment, gan, gan_config, gan_training, runtime
+
+SIZE = 32
+
+
+def tiny_stable_config(**overrides):
+    values = dict(
+        image_size=SIZE, noise_dim=16, embedding_dim=4, base_channels=8, generator_filters=(8, 8, 8),
+        discriminator_filters=(8, 8, 8, 8, 8), batch_size=4, epochs=1,
+    )
+    return gan_config.from_preset("stable", **{**values, **overrides})
+
+
+def reals(batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1, 1, (batch, SIZE, SIZE, 1)).astype("float32")
+    labels = (np.arange(batch) % 2).astype("int32")
+    return images, labels
+
+
+# --------------------------------------------------------------------------- DiffAugment
+
+
+def test_each_policy_changes_images_deterministically_and_passes_gradients():
+    images = tf.constant(reals()[0])
+    seed = tf.constant([3, 4], tf.int64)
+    assert augment.diff_augment(images, (), seed) is images
+    for policy in augment.POLICIES:
+        out = augment.diff_augment(images, (policy,), seed)
+        assert out.shape == images.shape
+        assert not np.allclose(out, images), policy
+        np.testing.assert_array_equal(out, augment.diff_augment(images, (policy,), seed))  # stateless
+        assert not np.allclose(out, augment.diff_augment(images, (policy,), tf.constant([3, 5], tf.int64))), policy
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            total = tf.reduce_sum(augment.diff_augment(images, (policy,), seed) ** 2)
+        gradient = tape.gradient(total, images)
+        assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0, policy
+
+
+def test_translation_moves_pixels_and_cutout_blanks_a_square():
+    image = np.zeros((1, 16, 16, 1), "float32")
+    image[0, 8, 8, 0] = 1.0
+    seed = tf.constant([0, 1], tf.int64)
+    moved = augment.diff_augment(tf.constant(image), ("translation",), seed).numpy()
+    assert moved.sum() in (0.0, 1.0) and moved.max() <= 1.0  # shifted (or off the edge), never duplicated
+    ones = np.ones((8, 16, 16, 1), "float32")
+    cut = augment.diff_augment(tf.constant(ones), ("cutout",), seed).numpy()
+    blanked = (cut == 0).reshape(8, -1).sum(axis=1)
+    assert np.all(blanked > 0) and np.all(blanked <= 8 * 8)
+
+
+def test_unknown_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown DiffAugment policy.*'flip'"):
+        augment.check_policies(("color", "flip"))
+    with pytest.raises(ValueError, match="diff_augment"):
+        tiny_stable_config(diff_augment=("flip",))
+
+
+def test_augmentation_reaches_every_discriminator_input_and_never_the_generator_output():
+    config = tiny_stable_config(diff_augment=("translation", "cutout"), ema_decay=0.0)
+    keras.utils.set_random_seed(0)
+    model = gan_training.build_gan(config)
+    images, labels = reals()
+    noise, fake_labels = model._noise_and_labels(tf.constant(4), tf.constant(0, tf.int64))
+    fakes_before_step = model.generator([noise, fake_labels], training=True).numpy()
+
+    augmented, discriminated = [], []
+    real_augment, real_discriminate = model.augment, model._discriminate
+
+    def spy_augment(x, seed):
+        out = real_augment(x, seed)
+        augmented.append((np.asarray(x), np.asarray(out)))
+        return out
+
+    model.augment = spy_augment
+    model._discriminate = lambda x, y: discriminated.append(np.asarray(x)) or real_discriminate(x, y)
+    model.train_step((tf.constant(images), tf.constant(labels)))
+
+    # G's step (its fakes), D's step (reals, then the same fakes): three inputs, each augmented.
+    assert len(discriminated) == len(augmented) == 3
+    for (before, after), seen in zip(augmented, discriminated):
+        np.testing.assert_array_equal(seen, after)
+        assert not np.allclose(before, after)
+    np.testing.assert_array_equal(augmented[1][0], images)
+    # What reached the augmentation from the generator is its plain output, in both steps.
+    np.testing.assert_allclose(augmented[0][0], fakes_before_step, atol=1e-6)
+    np.testing.assert_allclose(augmented[2][0], fakes_before_step, atol=1e-6)
+    # And sampling is not augmented: the same inputs give the same image twice.
+    first, second = (model([noise, fake_labels]).numpy() for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+
+
+# --------------------------------------------------------------------------- losses and layers
+
+
+def test_hinge_and_bce_losses():
+    real, fake = tf.constant([[2.0], [0.5]]), tf.constant([[-0.5], [1.0]])
+    hinge = gan.GanLoss("hinge")
+    real_loss, fake_loss = hinge.discriminator(real, fake)
+    np.testing.assert_allclose(real_loss, [0.0, 0.5])
+    np.testing.assert_allclose(fake_loss, [0.5, 2.0])
+    np.testing.assert_allclose(hinge.generator(fake), [0.5, -1.0])
+    bce = gan.GanLoss("bce")
+    real_loss, fake_loss = bce.discriminator(real, fake)
+    np.testing.assert_allclose(real_loss, -np.log(1 / (1 + np.exp(-np.array([2.0, 0.5])))), rtol=1e-6)
+    np.testing.assert_allclose(fake_loss, -np.log(1 - 1 / (1 + np.exp(-np.array([-0.5, 1.0])))), rtol=1e-6)
+
+
+def test_class_conditioning_separates_labels():
+    config = tiny_stable_config()
+    keras.utils.set_random_seed(0)
+    generator, discriminator = gan_training.generator_for(config), gan_training.discriminator_for(config)
+    for layer in generator.layers:
+        if isinstance(layer, gan.ClassConditionalAffine):
+            layer.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in layer.get_weights()])
+    noise = np.random.default_rng(0).normal(size=(2, 16)).astype("float32")
+    same_noise = np.repeat(noise[:1], 2, axis=0)
+    out = generator([same_noise, np.array([0, 1], "int32")], training=False).numpy()
+    assert not np.allclose(out[0], out[1])
+    image = np.repeat(reals(1)[0], 2, axis=0)
+    logit, class_logits = discriminator([image, np.array([0, 1], "int32")], training=False)
+    assert logit.shape == (2, 1) and class_logits.shape == (2, 2)
+    assert not np.isclose(float(logit[0, 0]), float(logit[1, 0]))  # the projection term
+    np.testing.assert_allclose(class_logits[0], class_logits[1], rtol=1e-5)  # the class head sees the image only
+    assert any(isinstance(layer, keras.layers.SpectralNormalization) for layer in discriminator.layers)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in discriminator.layers)
+
+
+def test_aux_weight_needs_an_auxiliary_head():
+    generator = gan.build_generator(SIZE, 16, 2, 4, (8, 8, 8), base_channels=8)
+    discriminator = gan.build_discriminator(SIZE, 2, 4, (8,) * 5)
+    with pytest.raises(ValueError, match="auxiliary_classifier"):
+        gan.ConditionalGAN(generator, discriminator, 16, 2, aux_class_weight=1.0)
+
+
+def test_ema_generator_averages_the_weights():
+    config = tiny_stable_config(ema_decay=0.05, diff_augment=())  # below the warm-up's 1/10 at step 0
+    keras.utils.set_random_seed(0)
+    model = gan_training.build_gan(config)
+    assert model.sampling_generator is model.ema_generator
+    before = [w.numpy().copy() for w in model.generator.trainable_weights]
+    np.testing.assert_array_equal(model.ema_generator.trainable_weights[0].numpy(), before[0])
+    images, labels = reals()
+    model.train_step((tf.constant(images), tf.constant(labels)))
+    after = [w.numpy() for w in model.generator.trainable_weights]
+    assert any(not np.allclose(a, b) for a, b in zip(after, before))
+    for ema, a, b in zip(model.ema_generator.trainable_weights, after, before):
+        np.testing.assert_allclose(ema.numpy(), 0.95 * a + 0.05 * b, rtol=1e-5, atol=1e-6)
+
+
+def test_stable_run_saves_the_ema_generator_and_logs_class_accuracy(tmp_path):
+    from covid_keras import data
+
+    config = tiny_stable_config(epochs=1, batch_size=8)
+    result = gan_training.train_gan(config, data.DataSpec.parse("phantom_small"), tmp_path / "run", verbose=0)
+    assert {"d_class_accuracy", "g_class_accuracy"} <= set(result.history)
+    loaded, loaded_config, _ = gan_training.load_generator(tmp_path / "run")
+    assert loaded_config.ema_decay == config.ema_decay
+    noise = np.random.default_rng(0).normal(size=(2, config.noise_dim)).astype("float32")
+    labels = np.array([0, 1], "int32")
+    np.testing.assert_allclose(
+        loaded([noise, labels]).numpy(), result.gan.ema_generator([noise, labels]).numpy(), atol=1e-6
+    )
+
+
+def test_stable_preset_runs_unchanged_at_150px():
+    config = gan_config.from_preset("stable", image_size=150, batch_size=2)
+    keras.utils.set_random_seed(0)
+    model = gan_training.build_gan(config)
+    assert model.generator.output_shape == (None, 150, 150, 1)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (2, 150, 150, 1)).astype("float32")
+    logs = model.train_step((tf.constant(images), tf.constant([0, 1], tf.int32)))
+    assert all(np.isfinite(float(v)) for v in logs.values())
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_images_and_logits_float32(precision):
+    config = tiny_stable_config()
+    model = gan_training.build_gan(config, precision=precision)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    assert isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
+    assert model.generator.layers[-2].compute_dtype == precision.split("_")[1]  # the last deconv computes in low precision
+    images, labels = reals()
+    logs = model.train_step((tf.constant(images), tf.constant(labels)))
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    noise = np.zeros((1, config.noise_dim), "float32")
+    assert model([noise, np.array([0], "int32")]).dtype == "float32"
+    logit, class_logits = model.discriminator([images, labels])
+    assert logit.dtype == "float32" and class_logits.dtype == "float32"
+
+
+def test_runtime_defaults_and_errors():
+    assert runtime.resolve("auto", "auto") == (
+        runtime.DEFAULTS[runtime.device_kind()]["precision"], runtime.DEFAULTS[runtime.device_kind()]["jit_compile"]
+    )
+    assert runtime.resolve("mixed_bfloat16", True) == ("mixed_bfloat16", True)
+    with pytest.raises(ValueError, match="precision"):
+        runtime.resolve("float8")
+    with pytest.raises(ValueError, match="jit_compile"):
+        runtime.resolve("float32", "yes")
