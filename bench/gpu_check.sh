@@ -20,6 +20,6 @@ sys.exit(0 if gpus else "no GPU visible to TensorFlow: this check is for a GPU m
 PY
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >&2 || true
 
-# mixed_float16: the speed of float16 compute. (ConditionalGAN has no loss scaling yet, so this
-# measures speed only, not whether float16 training converges.)
+# mixed_float16 is built as train_gan builds it (covid_keras.runtime): float32 images and logits,
+# LossScaleOptimizer. The fastest of the four should be covid_keras.runtime.DEFAULTS["GPU"].
 exec timeout 540 "$PYTHON" -m bench.gan_vs_torch --no-torch --precisions float32,mixed_float16 --xla --rounds "$ROUNDS"

@@ -357,8 +357,9 @@ class ConditionalGAN(keras.Model):
     `diff_augment`: DiffAugment policies applied to every discriminator input, real and fake, in
     both steps; never to what the generator returns. `ema_decay` > 0 keeps `ema_generator`, an
     exponential moving average of the generator's weights, which `sampling_generator` and
-    `call` use (its decay warms up as min(ema_decay, (1 + t) / (10 + t)) at step t). `aux_class_weight` > 0 needs a discriminator with an auxiliary classifier: D
-    also minimises the class cross-entropy on real images, G that on its fakes, times the weight.
+    `call` use (its decay warms up as min(ema_decay, (1 + t) / (10 + t)) at step t).
+    `aux_class_weight` > 0 needs a discriminator with an auxiliary classifier: D also minimises
+    the class cross-entropy on real images, G that on its fakes, times the weight.
     """
 
     def __init__(
@@ -526,7 +527,8 @@ class ConditionalGAN(keras.Model):
         updates = tf.cast(self.step_counter.value, tf.float32) + 1.0
         decay = tf.minimum(self.ema_decay, updates / (updates + 9.0))
         targets = self.ema_generator.weights
-        values = [decay * e.value + (1.0 - decay) * w.value for e, w in zip(targets, self.generator.weights)]
+        values = [decay * e.value + (1.0 - decay) * w.value
+                  for e, w in zip(targets, self.generator.weights)]
 
         def assign(strategy, new_values):
             for variable, value in zip(targets, new_values):

@@ -319,14 +319,15 @@ def reproduce(
     backbones: Sequence[str] | None = None,
     per_class: int | None = None,
     profile: Profile | str | None = None,
+    gan_run: str | None = None,
     verbose: int = 1,
 ) -> dict:
     """Run (or finish) the whole study into out_dir; return its record (also in OUT/reproduce.json).
 
     data: a covid_xray config (default: the profile's, `phantom` or for quick `phantom_small`);
     manual_dir: the Kaggle download (radiography) or the folder root (folder). seeds, backbones,
-    per_class override the profile. profile: "full", "quick" or a `Profile` (quick=True means
-    "quick").
+    per_class and gan_run (a GAN preset: "3" is the study's, "stable" ours) override the
+    profile. profile: "full", "quick" or a `Profile` (quick=True means "quick").
     """
     chosen = select_profile(quick, profile)
     chosen = dataclasses.replace(
@@ -335,7 +336,9 @@ def reproduce(
         seeds=tuple(seeds) if seeds is not None else chosen.seeds,
         backbones=tuple(backbones) if backbones is not None else chosen.backbones,
         per_class=per_class or chosen.per_class,
+        gan_run=gan_run or chosen.gan_run,
     )
+    gan_config.from_preset(chosen.gan_run)  # an unknown preset fails here, before any work
     out_dir = pathlib.Path(out_dir).resolve()
     report_dir = out_dir / REPORT_DIR
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import data  # noqa: E402
+from covid_keras import data, gan_config  # noqa: E402
 from covid_keras.backbones import BACKBONES  # noqa: E402
 from covid_keras.reproduce import reproduce  # noqa: E402
 
@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: all three")
     parser.add_argument("--per-class", type=int, default=None,
                         help="generated images per class (default 1000, quick 50)")
+    parser.add_argument("--gan-run", default=None, choices=sorted(gan_config.PRESETS),
+                        help="GAN preset (default 3, the study's; 'stable' is ours)")
     parser.add_argument("--out", default=None, help="output folder (default runs/reproduce or runs/reproduce-quick)")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="progress bars (1) or not (0)")
     args = parser.parse_args(argv)
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             seeds=range(args.seeds) if args.seeds else None,
             backbones=args.backbones,
             per_class=args.per_class,
+            gan_run=args.gan_run,
             verbose=args.verbose,
         )
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:

@@ -210,3 +210,23 @@ def test_runtime_defaults_and_errors():
         runtime.resolve("float8")
     with pytest.raises(ValueError, match="jit_compile"):
         runtime.resolve("float32", "yes")
+
+
+def test_stable_generator_exports_for_serving(tmp_path):
+    from covid_keras import export
+
+    config = tiny_stable_config()
+    keras.utils.set_random_seed(0)
+    generator = gan_training.generator_for(config)
+    for layer in generator.layers:
+        if isinstance(layer, gan.ClassConditionalAffine):
+            layer.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in layer.get_weights()])
+    result = export.export_generator(generator, class_names=["Normal", "COVID"], name="stable", base_dir=tmp_path)
+    serving = tf.saved_model.load(str(result.path)).signatures[export.GENERATE_BY_INDEX]
+    images = serving(label=tf.constant([0, 1], tf.int32), seed=tf.constant([7, 7], tf.int64))["image"].numpy()
+    assert images.shape == (2, SIZE, SIZE, 1) and images.dtype == np.uint8
+    assert not np.array_equal(images[0], images[1])  # same noise, different class: class-conditional BN is exported
+    noise = tf.random.stateless_normal([config.noise_dim], seed=[7, 0])[tf.newaxis]
+    expected = generator([tf.repeat(noise, 2, axis=0), tf.constant([0, 1], tf.int32)], training=False).numpy()
+    expected = np.round(np.clip((expected + 1.0) * 127.5, 0, 255)).astype(np.uint8)
+    assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1

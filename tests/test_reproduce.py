@@ -59,3 +59,9 @@ def test_reproduce_end_to_end_then_reuses_every_stage(tmp_path, monkeypatch):
 def test_unknown_profile_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown profile"):
         reproduce.reproduce(tmp_path, profile="huge")
+
+
+def test_unknown_gan_preset_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="unknown GAN run 'best'"):
+        reproduce.reproduce(tmp_path / "out", profile=TINY, gan_run="best")
+    assert not (tmp_path / "out").exists()
