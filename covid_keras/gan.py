@@ -94,6 +94,23 @@ class ClassConditionalAffine(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="covid_keras")
+class MinibatchStddev(keras.layers.Layer):
+    """[B, H, W, C] -> [B, H, W, C + 1]: appends the batch's mean per-feature standard deviation.
+
+    ProGAN's counter to mode collapse: a batch of near-identical fakes has a telltale low value
+    here, which the discriminator can use and the generator can only fix by varying its output.
+    """
+
+    def call(self, x):
+        std = keras.ops.sqrt(keras.ops.var(keras.ops.cast(x, "float32"), axis=0) + 1e-8)
+        value = keras.ops.cast(keras.ops.mean(std), x.dtype)
+        return keras.ops.concatenate([x, keras.ops.ones_like(x[..., :1]) * value], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+
+@keras.saving.register_keras_serializable(package="covid_keras")
 class ClassProjection(keras.layers.Layer):
     """[features [B, D], label [B]] -> <embed(label), features> [B, 1]: the projection discriminator's class term."""
 
@@ -244,6 +261,7 @@ def build_discriminator(
     conditioning: str = "concat",
     norm: str = "batch",
     auxiliary_classifier: bool = False,
+    minibatch_std: bool = False,
     name: str = "discriminator",
 ) -> keras.Model:
     """Inputs [image float32 [B, S, S, 1], label int32 [B]] -> logit [B, 1] (P(real) = sigmoid(logit)).
@@ -252,6 +270,7 @@ def build_discriminator(
     adds <embed(label), features> to the logit instead. `norm` "batch" is the study's; "spectral"
     puts spectral normalisation on every conv and dense layer and drops BatchNorm. With
     `auxiliary_classifier` the model returns [logit [B, 1], class logits [B, num_classes]].
+    `minibatch_std` appends the batch's feature spread before the last conv (`MinibatchStddev`).
     """
     if len(filters) < 2:
         raise ValueError(f"the discriminator needs >= 2 conv layers (first and last), got filters={filters}")
@@ -285,6 +304,8 @@ def build_discriminator(
         if not spectral:
             x = _batch_norm(f"{block}_bn")(x)
         x = keras.layers.LeakyReLU(leaky_relu_slope, name=f"{block}_lrelu")(x)
+    if minibatch_std:
+        x = MinibatchStddev(name="minibatch_stddev")(x)
     x = weighted(keras.layers.Conv2D(filters[-1], 4, strides=1, padding=padding, name="conv_out"))(x)
     x = keras.layers.LeakyReLU(leaky_relu_slope, name="conv_out_lrelu")(x)
 

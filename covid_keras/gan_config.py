@@ -49,12 +49,14 @@ class GanConfig:
     diff_augment: tuple[str, ...] = ()  # DiffAugment policies for every discriminator input
     ema_decay: float = 0.0  # > 0: sample from a moving average of the generator's weights
     aux_class_weight: float = 0.0  # > 0: an AC-GAN class head on D, weighted so in both losses
+    minibatch_std: bool = False  # D sees the batch's feature spread (counters mode collapse)
 
     # Optimisation.
     batch_size: int = 8
     epochs: int = 750  # the report shows ~600-740 epochs; samples were taken from epoch 740
     optimizer: str = "adam"
     learning_rate: float = 2e-4
+    d_lr_multiplier: float = 1.0  # D's learning rate = learning_rate x this (TTUR, Heusel et al. 2017)
     momentum: float = 0.0  # SGD only
     beta_1: float = 0.9  # Adam only
     beta_2: float = 0.999  # Adam only
@@ -108,6 +110,8 @@ class GanConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"GanConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if not self.d_lr_multiplier > 0:
+            raise ValueError(f"GanConfig.d_lr_multiplier must be > 0, got {self.d_lr_multiplier}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GanConfig.dropout must be in [0, 1), got {self.dropout}")
 

@@ -71,13 +71,16 @@ class TrainResult:
 # --------------------------------------------------------------------------- building
 
 
-def make_optimizer(config: GanConfig, updates_per_restart: int) -> keras.optimizers.Optimizer:
-    """The configured optimizer; for "cosine_restarts" the LR restarts every `updates_per_restart` updates."""
-    learning_rate: Any = config.learning_rate
+def make_optimizer(
+    config: GanConfig, updates_per_restart: int, lr_multiplier: float = 1.0
+) -> keras.optimizers.Optimizer:
+    """The configured optimizer at `lr_multiplier` x the learning rate; for "cosine_restarts" the LR
+    restarts every `updates_per_restart` updates."""
+    learning_rate: Any = config.learning_rate * lr_multiplier
     if config.lr_schedule == "cosine_restarts":
         # PyTorch's CosineAnnealingWarmRestarts(T_0, eta_min=0), stepped per update.
         learning_rate = keras.optimizers.schedules.CosineDecayRestarts(
-            config.learning_rate, first_decay_steps=max(1, updates_per_restart), t_mul=1.0, m_mul=1.0, alpha=0.0
+            learning_rate, first_decay_steps=max(1, updates_per_restart), t_mul=1.0, m_mul=1.0, alpha=0.0
         )
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=config.momentum)
@@ -99,7 +102,7 @@ def discriminator_for(config: GanConfig) -> keras.Model:
         config.image_size, config.num_classes, config.embedding_dim, config.discriminator_filters,
         padding=config.discriminator_padding, leaky_relu_slope=config.leaky_relu_slope, dropout=config.dropout,
         conditioning=config.discriminator_conditioning, norm=config.discriminator_norm,
-        auxiliary_classifier=config.aux_class_weight > 0,
+        auxiliary_classifier=config.aux_class_weight > 0, minibatch_std=config.minibatch_std,
     )
 
 
@@ -121,7 +124,9 @@ def build_gan(
     g_period = config.restart_epochs * steps_per_epoch
     gan.compile(
         g_optimizer=runtime.loss_scaled(make_optimizer(config, g_period), precision),
-        d_optimizer=runtime.loss_scaled(make_optimizer(config, round(g_period / config.d_every)), precision),
+        d_optimizer=runtime.loss_scaled(
+            make_optimizer(config, round(g_period / config.d_every), config.d_lr_multiplier), precision
+        ),
         loss=config.loss,
         jit_compile=jit_compile,
     )

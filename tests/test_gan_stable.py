@@ -230,3 +230,23 @@ def test_stable_generator_exports_for_serving(tmp_path):
     expected = generator([tf.repeat(noise, 2, axis=0), tf.constant([0, 1], tf.int32)], training=False).numpy()
     expected = np.round(np.clip((expected + 1.0) * 127.5, 0, 255)).astype(np.uint8)
     assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_minibatch_stddev_exposes_a_collapsed_batch():
+    layer = gan.MinibatchStddev()
+    same = np.repeat(np.random.default_rng(0).normal(size=(1, 4, 4, 3)).astype("float32"), 4, axis=0)
+    varied = np.random.default_rng(1).normal(size=(4, 4, 4, 3)).astype("float32")
+    collapsed, spread = layer(same).numpy(), layer(varied).numpy()
+    assert collapsed.shape == (4, 4, 4, 4)
+    np.testing.assert_allclose(collapsed[..., :3], same)
+    assert collapsed[..., 3].max() < 1e-3 < 0.5 < spread[..., 3].min()
+    discriminator = gan_training.discriminator_for(tiny_stable_config(minibatch_std=True))
+    assert any(isinstance(layer, gan.MinibatchStddev) for layer in discriminator.layers)
+
+
+def test_discriminator_learning_rate_multiplier():
+    model = gan_training.build_gan(tiny_stable_config(learning_rate=1e-4, d_lr_multiplier=4.0))
+    assert float(model.g_optimizer.learning_rate) == pytest.approx(1e-4)
+    assert float(model.d_optimizer.learning_rate) == pytest.approx(4e-4)
+    with pytest.raises(ValueError, match="d_lr_multiplier"):
+        tiny_stable_config(d_lr_multiplier=0.0)
