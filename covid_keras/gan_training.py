@@ -315,22 +315,32 @@ def sample_images(generator: keras.Model, noise: np.ndarray, num_classes: int) -
 
 
 class SampleGrid(keras.callbacks.Callback):
-    """Saves samples/epoch_NNNNN.png every `every` epochs and at `last_epoch`."""
+    """Saves samples/epoch_NNNNN.png every `every` epochs, at `last_epoch`, and at the epoch where
+    training stopped early (time budget, NaN guard), so a run always ends with a grid."""
 
     def __init__(self, samples_dir: pathlib.Path, class_names: Sequence[str], noise: np.ndarray, every: int, last_epoch: int):
         super().__init__()
         self.samples_dir, self.class_names, self.noise = samples_dir, list(class_names), noise
         self.every, self.last_epoch = every, last_epoch
+        self._completed: int | None = None
+        self._saved: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        completed = epoch + 1
-        if completed % self.every and completed != self.last_epoch:
-            return
+        self._completed = epoch + 1
+        if self._completed % self.every == 0 or self._completed == self.last_epoch:
+            self._save(self._completed)
+
+    def on_train_end(self, logs=None):
+        if self._completed is not None and self._saved != self._completed:
+            self._save(self._completed)
+
+    def _save(self, completed: int) -> None:
         images = sample_images(self.model.sampling_generator, self.noise, len(self.class_names))
         path = self.samples_dir / f"epoch_{completed:05d}.png"
         tmp = path.with_name(f".tmp-{path.name}")
         plots.save_image_grid(images, tmp, row_labels=self.class_names, title=f"epoch {completed}")
         os.replace(tmp, path)
+        self._saved = completed
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

@@ -250,3 +250,14 @@ def test_discriminator_learning_rate_multiplier():
     assert float(model.d_optimizer.learning_rate) == pytest.approx(4e-4)
     with pytest.raises(ValueError, match="d_lr_multiplier"):
         tiny_stable_config(d_lr_multiplier=0.0)
+
+
+def test_time_budget_stops_after_an_epoch_with_a_final_grid(tmp_path):
+    from covid_keras import data
+
+    config = tiny_stable_config(epochs=3, batch_size=8, sample_every=10)
+    result = gan_training.train_gan(
+        config, data.DataSpec.parse("phantom_small"), tmp_path / "run", verbose=0, time_budget_s=0.0
+    )
+    assert result.epochs_done == 1  # stopped at the end of the first epoch, resumable from there
+    assert [p.name for p in (tmp_path / "run" / gan_training.SAMPLES_DIR).glob("*.png")] == ["epoch_00001.png"]
