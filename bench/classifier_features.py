@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
                     "platform": platform.platform()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result))  # one line: python -m bench reads the last JSON line
     return result
 
 

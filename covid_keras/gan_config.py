@@ -175,11 +175,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ablation). Runs at any size the architecture reaches (64 px on a CPU, 150 px on a GPU).
     "stable": dict(
         image_size=64, generator_filters=(256, 128, 64, 32), discriminator_filters=(32, 64, 128, 256, 256),
-        batch_size=32, epochs=200, optimizer="adam", learning_rate=2e-4, beta_1=0.5, beta_2=0.999,
-        d_every=1, lr_schedule="constant", loss="hinge", leaky_relu_slope=0.2, dropout=0.0,
-        generator_conditioning="class_bn", discriminator_conditioning="projection", discriminator_norm="spectral",
-        diff_augment=("color", "translation", "cutout"), ema_decay=0.999, aux_class_weight=1.0,
-        sample_every=5, checkpoint_every=5,
+        batch_size=32, epochs=200, optimizer="adam", learning_rate=1e-4, d_lr_multiplier=4.0,
+        beta_1=0.5, beta_2=0.999, d_every=1, lr_schedule="constant", loss="hinge", leaky_relu_slope=0.2,
+        dropout=0.0, generator_conditioning="class_bn", discriminator_conditioning="projection",
+        discriminator_norm="spectral", minibatch_std=True, diff_augment=("color", "translation", "cutout"),
+        ema_decay=0.999, aux_class_weight=1.0, sample_every=5, checkpoint_every=5,
     ),
 }
 

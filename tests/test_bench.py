@@ -94,3 +94,14 @@ def test_runner_prints_one_json_object_per_benchmark_and_a_summary(project_root)
     assert [line.get("benchmark") for line in lines[:-1]] == ["phantom_speed"]
     assert lines[0]["status"] == "ok" and lines[0]["result"]["images"] == 200
     assert lines[-1]["summary"] is True and lines[-1]["status"] == {"phantom_speed": "ok"}
+
+
+def test_gan_step_benchmark_runs_the_current_train_step(project_root):
+    """bench.gan_step times G's and D's halves through ConditionalGAN's private step methods: keep them in sync."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gan_step", "--image-size", "32", "--batch-size", "2", "--d-every", "2"],
+        cwd=project_root, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = last_json_object(done.stdout)
+    assert result is not None and result["images_per_second"] > 0
