@@ -18,6 +18,13 @@ def tiny_stable_config(**overrides):
     return gan_config.from_preset("stable", **{**values, **overrides})
 
 
+def randomize_class_affines(generator):
+    """Give every class-conditional BN per-class weights (they start as the identity for all classes)."""
+    for layer in generator.layers:
+        if isinstance(layer, gan.ClassConditionalAffine):
+            layer.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in layer.get_weights()])
+
+
 def reals(batch=4, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.uniform(-1, 1, (batch, SIZE, SIZE, 1)).astype("float32")
@@ -118,9 +125,7 @@ def test_class_conditioning_separates_labels():
     config = tiny_stable_config()
     keras.utils.set_random_seed(0)
     generator, discriminator = gan_training.generator_for(config), gan_training.discriminator_for(config)
-    for layer in generator.layers:
-        if isinstance(layer, gan.ClassConditionalAffine):
-            layer.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in layer.get_weights()])
+    randomize_class_affines(generator)
     noise = np.random.default_rng(0).normal(size=(2, 16)).astype("float32")
     same_noise = np.repeat(noise[:1], 2, axis=0)
     out = generator([same_noise, np.array([0, 1], "int32")], training=False).numpy()
@@ -218,9 +223,7 @@ def test_stable_generator_exports_for_serving(tmp_path):
     config = tiny_stable_config()
     keras.utils.set_random_seed(0)
     generator = gan_training.generator_for(config)
-    for layer in generator.layers:
-        if isinstance(layer, gan.ClassConditionalAffine):
-            layer.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in layer.get_weights()])
+    randomize_class_affines(generator)
     result = export.export_generator(generator, class_names=["Normal", "COVID"], name="stable", base_dir=tmp_path)
     serving = tf.saved_model.load(str(result.path)).signatures[export.GENERATE_BY_INDEX]
     images = serving(label=tf.constant([0, 1], tf.int32), seed=tf.constant([7, 7], tf.int64))["image"].numpy()
