@@ -123,10 +123,15 @@ def class_names(spec: DataSpec) -> list[str]:
 def load_split(spec: DataSpec, split: str, balanced: bool = False) -> tf.data.Dataset:
     """One split (any TFDS split expression) of examples, in a fixed order.
 
+    `ALL_SPLITS` means every split the dataset has (a folder of a few images per class may
+    have no validation or test split).
+
     balanced: the study's class balance, each class downsampled to the smallest class's count in
     this split; which examples stay is a seeded hash of the file name, so it is stable.
     """
     dataset = prepare(spec)
+    if split == ALL_SPLITS:
+        split = "+".join(name for name in ALL_SPLITS.split("+") if name in dataset.info.splits)
     ds = dataset.as_dataset(split=split, shuffle_files=False)
     if not balanced:
         return ds

@@ -227,3 +227,13 @@ def test_generated_images_join_the_train_split_only(folder_spec, tmp_path):
         assert not any(n.startswith(data.GENERATED_PREFIX) for n in file_names(data.load_split(folder_spec, split)))
     images, labels = next(iter(data.classifier_dataset(augmented, "vgg16", 32, 19)))
     assert images.shape[0] == 19 and float(tf.reduce_sum(labels)) == 6 + 4
+
+
+def test_a_generated_folder_of_one_or_two_images_per_class_joins_whole(folder_spec, tmp_path):
+    # Too few images for a 60/20/20 split: TFDS cannot write the empty splits, so they are left out.
+    generated = write_tree(tmp_path / "generated", {"Normal": 1, "COVID": 2}, seed=4)
+    train = data.load_split(folder_spec, "train")
+    augmented = data.with_generated(train, str(generated), data_dir=folder_spec.data_dir)
+
+    synthetic = [n for n in file_names(augmented) if n.startswith(data.GENERATED_PREFIX)]
+    assert synthetic == ["generated/COVID/000.png", "generated/COVID/001.png", "generated/Normal/000.png"]

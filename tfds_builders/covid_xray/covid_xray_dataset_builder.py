@@ -123,7 +123,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         prepared = self._prepare_source(dl_manager)
         self._write_report(prepared)
-        return {name: self._generate_examples(items) for name, items in prepared.splits.items()}
+        # A folder of a few images per class (a small generated set) leaves some split empty, and
+        # TFDS cannot write an empty split: such a split is left out of the dataset.
+        return {name: self._generate_examples(items) for name, items in prepared.splits.items() if items}
 
     def _generate_examples(self, items):
         yield from sources.iter_examples(items)
