@@ -99,8 +99,9 @@ class ClassifierConfig:
     fine_tune_layers: int = 0
     fine_tune_epochs: int | None = None
     fine_tune_learning_rate: float | None = None
-    # "last" is the study's (the head after its final epoch); "best_validation" keeps the head of
-    # the epoch with the lowest validation loss, so more epochs cannot overfit the reported model.
+    # "last" is the study's (the weights after the final epoch); "best_validation" keeps the weights
+    # of the epoch with the lowest validation loss, so more epochs cannot overfit the reported model.
+    # With fine-tuning it chooses among the head's epochs, then among the fine-tuning epochs.
     keep_epoch: str = "last"
     seed: int = 0
 
@@ -460,13 +461,6 @@ def train_head(
     lowest validation loss (and `validation` is required).
     """
     compile_for_training(head, config.optimizer, config.head_learning_rate)
-    callbacks = []
-    if config.keep_epoch == "best_validation":
-        if validation is None:
-            raise ValueError("keep_epoch 'best_validation' needs a validation split")
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.epochs, restore_best_weights=True, start_from_epoch=0,
-        ))
     history = head.fit(
         train.features,
         train.labels,
@@ -474,10 +468,19 @@ def train_head(
         epochs=config.epochs,
         validation_data=tuple(validation) if validation is not None else None,
         shuffle=True,
-        callbacks=callbacks,
+        callbacks=_keep_epoch_callbacks(config, config.epochs, validation is not None),
         verbose=verbose,
     )
     return _history_dict(history)
+
+
+def _keep_epoch_callbacks(config: ClassifierConfig, epochs: int, has_validation: bool) -> list[keras.callbacks.Callback]:
+    """What `config.keep_epoch` asks of a fit of `epochs` epochs."""
+    if config.keep_epoch != "best_validation":
+        return []
+    if not has_validation:
+        raise ValueError("keep_epoch 'best_validation' needs a validation split")
+    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs, restore_best_weights=True)]
 
 
 def predict_probabilities(
@@ -516,11 +519,13 @@ def _fine_tune(
             splits[split], config.backbone, config.image_size, config.batch_size, shuffle=shuffle, seed=config.seed
         )
 
+    epochs = config.fine_tune_epochs or config.epochs
     history = trained_model.fit(
         batches("train", shuffle=True),
         validation_data=batches("validation", shuffle=False) if "validation" in splits else None,
-        epochs=config.fine_tune_epochs or config.epochs,
+        epochs=epochs,
         shuffle=False,  # classifier_dataset shuffles the training images itself
+        callbacks=_keep_epoch_callbacks(config, epochs, "validation" in splits),
         verbose=verbose,
     )
     return unfrozen, _history_dict(history, prefix="fine_tune_")

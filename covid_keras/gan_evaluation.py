@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import plots
+from covid_keras import augment, plots
 from covid_keras.backbones import get_backbone_spec
 
 SPLITS = ("train", "validation", "test")
@@ -532,6 +532,24 @@ def class_fidelity(
 # Generating images
 
 
+def class_signal_under_augmentation(
+    judge: keras.Model, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], seed: int = 0
+) -> dict[str, float]:
+    """The judge's accuracy on real images after each DiffAugment policy, and after all of them.
+
+    A conditional discriminator sees only augmented images, so it cannot learn a class from
+    a cue that a policy erases: a policy that drops this toward chance hides the classes from
+    the GAN. "none" is the plain accuracy.
+    """
+    as_float = to_uint8_images(images).astype(np.float32) / 127.5 - 1.0
+    accuracy = {"none": class_fidelity(judge, images, labels, class_names)["overall"]}
+    variants = [(policy, (policy,)) for policy in augment.POLICIES] + [("all", augment.POLICIES)]
+    for name, policies in variants:
+        augmented = augment.diff_augment(tf.constant(as_float), policies, tf.constant([seed, 0]))
+        accuracy[name] = class_fidelity(judge, np.clip(augmented.numpy(), -1.0, 1.0), labels, class_names)["overall"]
+    return accuracy
+
+
 def generate_images(
     generator: keras.Model, labels: np.ndarray, seed: int = 0, batch_size: int = 100
 ) -> np.ndarray:
@@ -820,9 +838,11 @@ def _resolve_real(real, image_size, class_names):
 def _class_fidelity_section(judge_model, judge_info, real_test, generated, class_names) -> dict:
     on_real = class_fidelity(judge_model, real_test.images, real_test.labels, class_names)
     on_generated = class_fidelity(judge_model, generated.images, generated.labels, class_names)
+    augmented = class_signal_under_augmentation(judge_model, real_test.images, real_test.labels, class_names)
     return {
         "judge": {**judge_info, "real_test_accuracy": on_real["overall"],
-                  "real_test_recall_per_class": on_real["per_class"]},
+                  "real_test_recall_per_class": on_real["per_class"],
+                  "real_test_accuracy_after_diff_augment": augmented},
         "overall": on_generated["overall"],
         "per_class": on_generated["per_class"],
     }
@@ -995,6 +1015,11 @@ def _summary_header(result: dict) -> list[str]:
         f"{ext['input_size']} px. {ext['note']}",
         f"- judge: {judge['source']}; accuracy on the real test split **{_fmt(judge['real_test_accuracy'])}**",
     ]
+    augmented = judge.get("real_test_accuracy_after_diff_augment")
+    if augmented:
+        after = ", ".join(f"{name} {_fmt(value)}" for name, value in augmented.items() if name != "none")
+        lines.append(f"- judge accuracy on real test images after DiffAugment (what a discriminator sees): {after}; "
+                     "a policy near chance hides the classes from a conditional discriminator")
     chance = 1.0 / len(result["class_names"])
     if judge["real_test_accuracy"] < chance + 0.1:
         lines.append(f"- **WARNING: the judge is near chance ({chance:.2f}) on real images: "

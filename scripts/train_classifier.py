@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fine-tune-epochs", type=int, help="default: --epochs")
     parser.add_argument("--fine-tune-learning-rate", type=float, help="default: a tenth of the head's rate")
     parser.add_argument("--keep-epoch", default="last", choices=classifier.KEEP_EPOCH,
-                        help="last (the study's) or best_validation: the head of the epoch with the lowest val loss")
+                        help="last (the study's) or best_validation: the weights of the epoch with the lowest val loss "
+                             "(in the head phase and again in the fine-tuning phase)")
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")

@@ -157,6 +157,34 @@ def test_fine_tuning_trains_the_top_of_the_backbone_only():
     assert set(trained.metrics) == {"train", "validation", "test"}
 
 
+def validation_loss(model: keras.Model, inputs, labels) -> float:
+    probabilities = model.predict(inputs, verbose=0).reshape(-1)
+    return float(keras.losses.binary_crossentropy(labels.astype(np.float32), probabilities))
+
+
+def test_best_validation_keeps_the_epoch_of_lowest_validation_loss_in_both_phases():
+    rng = np.random.default_rng(0)
+    features = {
+        split: classifier.FeatureSet(rng.normal(size=(count, 2, 2, 8)).astype(np.float32), np.arange(count) % 2)
+        for split, count in (("train", 32), ("validation", 16))
+    }
+    # Random labels and a high rate: the validation loss rises after its first epochs.
+    config = small_config(epochs=6, learning_rate=1e-2, keep_epoch="best_validation")
+    head = classifier.build_head((2, 2, 8))
+    history = classifier.train_head(head, config, features["train"], features["validation"], verbose=0)
+    assert np.argmin(history["val_loss"]) < len(history["val_loss"]) - 1  # the last epoch was not the best
+    assert validation_loss(head, *features["validation"]) == pytest.approx(min(history["val_loss"]), rel=1e-4)
+    with pytest.raises(ValueError, match="needs a validation split"):
+        classifier.train_head(classifier.build_head((2, 2, 8)), config, features["train"], None, verbose=0)
+
+    config = small_config(fine_tune_layers=2, fine_tune_epochs=3, fine_tune_learning_rate=1e-2,
+                          keep_epoch="best_validation")
+    trained = classifier.train_classifier(config, small_splits(), verbose=0)
+    labels, probabilities = trained.predictions["validation"]
+    kept = float(keras.losses.binary_crossentropy(labels.astype(np.float32), probabilities))
+    assert kept == pytest.approx(min(trained.history["fine_tune_val_loss"]), rel=1e-4)
+
+
 def test_unfreezing_keeps_batch_normalization_frozen():
     extractor = FeatureExtractor("resnet50", 32, weights=None)
     unfrozen = classifier.unfreeze_top_layers(extractor.model, 12)

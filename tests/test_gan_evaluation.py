@@ -179,6 +179,25 @@ def test_class_fidelity_of_real_images_is_the_judges_accuracy(judge, blobs):
     assert fidelity["overall"] > 0.8  # the blobs are easy: a judge that learned nothing fails here
 
 
+def brightness_dataset(per_class: int, seed: int) -> ge.LabelledImages:
+    """Classes told apart by brightness alone: textured images around grey 100 (label 0) or 140 (label 1)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], per_class)
+    images = np.where(labels == 0, 100, 140)[:, None, None, None] + rng.uniform(-40, 40, (2 * per_class, SIZE, SIZE, 1))
+    return ge.LabelledImages(np.clip(images, 0, 255).astype(np.uint8), labels)
+
+
+def test_colour_jitter_hides_a_brightness_class_and_translation_keeps_it():
+    train, validation, test = (brightness_dataset(n, seed) for n, seed in ((60, 0), (20, 1), (50, 2)))
+    judge, _ = ge.train_classifier(train.images, train.labels, validation.images, validation.labels, 2, TINY_RECIPE)
+    accuracy = ge.class_signal_under_augmentation(judge, test.images, test.labels, ("dark", "bright"))
+
+    assert set(accuracy) == {"none", "color", "translation", "cutout", "all"}
+    assert accuracy["none"] > 0.9
+    assert accuracy["translation"] > 0.85
+    assert accuracy["color"] < accuracy["none"] - 0.15
+
+
 def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
     """Synthetic images that look right but carry the wrong class: TRTR high, TSTR low."""
     pair = lambda s: (s.images, s.labels)  # noqa: E731
