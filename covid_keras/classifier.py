@@ -9,7 +9,8 @@ dataset (`FeatureExtractor.features`, optionally cached in memory and on disk by
 `FeatureCache`) and only the head is trained on them. The assembled model
 (`assemble_classifier`) shares its layers with the extractor and the head, so it predicts
 exactly what head(features) predicts. Fine-tuning (`fine_tune_layers > 0`) then trains
-the top of the backbone together with the head on images.
+the top of the backbone together with the head; where one tensor feeds that top, on cached
+features of the layer below it, so the frozen layers still run once per split.
 
 Typical use from Python::
 
@@ -239,6 +240,7 @@ class FeatureExtractor:
             base.input, base.get_layer(self.spec.cut_layer).output, name=f"{backbone}_{self.spec.cut_layer}"
         )
         self.model.trainable = False
+        self._partial_models: dict[str, keras.Model] = {}
         self.weights_info = WeightsInfo(
             name=name,
             path=path,
@@ -254,12 +256,21 @@ class FeatureExtractor:
     def feature_shape(self) -> tuple[int, int, int]:
         return tuple(self.model.output.shape[1:])
 
-    def extract(self, batches: Iterable, verbose: int = 1) -> FeatureSet:
-        """Features of (preprocessed images, labels) batches, in order."""
+    def up_to(self, layer: str | None = None) -> keras.Model:
+        """Preprocessed image -> the output of `layer` (default: the cut layer), sharing this backbone's layers."""
+        if layer is None or layer == self.spec.cut_layer:
+            return self.model
+        if layer not in self._partial_models:
+            self._partial_models[layer] = keras.Model(self.model.input, self.model.get_layer(layer).output)
+        return self._partial_models[layer]
+
+    def extract(self, batches: Iterable, verbose: int = 1, layer: str | None = None) -> FeatureSet:
+        """Features (the output of `layer`, default the cut layer) of (preprocessed images, labels) batches, in order."""
+        model = self.up_to(layer)
         progress = keras.utils.Progbar(None, unit_name="batch", verbose=verbose)
         features, labels = [], []
         for images, batch_labels in batches:
-            features.append(np.asarray(self.model.predict_on_batch(images), dtype=np.float32))
+            features.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
             labels.append(np.asarray(batch_labels, dtype=np.float32).reshape(-1))
             progress.add(1)
         if not features:
@@ -272,22 +283,25 @@ class FeatureExtractor:
         cache: FeatureCache | None = None,
         batch_size: int = FEATURE_BATCH_SIZE,
         verbose: int = 1,
+        layer: str | None = None,
     ) -> FeatureSet:
-        """Features of TFDS-style examples ({"image", "label", ...}), through `cache` if given."""
+        """Features (at `layer`, default the cut layer) of TFDS-style examples ({"image", "label", ...}),
+        through `cache` if given. Only the frozen backbone may be cached: fine-tuning reads the
+        features below the layers it trains."""
 
         def compute() -> FeatureSet:
             batches = data.classifier_dataset(examples, self.backbone, self.image_size, batch_size, shuffle=False)
-            return self.extract(batches, verbose=verbose)
+            return self.extract(batches, verbose=verbose, layer=layer)
 
         if cache is None:
             return compute()
-        return cache.get_or_compute(self.cache_key(examples), compute)
+        return cache.get_or_compute(self.cache_key(examples, layer), compute)
 
-    def cache_key(self, examples: tf.data.Dataset) -> str:
+    def cache_key(self, examples: tf.data.Dataset, layer: str | None = None) -> str:
         identity = {
             "format": 1,
             "backbone": self.backbone,
-            "cut_layer": self.spec.cut_layer,
+            "cut_layer": layer or self.spec.cut_layer,
             "image_size": self.image_size,
             "weights_values_sha256": self.weights_info.values_sha256,
             "examples_sha256": examples_fingerprint(examples),
@@ -421,6 +435,7 @@ class TrainedClassifier:
     predictions: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (labels, P(COVID))
     metrics: dict[str, dict]
     unfrozen_layers: list[str] = dataclasses.field(default_factory=list)
+    fine_tuned_on: str | None = None  # "images" or "cached <layer> features"
 
     def metadata(self, data_description: Mapping | None = None) -> dict:
         """The JSON record saved next to the model (`classifier.json`)."""
@@ -436,6 +451,7 @@ class TrainedClassifier:
             "training": {
                 **self.config.to_dict(),
                 "fine_tuned_layers": self.unfrozen_layers,
+                "fine_tuned_on": self.fine_tuned_on,
                 "history": self.history,
             },
             "data": dict(data_description or {}),
@@ -504,31 +520,85 @@ def predict_probabilities(
     return np.concatenate(labels).astype(np.int64), np.concatenate(probabilities)
 
 
+def split_above(backbone: keras.Model, count: int) -> tuple[str, keras.Model] | None:
+    """(name of the layer below the top `count` layers, those layers as a model fed by its output),
+    or None when no single tensor feeds them (a cut inside a residual block, or the whole backbone)."""
+    if count >= len(backbone.layers) - 1:
+        return None
+    boundary = backbone.layers[len(backbone.layers) - count - 1]
+    try:
+        return boundary.name, keras.Model(boundary.output, backbone.output, name=f"{backbone.name}_top")
+    except ValueError:  # Keras: the top layers also read a tensor from below the boundary
+        return None
+
+
+def _predictions_from_features(model: keras.Model, feature_sets: Mapping[str, FeatureSet]) -> dict:
+    return {
+        name: (
+            feature_set.labels.astype(np.int64),
+            model.predict(feature_set.features, batch_size=PREDICT_BATCH_SIZE, verbose=0).reshape(-1),
+        )
+        for name, feature_set in feature_sets.items()
+    }
+
+
 def _fine_tune(
-    trained_model: keras.Model,
+    head: keras.Model,
     extractor: FeatureExtractor,
     config: ClassifierConfig,
     splits: Mapping[str, tf.data.Dataset],
+    cache: FeatureCache | None,
     verbose,
-) -> tuple[list[str], dict[str, list[float]]]:
+) -> tuple[list[str], dict[str, list[float]], dict | None, str]:
+    """Train the top `config.fine_tune_layers` backbone layers together with the head.
+
+    When a single tensor feeds those layers (VGG16's block5, a whole ResNet50 stage), the frozen
+    layers below them run once per split, through `cache` like the head's features, and each epoch
+    runs only the top. Otherwise every epoch runs the whole backbone on images.
+    -> (unfrozen layer names, history, predictions per split or None when they must come from
+    images, what the top was trained on).
+    """
     unfrozen = unfreeze_top_layers(extractor.model, config.fine_tune_layers)
-    compile_for_training(trained_model, config.optimizer, config.fine_tune_rate)
-
-    def batches(split: str, shuffle: bool):
-        return data.classifier_dataset(
-            splits[split], config.backbone, config.image_size, config.batch_size, shuffle=shuffle, seed=config.seed
-        )
-
     epochs = config.fine_tune_epochs or config.epochs
-    history = trained_model.fit(
-        batches("train", shuffle=True),
-        validation_data=batches("validation", shuffle=False) if "validation" in splits else None,
+    callbacks = _keep_epoch_callbacks(config, epochs, "validation" in splits)
+    split = split_above(extractor.model, config.fine_tune_layers)
+    if split is None:
+        model = assemble_classifier(extractor, head)
+        compile_for_training(model, config.optimizer, config.fine_tune_rate)
+
+        def batches(name: str, shuffle: bool):
+            return data.classifier_dataset(
+                splits[name], config.backbone, config.image_size, config.batch_size, shuffle=shuffle, seed=config.seed
+            )
+
+        history = model.fit(
+            batches("train", shuffle=True),
+            validation_data=batches("validation", shuffle=False) if "validation" in splits else None,
+            epochs=epochs,
+            shuffle=False,  # classifier_dataset shuffles the training images itself
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        return unfrozen, _history_dict(history, prefix="fine_tune_"), None, "images"
+
+    boundary, top = split
+    progress_verbose = 0 if verbose == 0 else 1
+    below = {name: extractor.features(examples, cache, verbose=progress_verbose, layer=boundary)
+             for name, examples in splits.items()}
+    top_and_head = keras.Model(top.input, head(top.output), name="top_and_head")
+    compile_for_training(top_and_head, config.optimizer, config.fine_tune_rate)
+    history = top_and_head.fit(
+        below["train"].features,
+        below["train"].labels,
+        batch_size=config.batch_size,
         epochs=epochs,
-        shuffle=False,  # classifier_dataset shuffles the training images itself
-        callbacks=_keep_epoch_callbacks(config, epochs, "validation" in splits),
+        validation_data=tuple(below["validation"]) if "validation" in below else None,
+        shuffle=True,
+        callbacks=callbacks,
         verbose=verbose,
     )
-    return unfrozen, _history_dict(history, prefix="fine_tune_")
+    predictions = _predictions_from_features(top_and_head, below)
+    return unfrozen, _history_dict(history, prefix="fine_tune_"), predictions, f"cached {boundary} features"
 
 
 def train_classifier(
@@ -542,39 +612,37 @@ def train_classifier(
     splits: name -> TFDS-style examples (`data.load_split`); "train" is required,
     "validation" (if present) is reported every epoch. The head is trained on backbone
     features computed once per split (through `cache` when given); with
-    `config.fine_tune_layers` the top of the backbone is then trained with the head on images.
+    `config.fine_tune_layers` the top of the backbone is then trained with the head
+    (on cached features of the layer below it where the backbone allows, see `_fine_tune`).
     """
     if "train" not in splits:
         raise ValueError(f"splits needs a 'train' entry, got {sorted(splits)}")
     keras.utils.set_random_seed(config.seed)
     extractor = FeatureExtractor(config.backbone, config.image_size, config.weights)
     progress_verbose = 0 if verbose == 0 else 1
-    # Fine-tuning predicts from images, so it needs features only to train the head first.
+    # Fine-tuning predicts with the tuned top, so it needs the cut features only to train the head first.
     feature_splits = [name for name in splits if not config.fine_tune_layers or name in ("train", "validation")]
     features = {name: extractor.features(splits[name], cache, verbose=progress_verbose) for name in feature_splits}
 
     head = build_head(extractor.feature_shape)
     history = train_head(head, config, features["train"], features.get("validation"), verbose=verbose)
-    model = assemble_classifier(extractor, head)
 
-    unfrozen = []
+    unfrozen, fine_tuned_on = [], None
     if config.fine_tune_layers:
-        unfrozen, fine_tune_history = _fine_tune(model, extractor, config, splits, verbose)
+        unfrozen, fine_tune_history, predictions, fine_tuned_on = _fine_tune(
+            head, extractor, config, splits, cache, verbose
+        )
         history.update(fine_tune_history)
+    else:
+        predictions = _predictions_from_features(head, features)
+    model = assemble_classifier(extractor, head)
+    if predictions is None:
         predictions = {
             name: predict_probabilities(model, examples, config.backbone, config.image_size, verbose=progress_verbose)
             for name, examples in splits.items()
         }
-    else:
-        predictions = {
-            name: (
-                feature_set.labels.astype(np.int64),
-                head.predict(feature_set.features, batch_size=PREDICT_BATCH_SIZE, verbose=0).reshape(-1),
-            )
-            for name, feature_set in features.items()
-        }
     metrics = {name: evaluation.classification_metrics(*prediction) for name, prediction in predictions.items()}
-    return TrainedClassifier(config, extractor, head, model, history, predictions, metrics, unfrozen)
+    return TrainedClassifier(config, extractor, head, model, history, predictions, metrics, unfrozen, fine_tuned_on)
 
 
 # --- saving and loading ----------------------------------------------------------------------

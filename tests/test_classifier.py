@@ -155,34 +155,35 @@ def test_fine_tuning_trains_the_top_of_the_backbone_only():
     np.testing.assert_array_equal(after.get_layer("block1_conv1").kernel, before.get_layer("block1_conv1").kernel)
     assert "fine_tune_loss" in trained.history
     assert set(trained.metrics) == {"train", "validation", "test"}
+    # Trained on cached block5_conv2 features; the saved model, from images, predicts the same.
+    assert trained.fine_tuned_on == "cached block5_conv2 features"
+    labels, probabilities = trained.predictions["test"]
+    from_images = classifier.predict_probabilities(trained.model, small_splits()["test"], "vgg16", 32, verbose=0)
+    np.testing.assert_array_equal(from_images[0], labels)
+    np.testing.assert_allclose(from_images[1], probabilities, atol=1e-5)
 
 
-def validation_loss(model: keras.Model, inputs, labels) -> float:
-    probabilities = model.predict(inputs, verbose=0).reshape(-1)
-    return float(keras.losses.binary_crossentropy(labels.astype(np.float32), probabilities))
+def test_fine_tuning_reads_cached_features_only_where_one_tensor_feeds_the_top():
+    vgg16 = FeatureExtractor("vgg16", 32, weights=None).model
+    boundary, top = classifier.split_above(vgg16, 4)
+    assert boundary == "block4_pool" and [layer.name for layer in top.layers[1:]] == [
+        "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
+    assert top.get_layer("block5_conv1") is vgg16.get_layer("block5_conv1")  # shared, not copied
+    assert classifier.split_above(vgg16, len(vgg16.layers)) is None
+
+    resnet50 = FeatureExtractor("resnet50", 32, weights=None).model
+    stage5_last_block = len(resnet50.layers) - resnet50.layers.index(resnet50.get_layer("conv5_block3_1_conv"))
+    assert classifier.split_above(resnet50, stage5_last_block)[0] == "conv5_block2_out"
+    # One layer fewer cuts inside the block: its skip connection reads conv5_block2_out from below.
+    assert classifier.split_above(resnet50, stage5_last_block - 1) is None
 
 
-def test_best_validation_keeps_the_epoch_of_lowest_validation_loss_in_both_phases():
-    rng = np.random.default_rng(0)
-    features = {
-        split: classifier.FeatureSet(rng.normal(size=(count, 2, 2, 8)).astype(np.float32), np.arange(count) % 2)
-        for split, count in (("train", 32), ("validation", 16))
-    }
-    # Random labels and a high rate: the validation loss rises after its first epochs.
-    config = small_config(epochs=6, learning_rate=1e-2, keep_epoch="best_validation")
-    head = classifier.build_head((2, 2, 8))
-    history = classifier.train_head(head, config, features["train"], features["validation"], verbose=0)
-    assert np.argmin(history["val_loss"]) < len(history["val_loss"]) - 1  # the last epoch was not the best
-    assert validation_loss(head, *features["validation"]) == pytest.approx(min(history["val_loss"]), rel=1e-4)
-    with pytest.raises(ValueError, match="needs a validation split"):
-        classifier.train_head(classifier.build_head((2, 2, 8)), config, features["train"], None, verbose=0)
-
-    config = small_config(fine_tune_layers=2, fine_tune_epochs=3, fine_tune_learning_rate=1e-2,
-                          keep_epoch="best_validation")
-    trained = classifier.train_classifier(config, small_splits(), verbose=0)
-    labels, probabilities = trained.predictions["validation"]
-    kept = float(keras.losses.binary_crossentropy(labels.astype(np.float32), probabilities))
-    assert kept == pytest.approx(min(trained.history["fine_tune_val_loss"]), rel=1e-4)
+def test_fine_tuning_trains_on_images_where_the_top_cannot_be_split_off(monkeypatch):
+    monkeypatch.setattr(classifier, "split_above", lambda backbone, count: None)  # as inside a residual block
+    trained = classifier.train_classifier(small_config(fine_tune_layers=2, fine_tune_epochs=1), small_splits(), verbose=0)
+    assert trained.fine_tuned_on == "images" and trained.unfrozen_layers == ["block5_conv3"]
+    assert "fine_tune_loss" in trained.history
+    assert set(trained.metrics) == {"train", "validation", "test"}
 
 
 def test_unfreezing_keeps_batch_normalization_frozen():
