@@ -477,6 +477,7 @@ def train_head(
     lowest validation loss (and `validation` is required).
     """
     compile_for_training(head, config.optimizer, config.head_learning_rate)
+    callbacks = _keep_epoch_callbacks(config, validation is not None)
     history = head.fit(
         train.features,
         train.labels,
@@ -484,19 +485,56 @@ def train_head(
         epochs=config.epochs,
         validation_data=tuple(validation) if validation is not None else None,
         shuffle=True,
-        callbacks=_keep_epoch_callbacks(config, config.epochs, validation is not None),
+        callbacks=callbacks,
         verbose=verbose,
     )
-    return _history_dict(history)
+    return {**_history_dict(history), **_kept_epoch(callbacks)}
 
 
-def _keep_epoch_callbacks(config: ClassifierConfig, epochs: int, has_validation: bool) -> list[keras.callbacks.Callback]:
-    """What `config.keep_epoch` asks of a fit of `epochs` epochs."""
+class KeepBestValidation(keras.callbacks.Callback):
+    """At the end of a fit, restore the weights of the epoch with the lowest validation loss.
+
+    `start_loss`, the validation loss of the weights the fit starts from, makes those weights a
+    candidate too: a fine-tuning that only overfits then leaves the model as it was.
+    """
+
+    def __init__(self, start_loss: float = float("inf")):
+        super().__init__()
+        self.start_loss = start_loss
+        self.best_loss = start_loss
+        self.best_epoch = 0  # 0: the starting weights; n: after epoch n
+        self.best_weights = None
+
+    def on_train_begin(self, logs=None):
+        self.best_loss = self.start_loss
+        self.best_epoch = 0
+        self.best_weights = self.model.get_weights() if np.isfinite(self.start_loss) else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss")
+        if loss is None:
+            raise ValueError("keep_epoch 'best_validation' needs a validation split")
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.best_weights = float(loss), epoch + 1, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _keep_epoch_callbacks(
+    config: ClassifierConfig, has_validation: bool, start_loss: float = float("inf")
+) -> list[keras.callbacks.Callback]:
+    """What `config.keep_epoch` asks of a fit."""
     if config.keep_epoch != "best_validation":
         return []
     if not has_validation:
         raise ValueError("keep_epoch 'best_validation' needs a validation split")
-    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs, restore_best_weights=True)]
+    return [KeepBestValidation(start_loss)]
+
+
+def _kept_epoch(callbacks: list[keras.callbacks.Callback]) -> dict[str, int]:
+    return {"kept_epoch": [c.best_epoch for c in callbacks if isinstance(c, KeepBestValidation)]} if callbacks else {}
 
 
 def predict_probabilities(
@@ -560,45 +598,53 @@ def _fine_tune(
     """
     unfrozen = unfreeze_top_layers(extractor.model, config.fine_tune_layers)
     epochs = config.fine_tune_epochs or config.epochs
-    callbacks = _keep_epoch_callbacks(config, epochs, "validation" in splits)
     split = split_above(extractor.model, config.fine_tune_layers)
     if split is None:
         model = assemble_classifier(extractor, head)
-        compile_for_training(model, config.optimizer, config.fine_tune_rate)
 
         def batches(name: str, shuffle: bool):
             return data.classifier_dataset(
                 splits[name], config.backbone, config.image_size, config.batch_size, shuffle=shuffle, seed=config.seed
             )
 
-        history = model.fit(
-            batches("train", shuffle=True),
-            validation_data=batches("validation", shuffle=False) if "validation" in splits else None,
-            epochs=epochs,
-            shuffle=False,  # classifier_dataset shuffles the training images itself
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-        return unfrozen, _history_dict(history, prefix="fine_tune_"), None, "images"
+        train, validation = batches("train", shuffle=True), None
+        if "validation" in splits:
+            validation = batches("validation", shuffle=False)
+        trained_on = "images"
+    else:
+        boundary, top = split
+        progress_verbose = 0 if verbose == 0 else 1
+        below = {name: extractor.features(examples, cache, verbose=progress_verbose, layer=boundary)
+                 for name, examples in splits.items()}
+        model = keras.Model(top.input, head(top.output), name="top_and_head")
+        train = tf.data.Dataset.from_tensor_slices(tuple(below["train"])).shuffle(
+            len(below["train"].labels), seed=config.seed).batch(config.batch_size)
+        validation = tuple(below["validation"]) if "validation" in below else None
+        trained_on = f"cached {boundary} features"
 
-    boundary, top = split
-    progress_verbose = 0 if verbose == 0 else 1
-    below = {name: extractor.features(examples, cache, verbose=progress_verbose, layer=boundary)
-             for name, examples in splits.items()}
-    top_and_head = keras.Model(top.input, head(top.output), name="top_and_head")
-    compile_for_training(top_and_head, config.optimizer, config.fine_tune_rate)
-    history = top_and_head.fit(
-        below["train"].features,
-        below["train"].labels,
-        batch_size=config.batch_size,
+    compile_for_training(model, config.optimizer, config.fine_tune_rate)
+    start_loss = float("inf")
+    if config.keep_epoch == "best_validation" and validation is not None:
+        # The model before fine-tuning competes too: fine-tuning that only overfits changes nothing.
+        start_loss = _validation_loss(model, validation, config.batch_size)
+    callbacks = _keep_epoch_callbacks(config, validation is not None, start_loss)
+    history = model.fit(
+        train,
+        validation_data=validation,
         epochs=epochs,
-        validation_data=tuple(below["validation"]) if "validation" in below else None,
-        shuffle=True,
+        shuffle=False,  # both inputs are shuffled datasets already
         callbacks=callbacks,
         verbose=verbose,
     )
-    predictions = _predictions_from_features(top_and_head, below)
-    return unfrozen, _history_dict(history, prefix="fine_tune_"), predictions, f"cached {boundary} features"
+    history = {**_history_dict(history, prefix="fine_tune_"), **{f"fine_tune_{k}": v for k, v in _kept_epoch(callbacks).items()}}
+    predictions = _predictions_from_features(model, below) if split is not None else None
+    return unfrozen, history, predictions, trained_on
+
+
+def _validation_loss(model: keras.Model, validation, batch_size: int) -> float:
+    if isinstance(validation, tuple):
+        return float(model.evaluate(*validation, batch_size=batch_size, verbose=0, return_dict=True)["loss"])
+    return float(model.evaluate(validation, verbose=0, return_dict=True)["loss"])
 
 
 def train_classifier(

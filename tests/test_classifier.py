@@ -186,6 +186,48 @@ def test_fine_tuning_trains_on_images_where_the_top_cannot_be_split_off(monkeypa
     assert set(trained.metrics) == {"train", "validation", "test"}
 
 
+def test_best_validation_keeps_the_epoch_of_lowest_validation_loss_in_both_phases():
+    rng = np.random.default_rng(0)
+    features = {
+        split: classifier.FeatureSet(rng.normal(size=(count, 2, 2, 8)).astype(np.float32), np.arange(count) % 2)
+        for split, count in (("train", 32), ("validation", 16))
+    }
+    # Random labels and a high rate: the validation loss rises after its first epochs.
+    config = small_config(epochs=6, learning_rate=1e-2, keep_epoch="best_validation")
+    head = classifier.build_head((2, 2, 8))
+    history = classifier.train_head(head, config, features["train"], features["validation"], verbose=0)
+    assert history["kept_epoch"] == [int(np.argmin(history["val_loss"])) + 1] != [6]  # not the last epoch
+    probabilities = head.predict(features["validation"].features, verbose=0).reshape(-1)
+    kept = float(keras.losses.binary_crossentropy(features["validation"].labels.astype(np.float32), probabilities))
+    assert kept == pytest.approx(min(history["val_loss"]), rel=1e-4)
+    with pytest.raises(ValueError, match="needs a validation split"):
+        classifier.train_head(classifier.build_head((2, 2, 8)), config, features["train"], None, verbose=0)
+
+    config = small_config(fine_tune_layers=2, fine_tune_epochs=3, fine_tune_learning_rate=1e-2,
+                          keep_epoch="best_validation")
+    trained = classifier.train_classifier(config, small_splits(), verbose=0)
+    labels, probabilities = trained.predictions["validation"]
+    kept = float(keras.losses.binary_crossentropy(labels.astype(np.float32), probabilities))
+    # Candidates: the model before fine-tuning (the head's best epoch), then each fine-tuning epoch.
+    candidates = [min(trained.history["val_loss"])] + trained.history["fine_tune_val_loss"]
+    assert trained.history["fine_tune_kept_epoch"] == [int(np.argmin(candidates))]
+    assert kept == pytest.approx(min(candidates), rel=1e-4)
+
+
+def test_best_validation_keeps_the_starting_weights_when_every_epoch_is_worse():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(32, 4)).astype(np.float32), (np.arange(32) % 2).astype(np.float32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    classifier.compile_for_training(model, "sgd", 50.0)  # every step overshoots
+    start_loss = float(model.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+    before = [w.copy() for w in model.get_weights()]
+    keep = classifier.KeepBestValidation(start_loss)
+    history = model.fit(x, y, validation_data=(x, y), epochs=3, callbacks=[keep], verbose=0)
+    assert min(history.history["val_loss"]) > start_loss and keep.best_epoch == 0
+    for kept, original in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(kept, original)
+
+
 def test_unfreezing_keeps_batch_normalization_frozen():
     extractor = FeatureExtractor("resnet50", 32, weights=None)
     unfrozen = classifier.unfreeze_top_layers(extractor.model, 12)
