@@ -8,7 +8,9 @@
   and which weights, because KID values are only comparable under the same extractor.
 - Class fidelity: a judge trained on real images only labels the generated images; per class,
   the share labelled as the class they were conditioned on, next to the judge's recall on
-  real test images of that class.
+  real test images of that class. Beside it, the judge's accuracy on real test images after
+  each DiffAugment policy: a policy that drops it toward chance hides the classes from a
+  conditional discriminator.
 - TSTR vs TRTR: the same small CNN recipe trained on synthetic images only, and on real
   images, both tested on the real test split.
 - Diversity: mean pairwise feature distance and 1 - SSIM on pixels within each class, for
