@@ -9,7 +9,8 @@ Reported per variant: images/s (generator steps x batch / s), median G-only and 
 the share of a cycle spent in G steps and in D steps, and the speed ratio against torch (median
 of the per-round ratios). Before timing, an equality check copies the Keras models' initial
 weights into the torch models, runs the same batch and noise for a few steps (dropout 0 so both
-are deterministic) and compares losses and generator outputs; float32 and bf16 have stated
+are deterministic; torch with Keras's Adam formula, `torch_reference.KerasFormulaAdam`) and
+compares losses and generator outputs; float32 and bf16 have stated
 tolerances. Prints one JSON object.
 
   python -m bench.gan_vs_torch                      # float32 + mixed_bfloat16 vs torch
@@ -122,7 +123,7 @@ def build_keras_gan(config, precision: str, jit_compile: bool = False):
     return gan
 
 
-def build_torch_step(config, keras_gan=None):
+def build_torch_step(config, keras_gan=None, adam: str = "torch"):
     """The torch step (torch_reference.TorchGanStep) for `config`; with `keras_gan`, starting from its weights."""
     torch.manual_seed(config.seed)
     generator = torch_reference.Generator(
@@ -139,7 +140,7 @@ def build_torch_step(config, keras_gan=None):
     g_period = config.restart_epochs * steps_per_epoch(config)
     return torch_reference.TorchGanStep(
         generator, discriminator, config.d_every, config.learning_rate, (config.beta_1, config.beta_2),
-        g_restart_updates=g_period, d_restart_updates=round(g_period / config.d_every),
+        g_restart_updates=g_period, d_restart_updates=round(g_period / config.d_every), adam=adam,
     )
 
 
@@ -198,7 +199,7 @@ def equality_check(args, precision: str, steps: int = 3) -> dict:
     """Same initial weights, batch and noise in both frameworks; compare losses and generator outputs."""
     config = run3_config(args, dropout=0.0)  # dropout masks cannot match across frameworks
     gan = build_keras_gan(config, precision)
-    torch_step = build_torch_step(config, gan)
+    torch_step = build_torch_step(config, gan, adam="keras")  # the same update formula on both sides
     outputs = {"initial": _generator_outputs(gan, torch_step, config.batch_size)}
     images, labels = real_batch(config)
     data = KerasStepper(gan, (images, labels)).data

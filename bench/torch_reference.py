@@ -13,6 +13,7 @@ Import this module only inside bench/: it imports torch at the top.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -94,14 +95,49 @@ class Discriminator(nn.Module):
         return self.logit(self.dropout(torch.flatten(x, 1)))
 
 
+class KerasFormulaAdam(torch.optim.Optimizer):
+    """Adam as Keras 3 writes it, for the equality check (timing uses torch's own Adam).
+
+    Keras adds epsilon to sqrt(v) and folds both bias corrections into the rate:
+    w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps). torch adds epsilon after
+    correcting v, which equals Keras with eps * sqrt(1 - b2^t): 30x smaller at step 1. For the
+    many weights whose gradient is below 1e-6 the two updates then differ by much more than
+    rounding, so a float-tolerance comparison needs the same formula on both sides.
+    """
+
+    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            (beta_1, beta_2), eps = group["betas"], group["eps"]
+            for parameter in group["params"]:
+                if parameter.grad is None:
+                    continue
+                state = self.state[parameter]
+                if not state:
+                    state.update(t=0, m=torch.zeros_like(parameter), v=torch.zeros_like(parameter))
+                state["t"] += 1
+                state["m"].add_((parameter.grad - state["m"]) * (1 - beta_1))
+                state["v"].add_((parameter.grad.square() - state["v"]) * (1 - beta_2))
+                alpha = group["lr"] * math.sqrt(1 - beta_2 ** state["t"]) / (1 - beta_1 ** state["t"])
+                parameter.sub_(state["m"] * alpha / (state["v"].sqrt() + eps))
+
+
 class TorchGanStep:
-    """The run-3 step: Adam for G and D, cosine warm restarts stepped per update, D every `d_every` steps."""
+    """The run-3 step: Adam for G and D, cosine warm restarts stepped per update, D every `d_every` steps.
+
+    adam: "torch" (torch.optim.Adam, what a PyTorch user runs; timed) or "keras" (`KerasFormulaAdam`).
+    """
 
     def __init__(self, generator: Generator, discriminator: Discriminator, d_every: int = 10, learning_rate: float = 2e-4,
-                 betas: tuple[float, float] = (0.9, 0.999), g_restart_updates: int = 5430, d_restart_updates: int = 543):
+                 betas: tuple[float, float] = (0.9, 0.999), g_restart_updates: int = 5430, d_restart_updates: int = 543,
+                 adam: str = "torch"):
         self.generator, self.discriminator, self.d_every = generator, discriminator, d_every
-        self.g_optimizer = torch.optim.Adam(generator.parameters(), lr=learning_rate, betas=betas, eps=1e-8)
-        self.d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=learning_rate, betas=betas, eps=1e-8)
+        adam_class = {"torch": torch.optim.Adam, "keras": KerasFormulaAdam}[adam]
+        self.g_optimizer = adam_class(generator.parameters(), lr=learning_rate, betas=betas, eps=1e-8)
+        self.d_optimizer = adam_class(discriminator.parameters(), lr=learning_rate, betas=betas, eps=1e-8)
         self.g_schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.g_optimizer, T_0=g_restart_updates)
         self.d_schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.d_optimizer, T_0=d_restart_updates)
         self.bce = nn.BCEWithLogitsLoss()

@@ -62,6 +62,32 @@ def test_run3_step_equals_the_torch_step_in_float32():
     assert check["first_loss_rel"] < 1e-5  # before any update: the same function to float rounding
 
 
+def test_keras_formula_adam_matches_keras_adam_where_torch_adam_does_not():
+    import keras
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=200).astype(np.float32)
+    # Gradients of every scale, down to the rounding-noise ones where epsilon's place decides the step.
+    gradients = [(rng.normal(size=200) * 10.0 ** rng.uniform(-9, -1, 200)).astype(np.float32) for _ in range(3)]
+
+    variable = keras.Variable(start)
+    keras_adam = keras.optimizers.Adam(1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    for gradient in gradients:
+        keras_adam.apply_gradients([(keras.ops.convert_to_tensor(gradient), variable)])
+
+    def torch_result(adam_class):
+        parameter = torch.nn.Parameter(torch.from_numpy(start.copy()))
+        optimizer = adam_class([parameter], lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+        for gradient in gradients:
+            parameter.grad = torch.from_numpy(gradient)
+            optimizer.step()
+        return parameter.detach().numpy()
+
+    keras_moved = np.asarray(variable) - start
+    np.testing.assert_allclose(torch_result(torch_reference.KerasFormulaAdam) - start, keras_moved, rtol=1e-3, atol=1e-9)
+    assert np.abs(torch_result(torch.optim.Adam) - start - keras_moved).max() > 1e-4  # torch's own formula differs
+
+
 def test_summary_reports_the_targets():
     records = {
         "gan_vs_torch": {"status": "ok", "result": {
