@@ -10,7 +10,9 @@
   the share labelled as the class they were conditioned on, next to the judge's recall on
   real test images of that class. Beside it, the judge's accuracy on real test images after
   each DiffAugment policy: a policy that drops it toward chance hides the classes from a
-  conditional discriminator.
+  conditional discriminator. And how sharp the samples are: the blur that makes real images
+  as soft, and the judge's recall on real images blurred that much (a judge that reads haze as
+  COVID labels every blurry sample COVID).
 - TSTR vs TRTR: the same small CNN recipe trained on synthetic images only, and on real
   images, both tested on the real test split.
 - Diversity: mean pairwise feature distance and 1 - SSIM on pixels within each class, for
@@ -552,6 +554,66 @@ def class_signal_under_augmentation(
     return accuracy
 
 
+BLUR_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # px, at the evaluated image size
+
+
+def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Grey uint8 images blurred by a Gaussian of `sigma` px (reflected borders); sigma 0 returns them."""
+    images = to_uint8_images(images)
+    if sigma <= 0:
+        return images
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
+    kernel = np.outer(taps, taps) / taps.sum() ** 2
+    padded = tf.pad(tf.cast(images, tf.float32), [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    blurred = tf.nn.conv2d(padded, kernel[:, :, None, None].astype(np.float32), strides=1, padding="VALID")
+    return np.clip(np.round(blurred.numpy()), 0, 255).astype(np.uint8)
+
+
+def sharpness(images: np.ndarray) -> float:
+    """Mean |Laplacian| (4-neighbour, grey levels) over the pixels of all images: lower is blurrier."""
+    x = to_uint8_images(images).astype(np.float32)[..., 0]
+    laplacian = 4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
+    return float(np.mean(np.abs(laplacian)))
+
+
+def blur_check(
+    judge: keras.Model,
+    real: LabelledImages,
+    generated: LabelledImages,
+    class_names: Sequence[str],
+    sigmas: Sequence[float] = BLUR_SIGMAS,
+) -> dict:
+    """How sharp the generated images are, and what the judge makes of real images that blurry.
+
+    A judge may read blur as a class (haze is what COVID opacities look like): then blurry
+    samples of every class get that label, whatever their conditioning. Per class: the
+    generated and real sharpness, the Gaussian sigma that blurs real images to the generated
+    sharpness (interpolated over `sigmas`), and the judge's recall on real images blurred by
+    each sigma.
+    """
+    blurred = [gaussian_blur(real.images, sigma) for sigma in sigmas]
+    recall = [class_fidelity(judge, images, real.labels, class_names)["per_class"] for images in blurred]
+    out = {"sigmas": list(sigmas), "per_class": {}}
+    for label, name in enumerate(class_names):
+        real_mask, generated_mask = real.labels == label, generated.labels == label
+        if not real_mask.any() or not generated_mask.any():
+            continue
+        curve = [sharpness(images[real_mask]) for images in blurred]  # falls as sigma grows
+        generated_sharpness = sharpness(generated.images[generated_mask])
+        # np.interp needs increasing x: read the curve from the blurriest end.
+        equivalent = float(np.interp(generated_sharpness, curve[::-1], list(sigmas)[::-1]))
+        out["per_class"][name] = {
+            "generated_sharpness": generated_sharpness,
+            "real_sharpness": curve[0],
+            "real_sharpness_by_sigma": curve,
+            "blur_equivalent_sigma": equivalent,
+            "judge_recall_by_sigma": [r.get(name) for r in recall],
+            "judge_recall_at_equivalent_blur": float(np.interp(equivalent, sigmas, [r.get(name) for r in recall])),
+        }
+    return out
+
+
 def generate_images(
     generator: keras.Model, labels: np.ndarray, seed: int = 0, batch_size: int = 100
 ) -> np.ndarray:
@@ -795,6 +857,7 @@ def evaluate_gan(
     log("class fidelity")
     judge_model, judge_info = _get_judge(judge, real_splits, class_names, recipe, fit_verbose)
     result["class_fidelity"] = _class_fidelity_section(judge_model, judge_info, real_splits["test"], generated, class_names)
+    result["blur"] = blur_check(judge_model, real_splits["test"], generated, class_names)
     if settings.tstr:
         log("TSTR vs TRTR")
         trtr_model = judge_model if judge_info["source"] == "trained" else None  # same recipe: reuse
@@ -985,7 +1048,7 @@ def _kid(value) -> str:
 
 def markdown_summary(result: dict) -> str:
     """A human-readable summary of an `evaluate_gan` result."""
-    lines = _summary_header(result) + _summary_table(result)
+    lines = _summary_header(result) + _summary_table(result) + _blur_lines(result.get("blur"))
     if "tstr_trtr" in result:
         t = result["tstr_trtr"]
         lines += [
@@ -1001,6 +1064,25 @@ def markdown_summary(result: dict) -> str:
         lines += ["", "![KID over training](kid_over_training.png)", ""]
     lines += [f"![{name}](grid_{_file_name(name)}.png)" for name in result["class_names"]] + [""]
     return "\n".join(lines)
+
+
+def _blur_lines(blur: dict | None) -> list[str]:
+    if not blur or not blur["per_class"]:
+        return []
+    lines = [
+        "## Sharpness and the judge",
+        "",
+        "Mean |Laplacian| of generated and real test images; the Gaussian blur that makes real images "
+        "as soft as the generated ones; the judge's recall on real images blurred that much. A judge "
+        "that reads blur as one class labels blurry samples of every class that way.",
+        "",
+        "| class | sharpness gen / real | blur-equivalent sigma (px) | judge recall on real images at that blur |",
+        "|---|---|---|---|",
+    ]
+    for name, c in blur["per_class"].items():
+        lines.append(f"| {name} | {_fmt(c['generated_sharpness'])} / {_fmt(c['real_sharpness'])} "
+                     f"| {_fmt(c['blur_equivalent_sigma'])} | {_fmt(c['judge_recall_at_equivalent_blur'])} |")
+    return lines + [""]
 
 
 def _summary_header(result: dict) -> list[str]:

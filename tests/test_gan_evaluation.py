@@ -198,6 +198,22 @@ def test_colour_jitter_hides_a_brightness_class_and_translation_keeps_it():
     assert accuracy["color"] < accuracy["none"] - 0.15
 
 
+def test_sharpness_falls_with_blur_and_the_blur_check_finds_the_blur_of_softened_samples(judge, blobs):
+    test = blobs["test"]
+    curve = [ge.sharpness(ge.gaussian_blur(test.images, sigma)) for sigma in ge.BLUR_SIGMAS]
+    assert all(a > b for a, b in zip(curve, curve[1:]))
+    np.testing.assert_array_equal(ge.gaussian_blur(test.images, 0.0), test.images)
+
+    softened = ge.LabelledImages(ge.gaussian_blur(test.images, 1.5), test.labels)  # "samples" = real, blurred
+    check = ge.blur_check(judge, test, softened, ("left", "right"))
+    for name in ("left", "right"):
+        entry = check["per_class"][name]
+        assert entry["blur_equivalent_sigma"] == pytest.approx(1.5, abs=0.3)
+        assert entry["real_sharpness"] > entry["generated_sharpness"]
+        assert len(entry["judge_recall_by_sigma"]) == len(ge.BLUR_SIGMAS)
+        assert 0.0 <= entry["judge_recall_at_equivalent_blur"] <= 1.0
+
+
 def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
     """Synthetic images that look right but carry the wrong class: TRTR high, TSTR low."""
     pair = lambda s: (s.images, s.labels)  # noqa: E731
@@ -279,7 +295,9 @@ def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["class_fidelity"]["per_class"] == result["class_fidelity"]["per_class"]
     summary = (tmp_path / "summary.md").read_text()
-    assert "random_conv" in summary and "| left |" in summary
+    assert "random_conv" in summary and "| left |" in summary and "## Sharpness and the judge" in summary
+    assert set(result["blur"]["per_class"]) == {"left", "right"}
+    assert set(judge["real_test_accuracy_after_diff_augment"]) == {"none", "color", "translation", "cutout", "all"}
     assert (tmp_path / "grid_left.png").stat().st_size > 0 and (tmp_path / "grid_right.png").is_file()
 
 
