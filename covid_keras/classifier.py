@@ -488,7 +488,7 @@ def train_head(
         callbacks=callbacks,
         verbose=verbose,
     )
-    return {**_history_dict(history), **_kept_epoch(callbacks)}
+    return _fit_record(history, callbacks)
 
 
 class KeepBestValidation(keras.callbacks.Callback):
@@ -533,8 +533,15 @@ def _keep_epoch_callbacks(
     return [KeepBestValidation(start_loss)]
 
 
-def _kept_epoch(callbacks: list[keras.callbacks.Callback]) -> dict[str, int]:
-    return {"kept_epoch": [c.best_epoch for c in callbacks if isinstance(c, KeepBestValidation)]} if callbacks else {}
+def _fit_record(
+    history: keras.callbacks.History, callbacks: list[keras.callbacks.Callback], prefix: str = ""
+) -> dict[str, list]:
+    """A fit's history, plus the epoch `KeepBestValidation` kept (0: the starting weights) when it ran."""
+    record = _history_dict(history, prefix)
+    kept = [c.best_epoch for c in callbacks if isinstance(c, KeepBestValidation)]
+    if kept:
+        record[f"{prefix}kept_epoch"] = kept
+    return record
 
 
 def predict_probabilities(
@@ -585,21 +592,19 @@ def _fine_tune(
     extractor: FeatureExtractor,
     config: ClassifierConfig,
     splits: Mapping[str, tf.data.Dataset],
-    cache: FeatureCache | None,
+    below: tuple[str, keras.Model, dict[str, FeatureSet]] | None,
     verbose,
-) -> tuple[list[str], dict[str, list[float]], dict | None, str]:
+) -> tuple[list[str], dict[str, list], dict | None, str]:
     """Train the top `config.fine_tune_layers` backbone layers together with the head.
 
-    When a single tensor feeds those layers (VGG16's block5, a whole ResNet50 stage), the frozen
-    layers below them run once per split, through `cache` like the head's features, and each epoch
-    runs only the top. Otherwise every epoch runs the whole backbone on images.
+    below: (boundary layer, the top as a model from its output, features at the boundary per
+    split) when a single tensor feeds the top (VGG16's block5, a whole ResNet50 stage): each
+    epoch then runs only the top. None: every epoch runs the whole backbone on images.
     -> (unfrozen layer names, history, predictions per split or None when they must come from
     images, what the top was trained on).
     """
     unfrozen = unfreeze_top_layers(extractor.model, config.fine_tune_layers)
-    epochs = config.fine_tune_epochs or config.epochs
-    split = split_above(extractor.model, config.fine_tune_layers)
-    if split is None:
+    if below is None:
         model = assemble_classifier(extractor, head)
 
         def batches(name: str, shuffle: bool):
@@ -612,14 +617,11 @@ def _fine_tune(
             validation = batches("validation", shuffle=False)
         trained_on = "images"
     else:
-        boundary, top = split
-        progress_verbose = 0 if verbose == 0 else 1
-        below = {name: extractor.features(examples, cache, verbose=progress_verbose, layer=boundary)
-                 for name, examples in splits.items()}
+        boundary, top, features = below
         model = keras.Model(top.input, head(top.output), name="top_and_head")
-        train = tf.data.Dataset.from_tensor_slices(tuple(below["train"])).shuffle(
-            len(below["train"].labels), seed=config.seed).batch(config.batch_size)
-        validation = tuple(below["validation"]) if "validation" in below else None
+        train = tf.data.Dataset.from_tensor_slices(tuple(features["train"])).shuffle(
+            len(features["train"].labels), seed=config.seed).batch(config.batch_size)
+        validation = tuple(features["validation"]) if "validation" in features else None
         trained_on = f"cached {boundary} features"
 
     compile_for_training(model, config.optimizer, config.fine_tune_rate)
@@ -631,14 +633,13 @@ def _fine_tune(
     history = model.fit(
         train,
         validation_data=validation,
-        epochs=epochs,
+        epochs=config.fine_tune_epochs or config.epochs,
         shuffle=False,  # both inputs are shuffled datasets already
         callbacks=callbacks,
         verbose=verbose,
     )
-    history = {**_history_dict(history, prefix="fine_tune_"), **{f"fine_tune_{k}": v for k, v in _kept_epoch(callbacks).items()}}
-    predictions = _predictions_from_features(model, below) if split is not None else None
-    return unfrozen, history, predictions, trained_on
+    predictions = _predictions_from_features(model, below[2]) if below is not None else None
+    return unfrozen, _fit_record(history, callbacks, prefix="fine_tune_"), predictions, trained_on
 
 
 def _validation_loss(model: keras.Model, validation, batch_size: int) -> float:
@@ -666,9 +667,23 @@ def train_classifier(
     keras.utils.set_random_seed(config.seed)
     extractor = FeatureExtractor(config.backbone, config.image_size, config.weights)
     progress_verbose = 0 if verbose == 0 else 1
-    # Fine-tuning predicts with the tuned top, so it needs the cut features only to train the head first.
-    feature_splits = [name for name in splits if not config.fine_tune_layers or name in ("train", "validation")]
-    features = {name: extractor.features(splits[name], cache, verbose=progress_verbose) for name in feature_splits}
+    split = split_above(extractor.model, config.fine_tune_layers) if config.fine_tune_layers else None
+    below = None
+    if split is not None:
+        # The backbone runs once per split, to the boundary; the (still frozen) top gives the head's features.
+        boundary, top = split
+        below_features = {name: extractor.features(examples, cache, verbose=progress_verbose, layer=boundary)
+                          for name, examples in splits.items()}
+        below = (boundary, top, below_features)
+        features = {
+            name: FeatureSet(top.predict(below_features[name].features, batch_size=PREDICT_BATCH_SIZE, verbose=0),
+                             below_features[name].labels)
+            for name in ("train", "validation") if name in below_features
+        }
+    else:
+        # Fine-tuning on images predicts from images, so it needs the cut features only to train the head.
+        feature_splits = [name for name in splits if not config.fine_tune_layers or name in ("train", "validation")]
+        features = {name: extractor.features(splits[name], cache, verbose=progress_verbose) for name in feature_splits}
 
     head = build_head(extractor.feature_shape)
     history = train_head(head, config, features["train"], features.get("validation"), verbose=verbose)
@@ -676,7 +691,7 @@ def train_classifier(
     unfrozen, fine_tuned_on = [], None
     if config.fine_tune_layers:
         unfrozen, fine_tune_history, predictions, fine_tuned_on = _fine_tune(
-            head, extractor, config, splits, cache, verbose
+            head, extractor, config, splits, below, verbose
         )
         history.update(fine_tune_history)
     else:

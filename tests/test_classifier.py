@@ -148,7 +148,9 @@ def test_fine_tuning_trains_the_top_of_the_backbone_only():
     config = small_config(fine_tune_layers=2, fine_tune_epochs=1)
     keras.utils.set_random_seed(config.seed)
     before = FeatureExtractor("vgg16", 32, weights=None).model
-    trained = classifier.train_classifier(config, small_splits(), verbose=0)
+    cache = FeatureCache()
+    trained = classifier.train_classifier(config, small_splits(), cache=cache, verbose=0)
+    assert cache.misses == 3  # the backbone ran once per split, up to block5_conv2; the head's features came from there
     assert trained.unfrozen_layers == ["block5_conv3"]  # block5_pool has no weights
     after = trained.extractor.model
     assert not np.allclose(after.get_layer("block5_conv3").kernel, before.get_layer("block5_conv3").kernel)
