@@ -867,9 +867,9 @@ def evaluate_gan(
         result["tstr_trtr"] = _run_tstr_trtr(generator, real_splits, class_names, recipe, settings, trtr_model, fit_verbose)
     checkpoints = list_checkpoints(run_dir) if run_dir is not None else []
     if settings.curves and len(checkpoints) > 1:
-        log(f"KID over training: {len(checkpoints)} checkpoints")
-        result["curves"] = kid_over_training(run_dir, checkpoints, real_features, kid_real.labels,
-                                             extractor, class_names, settings, log)
+        log(f"KID and class fidelity over training: {len(checkpoints)} checkpoints")
+        result["curves"] = metrics_over_training(run_dir, checkpoints, real_features, kid_real.labels,
+                                                 extractor, judge_model, class_names, settings, log)
 
     if out_dir is not None:
         write_report(result, out_dir, real_splits["test"], generated, class_names, settings.grid_columns)
@@ -958,17 +958,22 @@ def _run_tstr_trtr(generator, real_splits, class_names, recipe, settings, trtr_m
     return result
 
 
-def kid_over_training(run_dir, checkpoints, real_features, real_labels, extractor, class_names, settings, log) -> list:
-    """KID per class at every checkpoint, fewer images per class than the main figure."""
+def metrics_over_training(
+    run_dir, checkpoints, real_features, real_labels, extractor, judge, class_names, settings, log
+) -> list:
+    """KID and the judge's class fidelity per class at every checkpoint, on fewer images per
+    class than the main figures: whether more steps make the samples more real and more
+    class-faithful."""
     labels = balanced_labels(len(class_names), settings.curve_per_class)
     curve = []
     for checkpoint in checkpoints:
         log(f"checkpoint epoch {checkpoint.epoch}: {checkpoint.path.name}")
         generator, _, _ = load_run_generator(run_dir, checkpoint)
-        features = extractor.features(generate_images(generator, labels, seed=settings.seed))
-        kid = kid_per_class(real_features, real_labels, features, labels, class_names,
+        images = generate_images(generator, labels, seed=settings.seed)
+        kid = kid_per_class(real_features, real_labels, extractor.features(images), labels, class_names,
                             settings.num_subsets, settings.subset_size, settings.seed)
-        curve.append({"epoch": checkpoint.epoch, "checkpoint": str(checkpoint.path), **kid})
+        curve.append({"epoch": checkpoint.epoch, "checkpoint": str(checkpoint.path), **kid,
+                      "class_fidelity": class_fidelity(judge, images, labels, class_names)})
     return curve
 
 
@@ -984,8 +989,8 @@ def write_report(
     class_names: Sequence[str] | None = None,
     grid_columns: int = 8,
 ) -> dict:
-    """metrics.json, summary.md, grid_<class>.png (real row above generated row) and
-    kid_over_training.png when the result has curves. -> {kind: path}."""
+    """metrics.json, summary.md, grid_<class>.png (real row above generated row), and
+    kid_over_training.png and fidelity_over_training.png when the result has curves. -> {kind: path}."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "metrics.json", "markdown": out_dir / "summary.md"}
@@ -999,6 +1004,9 @@ def write_report(
     if result.get("curves"):
         paths["curves"] = pathlib.Path(save_kid_curve(result["curves"], result["class_names"],
                                                       out_dir / "kid_over_training.png", result["extractor"]["name"]))
+        paths["fidelity_curves"] = pathlib.Path(save_fidelity_curve(
+            result["curves"], result["class_names"], out_dir / "fidelity_over_training.png",
+            result["class_fidelity"]["judge"]["real_test_accuracy"]))
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -1040,6 +1048,21 @@ def save_kid_curve(curves: list, class_names: Sequence[str], path, extractor_nam
     )
 
 
+def save_fidelity_curve(curves: list, class_names: Sequence[str], path, judge_accuracy: float) -> str:
+    """Class fidelity per class over training, with the judge's real-test accuracy as the line to reach."""
+    epochs = [point["epoch"] for point in curves]
+    series = {"overall": ([point["class_fidelity"]["overall"] for point in curves], None)}
+    for name in class_names:
+        values = [point["class_fidelity"]["per_class"].get(name) for point in curves]
+        if all(v is not None for v in values):
+            series[name] = (values, None)
+    series[f"judge on real test ({judge_accuracy:.3f})"] = ([judge_accuracy] * len(epochs), None)
+    return plots.save_metric_curves(
+        epochs, series, path, xlabel="epoch", ylabel="share labelled as the conditioning class",
+        title="Class fidelity over training (the judge's labels of generated images)",
+    )
+
+
 def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -1062,9 +1085,11 @@ def markdown_summary(result: dict) -> str:
             "",
         ]
     if result.get("curves"):
-        lines += ["## KID over training (mean over classes)", "", "| epoch | KID |", "|---|---|"]
-        lines += [f"| {p['epoch']} | {_kid(p['mean_over_classes'])} |" for p in result["curves"]]
-        lines += ["", "![KID over training](kid_over_training.png)", ""]
+        lines += ["## Over training (KID: mean over classes)", "", "| epoch | KID | class fidelity |", "|---|---|---|"]
+        lines += [f"| {p['epoch']} | {_kid(p['mean_over_classes'])} | {_fmt(p['class_fidelity']['overall'])} |"
+                  for p in result["curves"]]
+        lines += ["", "![KID over training](kid_over_training.png)",
+                  "![Class fidelity over training](fidelity_over_training.png)", ""]
     lines += [f"![{name}](grid_{_file_name(name)}.png)" for name in result["class_names"]] + [""]
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@
         --real-path ../shared/data/radiography --out reports/stable
 
 Writes OUT/metrics.json, OUT/summary.md, OUT/grid_<class>.png (real above generated), and
-OUT/kid_over_training.png when the run kept several checkpoints. The judge classifier it trains
+OUT/kid_over_training.png and OUT/fidelity_over_training.png when the run kept several checkpoints. The judge classifier it trains
 is saved as OUT/judge.keras: pass it with --judge when evaluating another run, so both runs are
 judged by the same classifier.
 """
@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "probabilities) instead of training one on the real train split")
     parser.add_argument("--judge-epochs", type=int, default=40, help="max epochs of the judge/TSTR/TRTR CNN (early stopped)")
     parser.add_argument("--no-tstr", action="store_true", help="skip TSTR vs TRTR (two classifier trainings)")
-    parser.add_argument("--no-curves", action="store_true", help="skip KID over the run's checkpoints")
+    parser.add_argument("--no-curves", action="store_true", help="skip KID and class fidelity over the run's checkpoints")
     parser.add_argument("--curve-per-class", type=int, default=250,
                         help="generated images per class at each checkpoint of the curve (default 250)")
     parser.add_argument("--seed", type=int, default=0, help="seed of noise, subsets and classifier training")

@@ -301,10 +301,13 @@ def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):
     assert (tmp_path / "grid_left.png").stat().st_size > 0 and (tmp_path / "grid_right.png").is_file()
 
 
-def test_kid_curve_plot_is_written(tmp_path):
-    curves = [{"epoch": e, "per_class": {"a": {"mean": 1.0 / e, "std": 0.1}}, "mean_over_classes": 1.0 / e}
+def test_curve_plots_are_written(tmp_path):
+    curves = [{"epoch": e, "per_class": {"a": {"mean": 1.0 / e, "std": 0.1}}, "mean_over_classes": 1.0 / e,
+               "class_fidelity": {"overall": 0.5 + 0.1 * e, "per_class": {"a": 0.5 + 0.1 * e}}}
               for e in (1, 2, 4)]
     path = ge.save_kid_curve(curves, ["a"], tmp_path / "kid.png", "random_conv")
+    assert pathlib.Path(path).stat().st_size > 1000
+    path = ge.save_fidelity_curve(curves, ["a"], tmp_path / "fidelity.png", judge_accuracy=0.9)
     assert pathlib.Path(path).stat().st_size > 1000
 
 
@@ -314,11 +317,12 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     (run_dir / "weights").mkdir(parents=True)
     for epoch in (10, 20):
         (run_dir / "weights" / f"generator-epoch{epoch:05d}.weights.h5").touch()
-    loaded = []
+    loaded, generators = [], {}
 
     def load_stand_in(run_dir, which="latest"):
         loaded.append(which if isinstance(which, str) else which.epoch)
-        return stand_in_generator(seed=0 if which == "latest" else which.epoch), None, ["Normal", "COVID"]
+        generators[loaded[-1]] = stand_in_generator(seed=0 if which == "latest" else which.epoch)
+        return generators[loaded[-1]], None, ["Normal", "COVID"]
 
     monkeypatch.setattr(ge, "load_run_generator", load_stand_in)
     script_path = project_root / "scripts" / "evaluate_gan.py"
@@ -339,7 +343,14 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     assert result["real"]["counts"]["test"] == {"Normal": 20, "COVID": 20}
     assert [point["epoch"] for point in result["curves"]] == [10, 20]
     assert result["curves"][0]["per_class"]["COVID"]["subset_size"] == 12
+    # The judge labels each checkpoint's samples: the curve's fidelity is that of those images.
+    stand_in_images = ge.generate_images(generators[20], ge.balanced_labels(2, 12), seed=0)
+    expected = ge.class_fidelity(judge, stand_in_images, ge.balanced_labels(2, 12), ["Normal", "COVID"])
+    assert result["curves"][1]["class_fidelity"] == expected
+    assert result["curves"][1]["class_fidelity"]["n"] == 24
     assert (out / "kid_over_training.png").is_file() and (out / "grid_COVID.png").is_file()
+    assert (out / "fidelity_over_training.png").is_file()
+    assert "| 20 |" in (out / "summary.md").read_text()
     assert result["class_fidelity"]["judge"]["source"] == str(tmp_path / "judge.keras")
     assert "tstr_trtr" not in result
 
