@@ -104,9 +104,16 @@ class ClassifierConfig:
     # of the epoch with the lowest validation loss, so more epochs cannot overfit the reported model.
     # With fine-tuning it chooses among the head's epochs, then among the fine-tuning epochs.
     keep_epoch: str = "last"
+    # Beyond the study: the head also trains on the mirror image of every training image, and
+    # P(COVID) is the mean over an image and its mirror (test-time augmentation). Both come from
+    # cached features, so it needs a frozen backbone.
+    mirror: bool = False
     seed: int = 0
 
     def __post_init__(self):
+        if self.mirror and self.fine_tune_layers:
+            raise ValueError("mirror needs a frozen backbone (cached features); it cannot be combined with "
+                             f"fine_tune_layers={self.fine_tune_layers}")
         if self.keep_epoch not in KEEP_EPOCH:
             raise ValueError(f"keep_epoch: unknown {self.keep_epoch!r}; choose one of {', '.join(KEEP_EPOCH)}")
         check_image_size(self.spec, self.image_size)
@@ -226,6 +233,9 @@ def _build_cut_base(spec: BackboneSpec, image_size: int, weights) -> tuple[keras
 class FeatureSet(NamedTuple):
     features: np.ndarray  # float32 [N, h, w, c]: the backbone's output at the cut layer
     labels: np.ndarray  # float32 [N]: 1.0 is COVID
+
+    def concatenate(self, other: "FeatureSet") -> "FeatureSet":
+        return FeatureSet(np.concatenate([self.features, other.features]), np.concatenate([self.labels, other.labels]))
 
 
 class FeatureExtractor:
@@ -386,13 +396,28 @@ def build_head(feature_shape: Iterable[int], name: str = "head") -> keras.Model:
     return keras.Model(features, p_covid, name=name)
 
 
-def assemble_classifier(extractor: FeatureExtractor, head: keras.Model) -> keras.Model:
-    """Preprocessed image -> P(COVID); shares its layers with `extractor.model` and `head`."""
+@keras.saving.register_keras_serializable(package="covid_keras")
+class MirrorImage(keras.layers.Layer):
+    """[B, H, W, C] -> the same images flipped left to right (deterministic, unlike RandomFlip)."""
+
+    def call(self, images):
+        return keras.ops.flip(images, axis=2)
+
+
+def assemble_classifier(extractor: FeatureExtractor, head: keras.Model, mirror: bool = False) -> keras.Model:
+    """Preprocessed image -> P(COVID); shares its layers with `extractor.model` and `head`.
+
+    mirror: P(COVID) is the mean over the image and its mirror (`ClassifierConfig.mirror`).
+    The backbones' preprocessing works pixel by pixel, so mirroring after it is the same as before.
+    """
     size = extractor.image_size
     image = keras.Input((size, size, 3), name="preprocessed_image")
     # training=False keeps BatchNormalization in inference mode even while fine-tuning.
-    features = extractor.model(image, training=False)
-    return keras.Model(image, head(features), name=f"{extractor.backbone}_covid_classifier")
+    p_covid = head(extractor.model(image, training=False))
+    if mirror:
+        p_mirror = head(extractor.model(MirrorImage(name="mirror")(image), training=False))
+        p_covid = keras.layers.Average(name="mean_over_mirror")([p_covid, p_mirror])
+    return keras.Model(image, p_covid, name=f"{extractor.backbone}_covid_classifier")
 
 
 def compile_for_training(model: keras.Model, optimizer: str, learning_rate: float) -> None:
@@ -577,14 +602,21 @@ def split_above(backbone: keras.Model, count: int) -> tuple[str, keras.Model] | 
         return None
 
 
-def _predictions_from_features(model: keras.Model, feature_sets: Mapping[str, FeatureSet]) -> dict:
-    return {
-        name: (
-            feature_set.labels.astype(np.int64),
-            model.predict(feature_set.features, batch_size=PREDICT_BATCH_SIZE, verbose=0).reshape(-1),
-        )
-        for name, feature_set in feature_sets.items()
-    }
+def _predictions_from_features(
+    model: keras.Model, feature_sets: Mapping[str, FeatureSet], mirrored: Mapping[str, FeatureSet] | None = None
+) -> dict:
+    """split -> (labels, P(COVID)); with `mirrored` (features of the mirror images) the mean over both."""
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        return model.predict(features, batch_size=PREDICT_BATCH_SIZE, verbose=0).reshape(-1)
+
+    predictions = {}
+    for name, feature_set in feature_sets.items():
+        probabilities = predict(feature_set.features)
+        if mirrored is not None:
+            probabilities = (probabilities + predict(mirrored[name].features)) / 2.0
+        predictions[name] = (feature_set.labels.astype(np.int64), probabilities)
+    return predictions
 
 
 def _fine_tune(
@@ -684,9 +716,14 @@ def train_classifier(
         # Fine-tuning on images predicts from images, so it needs the cut features only to train the head.
         feature_splits = [name for name in splits if not config.fine_tune_layers or name in ("train", "validation")]
         features = {name: extractor.features(splits[name], cache, verbose=progress_verbose) for name in feature_splits}
+    mirrored, train = None, features["train"]
+    if config.mirror:
+        mirrored = {name: extractor.features(data.mirrored(examples), cache, verbose=progress_verbose)
+                    for name, examples in splits.items()}
+        train = train.concatenate(mirrored["train"])
 
     head = build_head(extractor.feature_shape)
-    history = train_head(head, config, features["train"], features.get("validation"), verbose=verbose)
+    history = train_head(head, config, train, features.get("validation"), verbose=verbose)
 
     unfrozen, fine_tuned_on = [], None
     if config.fine_tune_layers:
@@ -695,8 +732,8 @@ def train_classifier(
         )
         history.update(fine_tune_history)
     else:
-        predictions = _predictions_from_features(head, features)
-    model = assemble_classifier(extractor, head)
+        predictions = _predictions_from_features(head, features, mirrored)
+    model = assemble_classifier(extractor, head, mirror=config.mirror)
     if predictions is None:
         predictions = {
             name: predict_probabilities(model, examples, config.backbone, config.image_size, verbose=progress_verbose)

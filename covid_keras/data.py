@@ -161,6 +161,11 @@ def _resized_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
+def mirrored(examples: tf.data.Dataset) -> tf.data.Dataset:
+    """The same examples with every image flipped left to right (labels and file names kept)."""
+    return examples.map(lambda e: {**e, "image": tf.image.flip_left_right(e["image"])})
+
+
 def _shuffle_buffer(ds: tf.data.Dataset) -> int:
     count = int(ds.cardinality())
     return MAX_SHUFFLE_BUFFER if count < 1 else min(count, MAX_SHUFFLE_BUFFER)

@@ -267,16 +267,12 @@ def head_hyperparameters(backbone: str, tuned_dir: str | os.PathLike | None = No
 # --- training --------------------------------------------------------------------------------
 
 
-def concatenate(first: FeatureSet, second: FeatureSet) -> FeatureSet:
-    return FeatureSet(
-        np.concatenate([first.features, second.features]), np.concatenate([first.labels, second.labels])
-    )
-
-
 def backbone_features(
     backbone: str, config: ExperimentConfig, splits: ExperimentSplits, cache: FeatureCache | None, verbose: int = 1
 ) -> tuple[dict[str, FeatureSet], classifier.WeightsInfo]:
     """Features of the real splits and of the generated images, once; the backbone is then freed."""
+    # Seeded so that a random-init backbone (weights none, tests) gives the same features every run.
+    keras.utils.set_random_seed(config.seeds[0])
     extractor = FeatureExtractor(backbone, config.image_size, config.weights_for(backbone))
     features = {}
     for name in ("train", "validation", "test", "generated"):
@@ -345,7 +341,7 @@ def run_backbone(
     hyper = head_hyperparameters(backbone, config.tuned_dir)
     training_sets = {
         "baseline": features["train"],
-        "augmented": concatenate(features["train"], features["generated"]),
+        "augmented": features["train"].concatenate(features["generated"]),
     }
     evaluated = {"validation": features["validation"], "test": features["test"]}
     runs: dict[str, list[dict]] = {setting: [] for setting in SETTINGS}

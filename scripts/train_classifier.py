@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--keep-epoch", default="last", choices=classifier.KEEP_EPOCH,
                         help="last (the study's) or best_validation: the weights of the epoch with the lowest val loss "
                              "(in the head phase and again in the fine-tuning phase)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="also train on the mirror image of every train image, and predict the mean of an image's "
+                             "and its mirror's P(COVID) (frozen backbone only)")
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
@@ -80,6 +83,7 @@ def main(argv=None) -> dict:
         fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         keep_epoch=args.keep_epoch,
+        mirror=args.mirror,
         seed=args.seed,
     )
     if args.hyperparameters:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_keras import backbones, classifier
+from covid_keras import backbones, classifier, export
 from covid_keras.classifier import ClassifierConfig, FeatureCache, FeatureExtractor
 
 # The study's cut shapes at 150 px (reference-facts.md).
@@ -142,6 +142,49 @@ def test_training_uses_the_feature_cache_and_the_saved_classifier_round_trips(tm
     metrics = classifier.evaluate_saved_classifier(out, small_splits()["test"], verbose=0)
     assert metrics["confusion_matrix"] == trained.metrics["test"]["confusion_matrix"]
     assert metrics["auc"] == pytest.approx(trained.metrics["test"]["auc"], abs=1e-6)
+
+
+def test_mirror_trains_on_mirror_images_and_averages_each_image_with_its_mirror(tmp_path, monkeypatch):
+    train_sizes = []
+    train_head = classifier.train_head
+
+    def recording_train_head(head, config, train, validation=None, verbose="auto"):
+        train_sizes.append(len(train.labels))
+        return train_head(head, config, train, validation, verbose)
+
+    monkeypatch.setattr(classifier, "train_head", recording_train_head)
+    cache = FeatureCache(tmp_path / "features")
+    trained = classifier.train_classifier(small_config(mirror=True), small_splits(), cache=cache, verbose=0)
+    assert train_sizes == [48]  # the 24 train images and their mirrors
+    assert (cache.misses, cache.hits) == (6, 0)  # each split, as is and mirrored
+
+    images = np.concatenate([x for x, _ in preprocessed_batches("vgg16", 32)])
+    single = classifier.assemble_classifier(trained.extractor, trained.head)
+    expected = (single.predict(images, verbose=0) + single.predict(images[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(trained.model.predict(images, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(trained.model.predict(images[:, :, ::-1], verbose=0), expected, atol=1e-6)
+    assert not np.allclose(expected, single.predict(images, verbose=0), atol=1e-6)
+
+    out = classifier.save_classifier(trained, tmp_path / "clf")
+    model, metadata = classifier.load_classifier(out)
+    assert metadata["training"]["mirror"] is True
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-6)
+    # The metrics from cached features are those of the saved model on images.
+    metrics = classifier.evaluate_saved_classifier(out, small_splits()["test"], verbose=0)
+    assert metrics["auc"] == pytest.approx(trained.metrics["test"]["auc"], abs=1e-6)
+
+    # TensorFlow Serving gets the same mirror-averaged model.
+    exported = export.export_classifier_dir(out, base_dir=tmp_path / "serving")
+    predict_images = tf.saved_model.load(str(exported.path)).signatures["predict_images"]
+    grey = np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    served = predict_images(images=tf.constant(grey))["covid_probability"].numpy()
+    preprocessed = backbones.get_backbone_spec("vgg16").preprocess(np.repeat(grey, 3, axis=-1))
+    np.testing.assert_allclose(served, model.predict(preprocessed, verbose=0).reshape(-1), atol=1e-5)
+
+
+def test_mirror_with_fine_tuning_is_refused():
+    with pytest.raises(ValueError, match="mirror needs a frozen backbone"):
+        small_config(mirror=True, fine_tune_layers=2)
 
 
 def test_fine_tuning_trains_the_top_of_the_backbone_only():

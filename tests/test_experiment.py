@@ -97,7 +97,8 @@ def test_experiment_writes_mean_and_sd_over_seeds(tiny, tmp_path):
 
     table = (tmp_path / experiment.RESULTS_MD).read_text()
     assert "| vgg16 | baseline (real) |" in table and "| vgg16 | augmented (+GAN) |" in table
-    assert " ± " in table and "run-to-run sd" in table and "RANDOM INIT" in table
+    assert " ± " in table and "RANDOM INIT" in table
+    assert experiment.comparison_sentence("vgg16", vgg["comparison"], 2) in table
     chart = tmp_path / experiment.BAR_CHART
     assert chart.stat().st_size > 1000 and chart.read_bytes()[:4] == b"\x89PNG"
     # A rerun takes the backbone features from the on-disk cache.
@@ -113,3 +114,15 @@ def test_tuned_learning_rate_is_used_and_a_missing_one_falls_back(tmp_path):
     assert (tuned["learning_rate"], tuned["optimizer"]) == (3e-4, "rmsprop")
     fallback = experiment.head_hyperparameters("resnet50", tmp_path)
     assert fallback["learning_rate"] == 1e-4 and fallback["source"].startswith("study")
+
+
+def test_comparison_sentence_sets_the_gain_against_the_run_to_run_sd():
+    def sentence(gain, spread, n_seeds=3):
+        comparison = {"test_accuracy_gain": gain, "run_to_run_sd": spread,
+                      "gain_over_sd": None if not spread else abs(gain) / spread}
+        return experiment.comparison_sentence("vgg16", comparison, n_seeds)
+
+    assert "not distinguishable from seed noise" in sentence(0.01, 0.02)
+    assert "2.5 times the run-to-run sd" in sentence(-0.05, 0.02) and "more than twice" in sentence(-0.05, 0.02)
+    assert "(sd 0)" in sentence(0.0, 0.0)
+    assert "use more seeds" in sentence(0.01, None, n_seeds=1)
