@@ -60,8 +60,9 @@ def main() -> None:
     noise = tf.constant(rng.standard_normal((batch, config.noise_dim)).astype("float32"))
 
     train_step = tf.function(lambda: model.train_step((images, labels)), jit_compile=args.jit)
-    seeds = model._augment_seeds(tf.constant(0, tf.int64))
-    g_step = tf.function(lambda: model._generator_step(noise, labels, seeds[0]), jit_compile=args.jit)
+    step = tf.constant(0, tf.int64)
+    seeds = model._augment_seeds(step)
+    g_step = tf.function(lambda: model._generator_step(noise, labels, seeds[0], step), jit_compile=args.jit)
     d_step = tf.function(
         lambda: model._discriminator_step(images, labels, images, labels, seeds), jit_compile=args.jit
     )

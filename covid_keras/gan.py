@@ -22,7 +22,9 @@ on): class-conditional BatchNorm in the generator, a projection discriminator (M
 2018) with spectral normalisation instead of BatchNorm, a hinge loss, DiffAugment of every
 discriminator input (`covid_keras.augment`), an auxiliary classification head on the discriminator
 (AC-GAN: D learns the class of real images, G is rewarded when D recognises the class of its
-fakes), and an exponential moving average of the generator's weights that samples are drawn from.
+fakes), an exponential moving average of the generator's weights that samples are drawn from, and
+a class guide (a classifier trained on real images, then frozen, whose cross-entropy on the fakes
+G also minimises: the discriminator's own class head stays a weak classifier on real images).
 """
 
 from __future__ import annotations
@@ -322,6 +324,41 @@ def build_discriminator(
     return keras.Model([image, label], [logit, class_logits], name=name)
 
 
+# --------------------------------------------------------------------------- class guide
+
+# What the class guide sees of an image, in its training and when it scores the fakes.
+GUIDE_AUGMENT = ("translation",)
+
+
+def build_class_guide(
+    image_size: int,
+    num_classes: int,
+    filters: Sequence[int] = (32, 64, 128, 256),
+    leaky_relu_slope: float = 0.2,
+    dropout: float = 0.3,
+    name: str = "class_guide",
+) -> keras.Model:
+    """A plain CNN classifier: images [B, S, S, 1] in [-1, 1] (the generator's range) -> class logits [B, C].
+
+    The class guide: trained on real images only before the GAN, then frozen; the generator is
+    also rewarded when the guide labels its fakes as their conditioning class (see ConditionalGAN).
+    Strided 4x4 convolutions and LeakyReLU, so it is not the evaluation's judge (3x3 convolutions,
+    max-pooling, ReLU) under another seed: a generator that fooled one network's quirks would not
+    be scored by the same quirks.
+    """
+    image = keras.Input((image_size, image_size, 1), name="image")
+    x = image
+    for i, n_filters in enumerate(filters):
+        x = keras.layers.Conv2D(n_filters, 4, strides=2, padding="same", use_bias=i == 0, name=f"guide_conv_{i}")(x)
+        if i > 0:  # frozen, it normalises with the real images' statistics
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"guide_bn_{i}")(x)
+        x = keras.layers.LeakyReLU(leaky_relu_slope, name=f"guide_lrelu_{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="guide_pool")(x)
+    x = keras.layers.Dropout(dropout, name="guide_dropout")(x)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="guide_logits")(x)
+    return keras.Model(image, logits, name=name)
+
+
 # --------------------------------------------------------------------------- losses
 
 LOSSES = ("bce", "hinge")
@@ -381,6 +418,12 @@ class ConditionalGAN(keras.Model):
     `call` use (its decay warms up as min(ema_decay, (1 + t) / (10 + t)) at step t).
     `aux_class_weight` > 0 needs a discriminator with an auxiliary classifier: D also minimises
     the class cross-entropy on real images, G that on its fakes, times the weight.
+    `class_guide` (`build_class_guide`, trained on real images beforehand) is frozen here; with
+    `class_guide_weight` > 0, G also minimises its class cross-entropy on the fakes (shifted by
+    DiffAugment's translation, so that G cannot win with a pixel-exact pattern), times the weight.
+    The weight is 0 before step `class_guide_start_step` and rises linearly to full over
+    `class_guide_ramp_steps`: from the first step, the guide pulls a generator that makes noise
+    towards whatever noise the guide labels right, before it has learnt what an X-ray looks like.
     """
 
     def __init__(
@@ -394,6 +437,10 @@ class ConditionalGAN(keras.Model):
         diff_augment: Sequence[str] = (),
         ema_decay: float = 0.0,
         aux_class_weight: float = 0.0,
+        class_guide: keras.Model | None = None,
+        class_guide_weight: float = 0.0,
+        class_guide_start_step: int = 0,
+        class_guide_ramp_steps: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -407,8 +454,24 @@ class ConditionalGAN(keras.Model):
                 f"aux_class_weight {aux_class_weight} needs a discriminator built with auxiliary_classifier=True "
                 "and a weight >= 0"
             )
+        if class_guide_weight < 0 or (class_guide_weight > 0) != (class_guide is not None):
+            raise ValueError(
+                f"class_guide_weight {class_guide_weight} must be > 0 exactly when a class_guide is given "
+                f"(given: {class_guide is not None})"
+            )
         self.generator = generator
         self.discriminator = discriminator
+        self.class_guide = class_guide
+        if class_guide is not None:
+            class_guide.trainable = False  # trained on real images before the GAN; never by it
+        self.class_guide_weight = float(class_guide_weight)
+        if class_guide_start_step < 0 or class_guide_ramp_steps < 0:
+            raise ValueError(
+                f"class_guide_start_step ({class_guide_start_step}) and class_guide_ramp_steps "
+                f"({class_guide_ramp_steps}) must be >= 0"
+            )
+        self.class_guide_start_step = int(class_guide_start_step)
+        self.class_guide_ramp_steps = int(class_guide_ramp_steps)
         self.noise_dim = int(noise_dim)
         self.num_classes = int(num_classes)
         self.d_every = int(d_every)
@@ -432,6 +495,8 @@ class ConditionalGAN(keras.Model):
         # The auxiliary head's accuracy on real images and on G's fakes (their conditioning label).
         self.d_class_accuracy_tracker = keras.metrics.Mean(name="d_class_accuracy")
         self.g_class_accuracy_tracker = keras.metrics.Mean(name="g_class_accuracy")
+        # The share of fakes the class guide labels as their conditioning class.
+        self.g_guide_accuracy_tracker = keras.metrics.Mean(name="g_guide_accuracy")
         self.built = True
 
     def get_config(self) -> dict:
@@ -446,6 +511,10 @@ class ConditionalGAN(keras.Model):
             "diff_augment": list(self.diff_augment),
             "ema_decay": self.ema_decay,
             "aux_class_weight": self.aux_class_weight,
+            "class_guide": keras.saving.serialize_keras_object(self.class_guide) if self.class_guide else None,
+            "class_guide_weight": self.class_guide_weight,
+            "class_guide_start_step": self.class_guide_start_step,
+            "class_guide_ramp_steps": self.class_guide_ramp_steps,
         }
 
     @classmethod
@@ -453,6 +522,8 @@ class ConditionalGAN(keras.Model):
         config = dict(config)
         config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
         config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        if config.get("class_guide"):
+            config["class_guide"] = keras.saving.deserialize_keras_object(config["class_guide"])
         return cls(**config)
 
     def compile(
@@ -477,6 +548,8 @@ class ConditionalGAN(keras.Model):
         trackers = [self.g_loss_tracker, self.d_loss_tracker, self.d_real_accuracy_tracker, self.d_fake_accuracy_tracker]
         if self.has_auxiliary_classifier:
             trackers += [self.d_class_accuracy_tracker, self.g_class_accuracy_tracker]
+        if self.class_guide is not None:
+            trackers.append(self.g_guide_accuracy_tracker)
         return trackers
 
     @property
@@ -526,7 +599,13 @@ class ConditionalGAN(keras.Model):
         hits = tf.cast(tf.equal(tf.argmax(class_logits, axis=-1, output_type=tf.int32), labels), tf.float32)
         return self._average(loss), self._average(hits)
 
-    def _generator_step(self, noise, fake_labels, augment_seed):
+    def class_guide_weight_at(self, step: tf.Tensor) -> tf.Tensor:
+        """The class guide's weight at training step `step` (see the class docstring)."""
+        since_start = tf.cast(step, tf.float32) - float(self.class_guide_start_step)
+        ramp = tf.clip_by_value((since_start + 1.0) / float(self.class_guide_ramp_steps + 1), 0.0, 1.0)
+        return self.class_guide_weight * ramp
+
+    def _generator_step(self, noise, fake_labels, augment_seed, step):
         with tf.GradientTape() as tape:
             fakes = self.generator([noise, fake_labels], training=True)
             logits, class_logits = self._discriminate(self.augment(fakes, augment_seed), fake_labels)
@@ -535,12 +614,19 @@ class ConditionalGAN(keras.Model):
             if class_logits is not None:
                 class_loss, class_accuracy = self._class_loss_and_accuracy(fake_labels, class_logits)
                 g_loss += self.aux_class_weight * class_loss
+            guide_accuracy = tf.zeros(())
+            if self.class_guide is not None:
+                guide_seed = tf.random.experimental.stateless_fold_in(augment_seed, 1)
+                shifted = augment.diff_augment(fakes, GUIDE_AUGMENT, guide_seed)
+                guide_logits = self.class_guide(shifted, training=False)
+                guide_loss, guide_accuracy = self._class_loss_and_accuracy(fake_labels, guide_logits)
+                g_loss += self.class_guide_weight_at(step) * guide_loss
             scaled_loss = self.g_optimizer.scale_loss(g_loss)
         grads = tape.gradient(scaled_loss, self.generator.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         if self.ema_generator is not None:
             self._update_ema()
-        return g_loss, class_accuracy, tf.stop_gradient(fakes)
+        return g_loss, class_accuracy, guide_accuracy, tf.stop_gradient(fakes)
 
     def _update_ema(self) -> None:
         # Warm-up (as tf.train.ExponentialMovingAverage's num_updates): early on the average would
@@ -606,7 +692,7 @@ class ConditionalGAN(keras.Model):
         noise, fake_labels = self._noise_and_labels(tf.shape(real_images)[0], step)
         augment_seeds = self._augment_seeds(step)
 
-        g_loss, g_class_accuracy, fakes = self._generator_step(noise, fake_labels, augment_seeds[0])
+        g_loss, g_class_accuracy, g_guide_accuracy, fakes = self._generator_step(noise, fake_labels, augment_seeds[0], step)
         d_steps_now = tf.equal(step % self.d_every, 0)
         d_step = lambda: self._discriminator_step(real_images, real_labels, fakes, fake_labels, augment_seeds)  # noqa: E731
         if tf.distribute.get_replica_context().num_replicas_in_sync == 1:
@@ -625,4 +711,6 @@ class ConditionalGAN(keras.Model):
         if self.has_auxiliary_classifier:
             self.d_class_accuracy_tracker.update_state(_global_sum(d_class_accuracy), sample_weight=d_weight)
             self.g_class_accuracy_tracker.update_state(_global_sum(g_class_accuracy))
+        if self.class_guide is not None:
+            self.g_guide_accuracy_tracker.update_state(_global_sum(g_guide_accuracy))
         return {m.name: m.result() for m in self.metrics}

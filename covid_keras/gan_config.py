@@ -50,6 +50,12 @@ class GanConfig:
     ema_decay: float = 0.0  # > 0: sample from a moving average of the generator's weights
     aux_class_weight: float = 0.0  # > 0: an AC-GAN class head on D, weighted so in both losses
     minibatch_std: bool = False  # D sees the batch's feature spread (counters mode collapse)
+    # > 0: a classifier is trained on the real train split first, then frozen; G also minimises its
+    # class cross-entropy on the fakes, times this weight (covid_keras.gan.build_class_guide).
+    class_guide_weight: float = 0.0
+    # The guide's weight is 0 before this epoch, then rises linearly to full over class_guide_ramp_epochs.
+    class_guide_from_epoch: int = 0
+    class_guide_ramp_epochs: int = 0
 
     # Optimisation.
     batch_size: int = 8
@@ -92,6 +98,11 @@ class GanConfig:
             raise ValueError(f"GanConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.aux_class_weight < 0:
             raise ValueError(f"GanConfig.aux_class_weight must be >= 0, got {self.aux_class_weight}")
+        if self.class_guide_weight < 0:
+            raise ValueError(f"GanConfig.class_guide_weight must be >= 0, got {self.class_guide_weight}")
+        for name in ("class_guide_from_epoch", "class_guide_ramp_epochs"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"GanConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         positive = (
             "image_size", "num_classes", "noise_dim", "base_channels", "embedding_dim", "batch_size",
             "epochs", "d_every", "restart_epochs", "sample_every", "samples_per_class", "checkpoint_every",

@@ -821,6 +821,7 @@ def evaluate_gan(
     log = print if verbose else (lambda *args: None)
     fit_verbose = 2 if verbose else 0  # one line per classifier epoch
     generator, class_names, run_dir = _resolve_generator(generator_or_run_dir, which, class_names)
+    guide = run_class_guide(run_dir) if run_dir is not None else None
     image_size = int(generator.output_shape[1])
     real_splits, class_names = _resolve_real(real, image_size, class_names)
     if not isinstance(extractor, FeatureExtractor):
@@ -840,6 +841,7 @@ def evaluate_gan(
         "checkpoint": which if run_dir else None,
         "image_size": image_size,
         "class_names": list(class_names),
+        "class_guide": guide,
         "extractor": extractor.describe(),
         "real": {
             "description": "arrays" if isinstance(real, Mapping) else str(real),
@@ -885,6 +887,20 @@ def _resolve_generator(generator_or_run_dir, which, class_names):
     run_dir = pathlib.Path(generator_or_run_dir)
     generator, _config, run_class_names = load_run_generator(run_dir, which)
     return generator, class_names or tuple(run_class_names), run_dir
+
+
+def run_class_guide(run_dir: str | os.PathLike) -> dict | None:
+    """The class guide a run's generator was trained against: {"weight", and class_guide.json's
+    accuracy figures}, or None for an unguided run. Fidelity under a guide must say so."""
+    from covid_keras import gan_training
+
+    run_dir = pathlib.Path(run_dir)
+    weight = float(gan_training.read_run_config(run_dir)[0].class_guide_weight)
+    if weight <= 0:
+        return None
+    report_path = run_dir / gan_training.GUIDE_REPORT
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    return {"weight": weight, **report}
 
 
 def _resolve_real(real, image_size, class_names):
@@ -1132,6 +1148,14 @@ def _summary_header(result: dict) -> list[str]:
         after = ", ".join(f"{name} {_fmt(value)}" for name, value in augmented.items() if name != "none")
         lines.append(f"- judge accuracy on real test images after DiffAugment (what a discriminator sees): {after}; "
                      "a policy near chance hides the classes from a conditional discriminator")
+    guide = result.get("class_guide")
+    if guide:
+        accuracy = guide.get("val_accuracy") or guide.get("train_accuracy")
+        lines.append(
+            f"- the generator was trained against a class guide (weight {guide['weight']:g}; accuracy "
+            f"{_fmt(accuracy)} on real validation images): a different network from the judge, trained "
+            "apart from it. TSTR is the check that no classifier's quirks can pass"
+        )
     chance = 1.0 / len(result["class_names"])
     if judge["real_test_accuracy"] < chance + 0.1:
         lines.append(f"- **WARNING: the judge is near chance ({chance:.2f}) on real images: "

@@ -12,6 +12,10 @@ What a run directory holds:
     weights/generator-epoch00010.weights.h5   kept every `checkpoint_every` epochs (and D's)
     checkpoints/state.json            {"epoch": N, "train_state": FILE}: the resume point, every epoch
     checkpoints/train_state-epoch0000N.weights.h5   both models, both optimizers, the step counter
+    class_guide.json                  with class_guide_weight > 0: the class guide's accuracy on real
+                                      images (it is trained once, before the first epoch; its weights
+                                      travel in the train state)
+    init_from.json                    with `init_from`: the run and epoch the weights started from
 
 Every file is written to a temporary name and moved into place (`os.replace`), and state.json is
 moved last, so a kill at any moment leaves the previous resume point intact. Re-running the same
@@ -34,9 +38,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import data, plots, runtime
+from covid_keras import augment, data, plots, runtime
 from covid_keras.gan import (
+    GUIDE_AUGMENT,
     ConditionalGAN,
+    build_class_guide,
     build_discriminator,
     build_generator,
     resolve_discriminator_padding,
@@ -54,6 +60,8 @@ CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 GENERATOR_WEIGHTS = "generator.weights.h5"
 DISCRIMINATOR_WEIGHTS = "discriminator.weights.h5"
+GUIDE_REPORT = "class_guide.json"
+INIT_REPORT = "init_from.json"
 _WEIGHTS_SUFFIX = ".weights.h5"
 
 
@@ -106,6 +114,13 @@ def discriminator_for(config: GanConfig) -> keras.Model:
     )
 
 
+def class_guide_for(config: GanConfig) -> keras.Model | None:
+    """The (untrained) class guide `config` asks for, or None."""
+    if config.class_guide_weight <= 0:
+        return None
+    return build_class_guide(config.image_size, config.num_classes)
+
+
 def build_gan(
     config: GanConfig, steps_per_epoch: int = 1, jit_compile: bool = False, precision: str = "float32"
 ) -> ConditionalGAN:
@@ -119,7 +134,10 @@ def build_gan(
         gan = ConditionalGAN(
             generator_for(config), discriminator_for(config), config.noise_dim, config.num_classes,
             config.d_every, config.seed, diff_augment=config.diff_augment, ema_decay=config.ema_decay,
-            aux_class_weight=config.aux_class_weight,
+            aux_class_weight=config.aux_class_weight, class_guide=class_guide_for(config),
+            class_guide_weight=config.class_guide_weight,
+            class_guide_start_step=config.class_guide_from_epoch * steps_per_epoch,
+            class_guide_ramp_steps=config.class_guide_ramp_epochs * steps_per_epoch,
         )
     g_period = config.restart_epochs * steps_per_epoch
     gan.compile(
@@ -152,13 +170,18 @@ def _atomic_save_weights(model: keras.Model, path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
-def _run_record(config: GanConfig, data_spec: data.DataSpec, class_names: Sequence[str], precision: str) -> dict:
-    return {
+def _run_record(
+    config: GanConfig, data_spec: data.DataSpec, class_names: Sequence[str], precision: str, init_from: str | None
+) -> dict:
+    record = {
         "gan": config.to_dict(),
         "precision": precision,
         "data": {"config": data_spec.config, "path": data_spec.path},
         "class_names": list(class_names),
     }
+    if init_from is not None:  # absent otherwise, so older run dirs keep matching their command
+        record["init_from"] = init_from
+    return record
 
 
 def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -235,6 +258,27 @@ def restore_train_state(gan: ConditionalGAN, run_dir: str | os.PathLike) -> int:
     return int(state["epoch"])
 
 
+def initialise_from_run(gan: ConditionalGAN, source_dir: str | os.PathLike) -> int:
+    """Copy another run's generator, its moving average and discriminator (from its resume point)
+    into `gan`, a fresh run of the same architecture; optimizers and step counter start afresh.
+    -> the epoch the source run had reached."""
+    source_dir = pathlib.Path(source_dir)
+    source_config, _ = read_run_config(source_dir)
+    source = build_gan(source_config)  # the structure of its checkpoint: optimizers, guide and all
+    epoch = restore_train_state(source, source_dir)
+    if epoch == 0:
+        raise FileNotFoundError(f"{source_dir / CHECKPOINT_DIR / STATE_FILE} is missing: no weights to start from")
+    pairs = [(gan.generator, source.generator), (gan.discriminator, source.discriminator)]
+    if gan.ema_generator is not None:
+        pairs.append((gan.ema_generator, source.sampling_generator))
+    for target, weights in pairs:
+        try:
+            target.set_weights(weights.get_weights())
+        except ValueError as e:
+            raise ValueError(f"the {target.name} of {source_dir} does not fit this run's architecture: {e}") from e
+    return epoch
+
+
 def _truncate_csv(path: pathlib.Path, epochs: int) -> None:
     """Drop rows of epochs >= `epochs`: written after the resume point, they are about to be redone."""
     if not path.exists():
@@ -247,6 +291,80 @@ def _truncate_csv(path: pathlib.Path, epochs: int) -> None:
     if len(kept) != len(rows):
         with open(path, "w", newline="") as f:
             csv.writer(f).writerows(kept)
+
+
+# --------------------------------------------------------------------------- the class guide
+
+# How the class guide is trained: on real images only, early-stopped on validation loss.
+GUIDE_EPOCHS = 40
+GUIDE_PATIENCE = 8
+GUIDE_LEARNING_RATE = 1e-3
+
+
+class _GuideShift(keras.layers.Layer):
+    """In training, DiffAugment's GUIDE_AUGMENT: the guide learns real images as it will see the fakes."""
+
+    def __init__(self, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        return augment.diff_augment(images, GUIDE_AUGMENT, self.seed_generator.next())
+
+
+def train_class_guide(
+    guide: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    seed: int = 0,
+    epochs: int = GUIDE_EPOCHS,
+    verbose: str | int = "auto",
+) -> dict:
+    """Fit `guide` on real (images in [-1, 1], labels) batches, then freeze it.
+
+    With `val_ds`, training stops GUIDE_PATIENCE epochs after the lowest validation loss and keeps
+    those weights. -> {"epochs_run", "best_epoch", "train_accuracy", "val_accuracy" (None without val_ds)}.
+    """
+    keras.utils.set_random_seed(seed)
+    guide.trainable = True
+    trainer = keras.Sequential([keras.Input(guide.input_shape[1:]), _GuideShift(seed), guide], name="class_guide_trainer")
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(GUIDE_LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    callbacks = []
+    if val_ds is not None:
+        callbacks += [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=GUIDE_PATIENCE, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=GUIDE_PATIENCE // 2),
+        ]
+    history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose).history
+    guide.trainable = False
+    monitored = history["val_loss"] if val_ds is not None else history["loss"]
+    best = int(np.argmin(monitored))
+    return {
+        "epochs_run": len(monitored),
+        "best_epoch": best + 1,
+        "train_accuracy": float(history["accuracy"][best]),
+        "val_accuracy": float(history["val_accuracy"][best]) if val_ds is not None else None,
+    }
+
+
+def _fit_class_guide(gan: ConditionalGAN, config: GanConfig, data_spec: data.DataSpec, train_ds, run_dir, verbose) -> None:
+    """Train the run's class guide on the real train split (validation split for early stopping)."""
+    val_ds = None
+    if "validation" in data.prepare(data_spec).info.splits:
+        val_ds = data.gan_dataset(data.load_split(data_spec, "validation"), config.image_size, config.batch_size,
+                                  shuffle_seed=None, drop_remainder=False)
+    print(f"training the class guide on the real train split ({GUIDE_EPOCHS} epochs at most)")
+    report = train_class_guide(gan.class_guide, train_ds, val_ds, seed=config.seed, verbose=verbose)
+    _atomic_write_text(run_dir / GUIDE_REPORT, json.dumps(report, indent=2) + "\n")
+    accuracy = report["val_accuracy"] if report["val_accuracy"] is not None else report["train_accuracy"]
+    print(f"class guide: accuracy {accuracy:.3f} on real {'validation' if val_ds is not None else 'train'} images "
+          f"(best epoch {report['best_epoch']} of {report['epochs_run']}); now frozen")
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -431,6 +549,7 @@ def train_gan(
     jit_compile: bool | str = "auto",
     precision: str = "auto",
     time_budget_s: float | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train (or resume) the GAN run in `run_dir` on `data_spec`'s train split.
 
@@ -439,7 +558,8 @@ def train_gan(
     became NaN (the last good checkpoint is kept). `precision` and `jit_compile` default to the
     fastest measured for this device kind (`covid_keras.runtime.DEFAULTS`); the precision is part
     of the run's record, since it changes the results beyond float tolerance. `time_budget_s`
-    stops after the epoch that crosses it (see `TimeBudget`).
+    stops after the epoch that crosses it (see `TimeBudget`). `init_from`: a fresh run starts from
+    that run's latest weights (`initialise_from_run`), e.g. to add a class guide to a trained GAN.
     """
     run_dir = pathlib.Path(run_dir)
     precision, jit_compile = runtime.resolve(precision, jit_compile)
@@ -448,7 +568,8 @@ def train_gan(
     class_names = data.class_names(data_spec)
     _check_two_classes(data_spec, class_names)
     config = dataclasses.replace(config, num_classes=len(class_names))
-    _claim_run_dir(run_dir, _run_record(config, data_spec, class_names, precision))
+    init_from = None if init_from is None else str(init_from)
+    _claim_run_dir(run_dir, _run_record(config, data_spec, class_names, precision, init_from))
 
     train = data.load_split(data_spec, "train", balanced=config.balanced)
     gan_ds = data.gan_dataset(train, config.image_size, config.batch_size, shuffle_seed=config.seed)
@@ -463,6 +584,14 @@ def train_gan(
     initial_epoch = restore_train_state(gan, run_dir)
     if initial_epoch:
         print(f"resuming {run_dir} from epoch {initial_epoch} (step {int(gan.step_counter.numpy())})")
+    else:
+        if init_from is not None:
+            source_epoch = initialise_from_run(gan, init_from)
+            _atomic_write_text(run_dir / INIT_REPORT, json.dumps({"run_dir": init_from, "epoch": source_epoch}) + "\n")
+            print(f"starting from the weights of {init_from} at its epoch {source_epoch}")
+        if gan.class_guide is not None:
+            with strategy.scope():
+                _fit_class_guide(gan, config, data_spec, gan_ds, run_dir, verbose)
     _truncate_csv(run_dir / LOSS_CSV, initial_epoch)
 
     nan_guard = StopOnNonFiniteLoss()
@@ -496,15 +625,20 @@ def train_gan(
 # --------------------------------------------------------------------------- loading
 
 
-def load_generator(run_dir: str | os.PathLike, which: str | int = "latest") -> tuple[keras.Model, GanConfig, list[str]]:
-    """(generator, GanConfig, class names) of a run; `which` is "latest" or a kept epoch number."""
+def read_run_config(run_dir: str | os.PathLike) -> tuple[GanConfig, list[str]]:
+    """(GanConfig, class names) from a run's config.json; clear errors for a missing or foreign file."""
     run_dir = pathlib.Path(run_dir)
     record = _read_run_record(run_dir)
     try:
-        config = GanConfig.from_dict(record["gan"])
-        class_names = list(record["class_names"])
+        return GanConfig.from_dict(record["gan"]), list(record["class_names"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{run_dir / CONFIG_FILE} is not a GAN run config: {e}") from e
+
+
+def load_generator(run_dir: str | os.PathLike, which: str | int = "latest") -> tuple[keras.Model, GanConfig, list[str]]:
+    """(generator, GanConfig, class names) of a run; `which` is "latest" or a kept epoch number."""
+    run_dir = pathlib.Path(run_dir)
+    config, class_names = read_run_config(run_dir)
     generator = generator_for(config)
     if which == "latest":
         path = run_dir / GENERATOR_WEIGHTS

@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="XLA-compile the train step (auto: the fastest measured for this device kind)")
     parser.add_argument("--precision", choices=("auto",) + runtime.PRECISIONS, default="auto",
                         help="Keras dtype policy (auto: the fastest measured for this device kind)")
+    parser.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                        help="start a new run from another run's latest weights (G, its average, D; fresh optimizers)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
     overrides = parser.add_argument_group("preset overrides")
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         jit = {"auto": "auto", "on": True, "off": False}[args.jit]
         result = gan_training.train_gan(
             config, spec, run_dir, verbose=verbose, jit_compile=jit, precision=args.precision,
-            time_budget_s=None if args.minutes is None else 60 * args.minutes,
+            time_budget_s=None if args.minutes is None else 60 * args.minutes, init_from=args.init_from,
         )
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)

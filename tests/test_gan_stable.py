@@ -1,11 +1,15 @@
-"""The stable preset's parts: DiffAugment, hinge loss, conditioning, spectral norm, EMA, AC head, precision."""
+"""The stable preset's parts: DiffAugment, hinge loss, conditioning, spectral norm, EMA, AC head, precision,
+the class guide."""
+
+import dataclasses
+import json
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_keras import augment, gan, gan_config, gan_training, runtime
+from covid_keras import augment, gan, gan_config, gan_evaluation, gan_training, runtime
 
 SIZE = 32
 
@@ -167,6 +171,8 @@ def test_stable_run_saves_the_ema_generator_and_logs_class_accuracy(tmp_path):
     config = tiny_stable_config(epochs=1, batch_size=8)
     result = gan_training.train_gan(config, data.DataSpec.parse("phantom_small"), tmp_path / "run", verbose=0)
     assert {"d_class_accuracy", "g_class_accuracy"} <= set(result.history)
+    assert "g_guide_accuracy" not in result.history
+    assert gan_evaluation.run_class_guide(tmp_path / "run") is None  # an evaluation reports no guide
     loaded, loaded_config, _ = gan_training.load_generator(tmp_path / "run")
     assert loaded_config.ema_decay == config.ema_decay
     noise = np.random.default_rng(0).normal(size=(2, config.noise_dim)).astype("float32")
@@ -264,3 +270,146 @@ def test_time_budget_stops_after_an_epoch_with_a_final_grid(tmp_path):
     )
     assert result.epochs_done == 1  # stopped at the end of the first epoch, resumable from there
     assert [p.name for p in (tmp_path / "run" / gan_training.SAMPLES_DIR).glob("*.png")] == ["epoch_00001.png"]
+
+
+# --------------------------------------------------------------------------- class guide
+
+
+def constant_guide(logits=(2.0, 0.0)):
+    """A class guide whose logits are `logits` whatever the image (its last layer: zero kernel, that bias)."""
+    guide = gan.build_class_guide(SIZE, 2, filters=(4, 4))
+    last = guide.get_layer("guide_logits")
+    last.set_weights([np.zeros_like(last.get_weights()[0]), np.asarray(logits, "float32")])
+    return guide
+
+
+def guided_pair(guide, weight):
+    """Two GANs with the same generator and discriminator weights, one of them guided by `guide`."""
+    config = tiny_stable_config(ema_decay=0.0)
+    keras.utils.set_random_seed(0)
+    plain = gan_training.build_gan(config)
+    guided = gan.ConditionalGAN(
+        keras.models.clone_model(plain.generator), keras.models.clone_model(plain.discriminator),
+        config.noise_dim, 2, config.d_every, config.seed, diff_augment=config.diff_augment,
+        aux_class_weight=config.aux_class_weight, class_guide=guide, class_guide_weight=weight,
+    )
+    guided.generator.set_weights(plain.generator.get_weights())
+    guided.discriminator.set_weights(plain.discriminator.get_weights())
+    guided.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3), loss=config.loss)
+    plain.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3), loss=config.loss)
+    return plain, guided
+
+
+def test_class_guide_adds_its_weighted_cross_entropy_on_the_fakes_to_the_generator_loss():
+    weight = 2.5
+    plain, guided = guided_pair(constant_guide((2.0, 0.0)), weight)
+    images, labels = reals()
+    plain_logs = plain.train_step((tf.constant(images), tf.constant(labels)))
+    guided_logs = guided.train_step((tf.constant(images), tf.constant(labels)))
+    _, fake_labels = guided._noise_and_labels(tf.constant(4), tf.constant(0, tf.int64))
+    fake_labels = fake_labels.numpy()
+    # Constant logits (2, 0): cross-entropy log(1 + e^-2) for label 0, log(1 + e^2) for label 1.
+    cross_entropy = np.where(fake_labels == 0, np.log1p(np.exp(-2.0)), np.log1p(np.exp(2.0))).mean()
+    assert float(guided_logs["g_loss"]) - float(plain_logs["g_loss"]) == pytest.approx(weight * cross_entropy, rel=1e-4)
+    assert float(guided_logs["g_guide_accuracy"]) == pytest.approx(np.mean(fake_labels == 0))
+    assert "g_guide_accuracy" not in plain_logs
+
+
+def test_class_guide_steers_the_generator_and_is_never_trained_by_the_gan():
+    keras.utils.set_random_seed(3)
+    guide = gan.build_class_guide(SIZE, 2, filters=(4, 4))
+    guide_before = [w.copy() for w in guide.get_weights()]
+    plain, guided = guided_pair(guide, 1.0)
+    assert guided.class_guide.trainable is False
+    images, labels = reals()
+    plain.train_step((tf.constant(images), tf.constant(labels)))
+    guided.train_step((tf.constant(images), tf.constant(labels)))
+    for before, after in zip(guide_before, guide.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    differs = [not np.allclose(a, b) for a, b in zip(plain.generator.get_weights(), guided.generator.get_weights())]
+    assert any(differs)  # the guide's gradient reached the generator
+    restored = gan.ConditionalGAN.from_config(guided.get_config())
+    assert restored.class_guide_weight == 1.0 and restored.class_guide is not None
+
+
+def test_class_guide_weight_and_guide_go_together():
+    generator = gan.build_generator(SIZE, 16, 2, 4, (8, 8, 8), base_channels=8)
+    discriminator = gan.build_discriminator(SIZE, 2, 4, (8,) * 5)
+    with pytest.raises(ValueError, match="class_guide_weight"):
+        gan.ConditionalGAN(generator, discriminator, 16, 2, class_guide_weight=1.0)
+    with pytest.raises(ValueError, match="class_guide_weight"):
+        gan.ConditionalGAN(generator, discriminator, 16, 2, class_guide=constant_guide(), class_guide_weight=0.0)
+    with pytest.raises(ValueError, match="class_guide_weight"):
+        tiny_stable_config(class_guide_weight=-1.0)
+
+
+def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path):
+    from covid_keras import data
+
+    config = tiny_stable_config(epochs=1, batch_size=8, class_guide_weight=1.0)
+    spec = data.DataSpec.parse("phantom_small")
+    result = gan_training.train_gan(config, spec, tmp_path / "run", verbose=0)
+    report = json.loads((tmp_path / "run" / gan_training.GUIDE_REPORT).read_text())
+    # Phantom classes differ in plain sight: a guide that learnt nothing would sit at 0.5.
+    assert report["val_accuracy"] >= 0.75 and 1 <= report["best_epoch"] <= report["epochs_run"]
+    assert "g_guide_accuracy" in result.history
+    assert gan_evaluation.run_class_guide(tmp_path / "run") == {"weight": 1.0, **report}
+    trained = result.gan.class_guide.get_weights()
+
+    keras.utils.set_random_seed(0)
+    fresh = gan_training.build_gan(dataclasses.replace(config, num_classes=result.config.num_classes))
+    assert not all(np.allclose(a, b) for a, b in zip(fresh.class_guide.get_weights(), trained))
+    assert gan_training.restore_train_state(fresh, tmp_path / "run") == 1
+    for a, b in zip(fresh.class_guide.get_weights(), trained):
+        np.testing.assert_array_equal(a, b)  # the guide travels in the resume point
+    written = (tmp_path / "run" / gan_training.GUIDE_REPORT).stat().st_mtime_ns
+    gan_training.train_gan(config, spec, tmp_path / "run", verbose=0)  # finished: nothing is retrained
+    assert (tmp_path / "run" / gan_training.GUIDE_REPORT).stat().st_mtime_ns == written
+
+
+def test_class_guide_weight_starts_late_and_ramps_up():
+    plain, _ = guided_pair(constant_guide(), 1.0)
+    late = gan.ConditionalGAN(
+        plain.generator, plain.discriminator, 16, 2, class_guide=constant_guide(), class_guide_weight=2.0,
+        class_guide_start_step=3, class_guide_ramp_steps=2,
+    )
+    weights = [float(late.class_guide_weight_at(tf.constant(step, tf.int64))) for step in range(7)]
+    np.testing.assert_allclose(weights, [0, 0, 0, 2 / 3, 4 / 3, 2, 2], rtol=1e-6)
+    with pytest.raises(ValueError, match="class_guide_start_step"):
+        gan.ConditionalGAN(plain.generator, plain.discriminator, 16, 2, class_guide=constant_guide(),
+                           class_guide_weight=1.0, class_guide_start_step=-1)
+    config = tiny_stable_config(class_guide_weight=1.0, class_guide_from_epoch=2, class_guide_ramp_epochs=3)
+    built = gan_training.build_gan(config, steps_per_epoch=10)
+    assert (built.class_guide_start_step, built.class_guide_ramp_steps) == (20, 30)
+    with pytest.raises(ValueError, match="class_guide_ramp_epochs"):
+        tiny_stable_config(class_guide_ramp_epochs=-1)
+
+
+def test_a_run_can_start_from_another_runs_weights(tmp_path):
+    from covid_keras import data
+
+    spec = data.DataSpec.parse("phantom_small")
+    source = gan_training.train_gan(tiny_stable_config(batch_size=8), spec, tmp_path / "source", verbose=0)
+    config = dataclasses.replace(source.config, class_guide_weight=1.0)
+    fresh = gan_training.build_gan(config)
+    assert gan_training.initialise_from_run(fresh, tmp_path / "source") == 1
+    for mine, theirs in [(fresh.generator, source.gan.generator), (fresh.discriminator, source.gan.discriminator),
+                         (fresh.ema_generator, source.gan.ema_generator)]:
+        for a, b in zip(mine.get_weights(), theirs.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert int(fresh.step_counter.numpy()) == 0 and int(fresh.g_optimizer.iterations.numpy()) == 0
+
+    other = gan_training.build_gan(dataclasses.replace(source.config, generator_filters=(8, 8, 16)))
+    with pytest.raises(ValueError, match="source.*does not fit"):
+        gan_training.initialise_from_run(other, tmp_path / "source")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        gan_training.initialise_from_run(fresh, tmp_path / "empty")
+
+    result = gan_training.train_gan(tiny_stable_config(batch_size=8), spec, tmp_path / "run", verbose=0,
+                                    init_from=tmp_path / "source")
+    assert result.epochs_done == 1
+    assert json.loads((tmp_path / "run" / gan_training.INIT_REPORT).read_text()) == {
+        "run_dir": str(tmp_path / "source"), "epoch": 1}
+    record = json.loads((tmp_path / "run" / gan_training.CONFIG_FILE).read_text())
+    assert record["init_from"] == str(tmp_path / "source")
