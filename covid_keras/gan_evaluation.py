@@ -895,6 +895,8 @@ def run_class_guide(run_dir: str | os.PathLike) -> dict | None:
     from covid_keras import gan_training
 
     run_dir = pathlib.Path(run_dir)
+    if not (run_dir / gan_training.CONFIG_FILE).exists():  # weights only, from another layout
+        return None
     weight = float(gan_training.read_run_config(run_dir)[0].class_guide_weight)
     if weight <= 0:
         return None

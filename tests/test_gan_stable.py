@@ -173,6 +173,8 @@ def test_stable_run_saves_the_ema_generator_and_logs_class_accuracy(tmp_path):
     assert {"d_class_accuracy", "g_class_accuracy"} <= set(result.history)
     assert "g_guide_accuracy" not in result.history
     assert gan_evaluation.run_class_guide(tmp_path / "run") is None  # an evaluation reports no guide
+    (tmp_path / "weights_only").mkdir()
+    assert gan_evaluation.run_class_guide(tmp_path / "weights_only") is None  # another layout: no config.json
     loaded, loaded_config, _ = gan_training.load_generator(tmp_path / "run")
     assert loaded_config.ema_decay == config.ema_decay
     noise = np.random.default_rng(0).normal(size=(2, config.noise_dim)).astype("float32")
