@@ -820,8 +820,8 @@ def evaluate_gan(
     settings = settings or EvaluationSettings()
     log = print if verbose else (lambda *args: None)
     fit_verbose = 2 if verbose else 0  # one line per classifier epoch
-    generator, class_names, run_dir = _resolve_generator(generator_or_run_dir, which, class_names)
-    guide = run_class_guide(run_dir) if run_dir is not None else None
+    generator, class_names, run_dir, run_config = _resolve_generator(generator_or_run_dir, which, class_names)
+    guide = run_class_guide(run_dir, run_config) if run_dir is not None else None
     image_size = int(generator.output_shape[1])
     real_splits, class_names = _resolve_real(real, image_size, class_names)
     if not isinstance(extractor, FeatureExtractor):
@@ -881,28 +881,25 @@ def evaluate_gan(
 
 
 def _resolve_generator(generator_or_run_dir, which, class_names):
-    """-> (generator, class names or None, run folder or None)."""
+    """-> (generator, class names or None, run folder or None, the run's GanConfig or None)."""
     if isinstance(generator_or_run_dir, keras.Model):
-        return generator_or_run_dir, class_names, None
+        return generator_or_run_dir, class_names, None, None
     run_dir = pathlib.Path(generator_or_run_dir)
-    generator, _config, run_class_names = load_run_generator(run_dir, which)
-    return generator, class_names or tuple(run_class_names), run_dir
+    generator, config, run_class_names = load_run_generator(run_dir, which)
+    return generator, class_names or tuple(run_class_names), run_dir, config
 
 
-def run_class_guide(run_dir: str | os.PathLike) -> dict | None:
-    """The class guide a run's generator was trained against: {"weight", and class_guide.json's
-    accuracy figures}, or None for an unguided run. Fidelity under a guide must say so."""
+def run_class_guide(run_dir: str | os.PathLike, config) -> dict | None:
+    """The class guide the run's generator was trained against (`config`: its GanConfig, or None
+    when unknown): {"weight", and class_guide.json's accuracy figures}, or None for an unguided
+    run. Fidelity under a guide must say so."""
     from covid_keras import gan_training
 
-    run_dir = pathlib.Path(run_dir)
-    if not (run_dir / gan_training.CONFIG_FILE).exists():  # weights only, from another layout
+    if config is None or config.class_guide_weight <= 0:
         return None
-    weight = float(gan_training.read_run_config(run_dir)[0].class_guide_weight)
-    if weight <= 0:
-        return None
-    report_path = run_dir / gan_training.GUIDE_REPORT
+    report_path = pathlib.Path(run_dir) / gan_training.GUIDE_REPORT
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    return {"weight": weight, **report}
+    return {"weight": float(config.class_guide_weight), **report}
 
 
 def _resolve_real(real, image_size, class_names):

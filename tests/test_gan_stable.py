@@ -172,10 +172,9 @@ def test_stable_run_saves_the_ema_generator_and_logs_class_accuracy(tmp_path):
     result = gan_training.train_gan(config, data.DataSpec.parse("phantom_small"), tmp_path / "run", verbose=0)
     assert {"d_class_accuracy", "g_class_accuracy"} <= set(result.history)
     assert "g_guide_accuracy" not in result.history
-    assert gan_evaluation.run_class_guide(tmp_path / "run") is None  # an evaluation reports no guide
-    (tmp_path / "weights_only").mkdir()
-    assert gan_evaluation.run_class_guide(tmp_path / "weights_only") is None  # another layout: no config.json
     loaded, loaded_config, _ = gan_training.load_generator(tmp_path / "run")
+    assert gan_evaluation.run_class_guide(tmp_path / "run", loaded_config) is None  # an evaluation reports no guide
+    assert gan_evaluation.run_class_guide(tmp_path / "run", None) is None  # another layout: no GanConfig
     assert loaded_config.ema_decay == config.ema_decay
     noise = np.random.default_rng(0).normal(size=(2, config.noise_dim)).astype("float32")
     labels = np.array([0, 1], "int32")
@@ -355,7 +354,7 @@ def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path):
     # Phantom classes differ in plain sight: a guide that learnt nothing would sit at 0.5.
     assert report["val_accuracy"] >= 0.75 and 1 <= report["best_epoch"] <= report["epochs_run"]
     assert "g_guide_accuracy" in result.history
-    assert gan_evaluation.run_class_guide(tmp_path / "run") == {"weight": 1.0, **report}
+    assert gan_evaluation.run_class_guide(tmp_path / "run", result.config) == {"weight": 1.0, **report}
     trained = result.gan.class_guide.get_weights()
 
     keras.utils.set_random_seed(0)
