@@ -1149,10 +1149,12 @@ def _summary_header(result: dict) -> list[str]:
                      "a policy near chance hides the classes from a conditional discriminator")
     guide = result.get("class_guide")
     if guide:
-        accuracy = guide.get("val_accuracy") or guide.get("train_accuracy")
+        from covid_keras.gan_training import guide_accuracy  # imported here: evaluation on arrays needs no GAN code
+
+        accuracy, split = guide_accuracy(guide)
         lines.append(
             f"- the generator was trained against a class guide (weight {guide['weight']:g}; accuracy "
-            f"{_fmt(accuracy)} on real validation images): a different network from the judge, trained "
+            f"{_fmt(accuracy)} on real {split} images): a different network from the judge, trained "
             "apart from it. TSTR is the check that no classifier's quirks can pass"
         )
     chance = 1.0 / len(result["class_names"])

@@ -353,6 +353,13 @@ def train_class_guide(
     }
 
 
+def guide_accuracy(report: dict) -> tuple[float | None, str]:
+    """(accuracy, split) of a `train_class_guide` report: validation when it had a validation split, else train."""
+    if report.get("val_accuracy") is not None:
+        return report["val_accuracy"], "validation"
+    return report.get("train_accuracy"), "train"
+
+
 def _fit_class_guide(gan: ConditionalGAN, config: GanConfig, data_spec: data.DataSpec, train_ds, run_dir, verbose) -> None:
     """Train the run's class guide on the real train split (validation split for early stopping)."""
     val_ds = None
@@ -362,8 +369,8 @@ def _fit_class_guide(gan: ConditionalGAN, config: GanConfig, data_spec: data.Dat
     print(f"training the class guide on the real train split ({GUIDE_EPOCHS} epochs at most)")
     report = train_class_guide(gan.class_guide, train_ds, val_ds, seed=config.seed, verbose=verbose)
     _atomic_write_text(run_dir / GUIDE_REPORT, json.dumps(report, indent=2) + "\n")
-    accuracy = report["val_accuracy"] if report["val_accuracy"] is not None else report["train_accuracy"]
-    print(f"class guide: accuracy {accuracy:.3f} on real {'validation' if val_ds is not None else 'train'} images "
+    accuracy, split = guide_accuracy(report)
+    print(f"class guide: accuracy {accuracy:.3f} on real {split} images "
           f"(best epoch {report['best_epoch']} of {report['epochs_run']}); now frozen")
 
 

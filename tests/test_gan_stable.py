@@ -414,3 +414,8 @@ def test_a_run_can_start_from_another_runs_weights(tmp_path):
         "run_dir": str(tmp_path / "source"), "epoch": 1}
     record = json.loads((tmp_path / "run" / gan_training.CONFIG_FILE).read_text())
     assert record["init_from"] == str(tmp_path / "source")
+
+
+def test_guide_accuracy_names_the_split_it_was_measured_on():
+    assert gan_training.guide_accuracy({"val_accuracy": 0.9, "train_accuracy": 0.8}) == (0.9, "validation")
+    assert gan_training.guide_accuracy({"val_accuracy": None, "train_accuracy": 0.8}) == (0.8, "train")
