@@ -62,7 +62,7 @@ def main() -> None:
     train_step = tf.function(lambda: model.train_step((images, labels)), jit_compile=args.jit)
     step = tf.constant(0, tf.int64)
     seeds = model._augment_seeds(step)
-    g_step = tf.function(lambda: model._generator_step(noise, labels, seeds[0], step), jit_compile=args.jit)
+    g_step = tf.function(lambda: model._generator_step(noise, labels, images, labels, seeds[0], step), jit_compile=args.jit)
     d_step = tf.function(
         lambda: model._discriminator_step(images, labels, images, labels, seeds), jit_compile=args.jit
     )

@@ -328,6 +328,8 @@ def build_discriminator(
 
 # What the class guide sees of an image, in its training and when it scores the fakes.
 GUIDE_AUGMENT = ("translation",)
+# What the generator minimises of the guide (see ConditionalGAN).
+CLASS_GUIDE_LOSSES = ("cross_entropy", "feature_matching")
 
 
 def build_class_guide(
@@ -424,6 +426,10 @@ class ConditionalGAN(keras.Model):
     The weight is 0 before step `class_guide_start_step` and rises linearly to full over
     `class_guide_ramp_steps`: from the first step, the guide pulls a generator that makes noise
     towards whatever noise the guide labels right, before it has learnt what an X-ray looks like.
+    `class_guide_loss` "feature_matching" replaces the cross-entropy: per class, the mean and the
+    standard deviation of the guide's features (the input of its last layer) on the fakes are
+    pulled to those on the batch's real images. The cross-entropy is lowest for fakes more
+    typical of their class than any real image; matching the real statistics is not.
     """
 
     def __init__(
@@ -441,6 +447,7 @@ class ConditionalGAN(keras.Model):
         class_guide_weight: float = 0.0,
         class_guide_start_step: int = 0,
         class_guide_ramp_steps: int = 0,
+        class_guide_loss: str = "cross_entropy",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -461,9 +468,16 @@ class ConditionalGAN(keras.Model):
             )
         self.generator = generator
         self.discriminator = discriminator
+        if class_guide_loss not in CLASS_GUIDE_LOSSES:
+            raise ValueError(f"class_guide_loss must be one of {CLASS_GUIDE_LOSSES}, got {class_guide_loss!r}")
         self.class_guide = class_guide
+        self.class_guide_loss = class_guide_loss
+        self._guide_features_and_logits = None
         if class_guide is not None:
             class_guide.trainable = False  # trained on real images before the GAN; never by it
+            self._guide_features_and_logits = keras.Model(
+                class_guide.inputs, [class_guide.layers[-1].input, class_guide.outputs[0]], name="guide_features"
+            )
         self.class_guide_weight = float(class_guide_weight)
         if class_guide_start_step < 0 or class_guide_ramp_steps < 0:
             raise ValueError(
@@ -515,6 +529,7 @@ class ConditionalGAN(keras.Model):
             "class_guide_weight": self.class_guide_weight,
             "class_guide_start_step": self.class_guide_start_step,
             "class_guide_ramp_steps": self.class_guide_ramp_steps,
+            "class_guide_loss": self.class_guide_loss,
         }
 
     @classmethod
@@ -605,7 +620,42 @@ class ConditionalGAN(keras.Model):
         ramp = tf.clip_by_value((since_start + 1.0) / float(self.class_guide_ramp_steps + 1), 0.0, 1.0)
         return self.class_guide_weight * ramp
 
-    def _generator_step(self, noise, fake_labels, augment_seed, step):
+    def _class_statistics(self, features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Per class: (mean [C, F], standard deviation [C, F], count [C]) of `features` [B, F]."""
+        one_hot = tf.one_hot(labels, self.num_classes, dtype=tf.float32)
+        count = tf.reduce_sum(one_hot, axis=0)
+        denominator = tf.maximum(count, 1.0)[:, None]
+        mean = tf.matmul(one_hot, features, transpose_a=True) / denominator
+        variance = tf.matmul(one_hot, tf.square(features), transpose_a=True) / denominator - tf.square(mean)
+        return mean, tf.sqrt(tf.maximum(variance, 0.0) + 1e-6), count
+
+    def _guide_feature_matching(self, fake_features, fake_labels, real_features, real_labels) -> tf.Tensor:
+        """Mean over the classes in both batches of mean_F[(mu_fake - mu_real)^2 + (sd_fake - sd_real)^2]."""
+        fake_mean, fake_sd, fake_count = self._class_statistics(fake_features, fake_labels)
+        real_mean, real_sd, real_count = self._class_statistics(tf.stop_gradient(real_features), real_labels)
+        gap = tf.reduce_mean(tf.square(fake_mean - real_mean) + tf.square(fake_sd - real_sd), axis=-1)
+        present = tf.cast((fake_count > 0) & (real_count > 0), tf.float32)
+        loss = tf.reduce_sum(gap * present) / tf.maximum(tf.reduce_sum(present), 1.0)
+        # A batch statistic, not a per-example mean: divided so that summed replica gradients average.
+        return loss / tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
+
+    def _guide_loss_and_accuracy(self, fakes, fake_labels, real_images, real_labels, seed):
+        """The class guide's term of G's loss (before its weight) and its accuracy on the fakes."""
+        shifted = augment.diff_augment(fakes, GUIDE_AUGMENT, seed)
+        fake_features, guide_logits = self._guide_features_and_logits(shifted, training=False)
+        cross_entropy, accuracy = self._class_loss_and_accuracy(fake_labels, guide_logits)
+        if self.class_guide_loss == "cross_entropy":
+            return cross_entropy, accuracy
+        real_features, _ = self._guide_features_and_logits(
+            augment.diff_augment(real_images, GUIDE_AUGMENT, tf.random.experimental.stateless_fold_in(seed, 1)),
+            training=False,
+        )
+        loss = self._guide_feature_matching(
+            tf.cast(fake_features, tf.float32), fake_labels, tf.cast(real_features, tf.float32), real_labels
+        )
+        return loss, accuracy
+
+    def _generator_step(self, noise, fake_labels, real_images, real_labels, augment_seed, step):
         with tf.GradientTape() as tape:
             fakes = self.generator([noise, fake_labels], training=True)
             logits, class_logits = self._discriminate(self.augment(fakes, augment_seed), fake_labels)
@@ -617,9 +667,9 @@ class ConditionalGAN(keras.Model):
             guide_accuracy = tf.zeros(())
             if self.class_guide is not None:
                 guide_seed = tf.random.experimental.stateless_fold_in(augment_seed, 1)
-                shifted = augment.diff_augment(fakes, GUIDE_AUGMENT, guide_seed)
-                guide_logits = self.class_guide(shifted, training=False)
-                guide_loss, guide_accuracy = self._class_loss_and_accuracy(fake_labels, guide_logits)
+                guide_loss, guide_accuracy = self._guide_loss_and_accuracy(
+                    fakes, fake_labels, real_images, real_labels, guide_seed
+                )
                 g_loss += self.class_guide_weight_at(step) * guide_loss
             scaled_loss = self.g_optimizer.scale_loss(g_loss)
         grads = tape.gradient(scaled_loss, self.generator.trainable_variables)
@@ -692,7 +742,9 @@ class ConditionalGAN(keras.Model):
         noise, fake_labels = self._noise_and_labels(tf.shape(real_images)[0], step)
         augment_seeds = self._augment_seeds(step)
 
-        g_loss, g_class_accuracy, g_guide_accuracy, fakes = self._generator_step(noise, fake_labels, augment_seeds[0], step)
+        g_loss, g_class_accuracy, g_guide_accuracy, fakes = self._generator_step(
+            noise, fake_labels, real_images, real_labels, augment_seeds[0], step
+        )
         d_steps_now = tf.equal(step % self.d_every, 0)
         d_step = lambda: self._discriminator_step(real_images, real_labels, fakes, fake_labels, augment_seeds)  # noqa: E731
         if tf.distribute.get_replica_context().num_replicas_in_sync == 1:

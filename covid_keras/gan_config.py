@@ -14,7 +14,9 @@ import os
 from typing import Any
 
 from covid_keras.augment import POLICIES as DIFF_AUGMENT_POLICIES
-from covid_keras.gan import DISCRIMINATOR_CONDITIONINGS, DISCRIMINATOR_NORMS, GENERATOR_CONDITIONINGS, LOSSES
+from covid_keras.gan import (
+    CLASS_GUIDE_LOSSES, DISCRIMINATOR_CONDITIONINGS, DISCRIMINATOR_NORMS, GENERATOR_CONDITIONINGS, LOSSES,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine_restarts")
@@ -53,6 +55,9 @@ class GanConfig:
     # > 0: a classifier is trained on the real train split first, then frozen; G also minimises its
     # class cross-entropy on the fakes, times this weight (covid_keras.gan.build_class_guide).
     class_guide_weight: float = 0.0
+    # What G minimises of the guide: "cross_entropy" of its labels on the fakes, or
+    # "feature_matching": the per-class mean and spread of its features on fakes vs real images.
+    class_guide_loss: str = "cross_entropy"
     # The guide's weight is 0 before this epoch, then rises linearly to full over class_guide_ramp_epochs.
     class_guide_from_epoch: int = 0
     class_guide_ramp_epochs: int = 0
@@ -92,6 +97,7 @@ class GanConfig:
         _check_choice("generator_conditioning", self.generator_conditioning, GENERATOR_CONDITIONINGS)
         _check_choice("discriminator_conditioning", self.discriminator_conditioning, DISCRIMINATOR_CONDITIONINGS)
         _check_choice("discriminator_norm", self.discriminator_norm, DISCRIMINATOR_NORMS)
+        _check_choice("class_guide_loss", self.class_guide_loss, CLASS_GUIDE_LOSSES)
         for policy in self.diff_augment:
             _check_choice("diff_augment", policy, DIFF_AUGMENT_POLICIES)
         if not 0.0 <= self.ema_decay < 1.0:

@@ -891,7 +891,7 @@ def _resolve_generator(generator_or_run_dir, which, class_names):
 
 def run_class_guide(run_dir: str | os.PathLike, config) -> dict | None:
     """The class guide the run's generator was trained against (`config`: its GanConfig, or None
-    when unknown): {"weight", and class_guide.json's accuracy figures}, or None for an unguided
+    when unknown): {"weight", "loss", and class_guide.json's accuracy figures}, or None for an unguided
     run. Fidelity under a guide must say so."""
     from covid_keras import gan_training
 
@@ -899,7 +899,7 @@ def run_class_guide(run_dir: str | os.PathLike, config) -> dict | None:
         return None
     report_path = pathlib.Path(run_dir) / gan_training.GUIDE_REPORT
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    return {"weight": float(config.class_guide_weight), **report}
+    return {"weight": float(config.class_guide_weight), "loss": config.class_guide_loss, **report}
 
 
 def _resolve_real(real, image_size, class_names):
@@ -1153,7 +1153,8 @@ def _summary_header(result: dict) -> list[str]:
 
         accuracy, split = guide_accuracy(guide)
         lines.append(
-            f"- the generator was trained against a class guide (weight {guide['weight']:g}; accuracy "
+            f"- the generator was trained against a class guide ({guide['loss'].replace('_', ' ')}, "
+            f"weight {guide['weight']:g}; accuracy "
             f"{_fmt(accuracy)} on real {split} images): a different network from the judge, trained "
             "apart from it. TSTR is the check that no classifier's quirks can pass"
         )

@@ -39,6 +39,7 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
             "generator_conditioning": gan_config.GENERATOR_CONDITIONINGS,
             "discriminator_conditioning": gan_config.DISCRIMINATOR_CONDITIONINGS,
             "discriminator_norm": gan_config.DISCRIMINATOR_NORMS,
+            "class_guide_loss": gan_config.CLASS_GUIDE_LOSSES,
         }.get(field.name)
         parser.add_argument(flag, type=type(default), default=None, choices=choices, help=help_text)
 

@@ -284,7 +284,7 @@ def constant_guide(logits=(2.0, 0.0)):
     return guide
 
 
-def guided_pair(guide, weight):
+def guided_pair(guide, weight, **guide_options):
     """Two GANs with the same generator and discriminator weights, one of them guided by `guide`."""
     config = tiny_stable_config(ema_decay=0.0)
     keras.utils.set_random_seed(0)
@@ -292,7 +292,7 @@ def guided_pair(guide, weight):
     guided = gan.ConditionalGAN(
         keras.models.clone_model(plain.generator), keras.models.clone_model(plain.discriminator),
         config.noise_dim, 2, config.d_every, config.seed, diff_augment=config.diff_augment,
-        aux_class_weight=config.aux_class_weight, class_guide=guide, class_guide_weight=weight,
+        aux_class_weight=config.aux_class_weight, class_guide=guide, class_guide_weight=weight, **guide_options,
     )
     guided.generator.set_weights(plain.generator.get_weights())
     guided.discriminator.set_weights(plain.discriminator.get_weights())
@@ -344,6 +344,52 @@ def test_class_guide_weight_and_guide_go_together():
         tiny_stable_config(class_guide_weight=-1.0)
 
 
+def test_guide_feature_matching_compares_each_classes_mean_and_spread():
+    _, guided = guided_pair(constant_guide(), 1.0)
+    match = lambda fake, fake_labels, real, real_labels: float(guided._guide_feature_matching(  # noqa: E731
+        tf.constant(fake, tf.float32), tf.constant(fake_labels), tf.constant(real, tf.float32), tf.constant(real_labels)))
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(8, 5))
+    labels = np.array([0, 1] * 4, "int32")
+    assert match(real, labels, real, labels) == pytest.approx(0.0, abs=1e-6)
+    # Class 0's features shifted by 0.5: (0.5^2 for class 0 + 0 for class 1) / 2 classes.
+    shifted = real + np.where(labels[:, None] == 0, 0.5, 0.0)
+    assert match(shifted, labels, real, labels) == pytest.approx(0.125, rel=1e-4)
+    # Class 1's spread doubled about its mean: (sd_fake - sd_real)^2 = sd_real^2, averaged.
+    class_1 = real[labels == 1]
+    spread = real.copy()
+    spread[labels == 1] = class_1.mean(0) + 2 * (class_1 - class_1.mean(0))
+    expected = np.mean(class_1.std(0) ** 2) / 2
+    assert match(spread, labels, real, labels) == pytest.approx(expected, rel=1e-3)
+    # A class that only one batch holds is left out, not compared with zeros.
+    only_0 = np.zeros(8, "int32")
+    assert match(real[labels == 0].repeat(2, 0), only_0, real, labels) == pytest.approx(
+        match(real[labels == 0], labels[labels == 0], real, labels), rel=1e-5)
+
+
+def test_a_feature_matching_guide_steers_the_generator_and_is_never_trained():
+    keras.utils.set_random_seed(3)
+    guide = gan.build_class_guide(SIZE, 2, filters=(4, 4))
+    guide_before = [w.copy() for w in guide.get_weights()]
+    plain, guided = guided_pair(guide, 1.0, class_guide_loss="feature_matching")
+    images, labels = reals()
+    plain_logs = plain.train_step((tf.constant(images), tf.constant(labels)))
+    guided_logs = guided.train_step((tf.constant(images), tf.constant(labels)))
+    assert float(guided_logs["g_loss"]) > float(plain_logs["g_loss"])  # random fakes are not real statistics
+    assert 0.0 <= float(guided_logs["g_guide_accuracy"]) <= 1.0
+    for before, after in zip(guide_before, guide.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert any(not np.allclose(a, b) for a, b in zip(plain.generator.get_weights(), guided.generator.get_weights()))
+    assert gan.ConditionalGAN.from_config(guided.get_config()).class_guide_loss == "feature_matching"
+    config = tiny_stable_config(class_guide_weight=1.0, class_guide_loss="feature_matching")
+    assert gan_training.build_gan(config).class_guide_loss == "feature_matching"
+    with pytest.raises(ValueError, match="class_guide_loss"):
+        tiny_stable_config(class_guide_loss="kl_divergence")
+    with pytest.raises(ValueError, match="class_guide_loss"):
+        gan.ConditionalGAN(plain.generator, plain.discriminator, 16, 2, class_guide=guide, class_guide_weight=1.0,
+                           class_guide_loss="kl_divergence")
+
+
 def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path):
     from covid_keras import data
 
@@ -354,7 +400,7 @@ def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path):
     # Phantom classes differ in plain sight: a guide that learnt nothing would sit at 0.5.
     assert report["val_accuracy"] >= 0.75 and 1 <= report["best_epoch"] <= report["epochs_run"]
     assert "g_guide_accuracy" in result.history
-    assert gan_evaluation.run_class_guide(tmp_path / "run", result.config) == {"weight": 1.0, **report}
+    assert gan_evaluation.run_class_guide(tmp_path / "run", result.config) == {"weight": 1.0, "loss": "cross_entropy", **report}
     trained = result.gan.class_guide.get_weights()
 
     keras.utils.set_random_seed(0)
