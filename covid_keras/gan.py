@@ -468,8 +468,7 @@ class ConditionalGAN(keras.Model):
             )
         self.generator = generator
         self.discriminator = discriminator
-        if class_guide_loss not in CLASS_GUIDE_LOSSES:
-            raise ValueError(f"class_guide_loss must be one of {CLASS_GUIDE_LOSSES}, got {class_guide_loss!r}")
+        _check_choice("class_guide_loss", class_guide_loss, CLASS_GUIDE_LOSSES)
         self.class_guide = class_guide
         self.class_guide_loss = class_guide_loss
         self._guide_features_and_logits = None
