@@ -24,7 +24,9 @@ discriminator input (`covid_keras.augment`), an auxiliary classification head on
 (AC-GAN: D learns the class of real images, G is rewarded when D recognises the class of its
 fakes), an exponential moving average of the generator's weights that samples are drawn from, and
 a class guide (a classifier trained on real images, then frozen, whose cross-entropy on the fakes
-G also minimises: the discriminator's own class head stays a weak classifier on real images).
+G also minimises: the discriminator's own class head stays a weak classifier on real images), and
+a mode-seeking term (Mao et al. 2019, MSGAN): G is penalised when two noises of the same class give
+nearly the same image.
 """
 
 from __future__ import annotations
@@ -430,6 +432,10 @@ class ConditionalGAN(keras.Model):
     standard deviation of the guide's features (the input of its last layer) on the fakes are
     pulled to those on the batch's real images. The cross-entropy is lowest for fakes more
     typical of their class than any real image; matching the real statistics is not.
+    `mode_seeking_weight` > 0 pairs the fakes (the second half of each replica's batch gets the
+    first half's labels) and adds weight / (r + 1e-5) to G's loss, where r is the mean absolute
+    difference between paired images over that between their noises (MSGAN's form): a generator
+    that ignores its noise within a class pays the most.
     """
 
     def __init__(
@@ -448,6 +454,7 @@ class ConditionalGAN(keras.Model):
         class_guide_start_step: int = 0,
         class_guide_ramp_steps: int = 0,
         class_guide_loss: str = "cross_entropy",
+        mode_seeking_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -483,6 +490,9 @@ class ConditionalGAN(keras.Model):
                 f"class_guide_start_step ({class_guide_start_step}) and class_guide_ramp_steps "
                 f"({class_guide_ramp_steps}) must be >= 0"
             )
+        if mode_seeking_weight < 0:
+            raise ValueError(f"mode_seeking_weight must be >= 0, got {mode_seeking_weight}")
+        self.mode_seeking_weight = float(mode_seeking_weight)
         self.class_guide_start_step = int(class_guide_start_step)
         self.class_guide_ramp_steps = int(class_guide_ramp_steps)
         self.noise_dim = int(noise_dim)
@@ -510,6 +520,8 @@ class ConditionalGAN(keras.Model):
         self.g_class_accuracy_tracker = keras.metrics.Mean(name="g_class_accuracy")
         # The share of fakes the class guide labels as their conditioning class.
         self.g_guide_accuracy_tracker = keras.metrics.Mean(name="g_guide_accuracy")
+        # Paired fakes' image distance over their noise distance (see _mode_seeking_ratio).
+        self.g_mode_seeking_ratio_tracker = keras.metrics.Mean(name="g_mode_seeking_ratio")
         self.built = True
 
     def get_config(self) -> dict:
@@ -529,6 +541,7 @@ class ConditionalGAN(keras.Model):
             "class_guide_start_step": self.class_guide_start_step,
             "class_guide_ramp_steps": self.class_guide_ramp_steps,
             "class_guide_loss": self.class_guide_loss,
+            "mode_seeking_weight": self.mode_seeking_weight,
         }
 
     @classmethod
@@ -564,6 +577,8 @@ class ConditionalGAN(keras.Model):
             trackers += [self.d_class_accuracy_tracker, self.g_class_accuracy_tracker]
         if self.class_guide is not None:
             trackers.append(self.g_guide_accuracy_tracker)
+        if self.mode_seeking_weight > 0:
+            trackers.append(self.g_mode_seeking_ratio_tracker)
         return trackers
 
     @property
@@ -585,7 +600,11 @@ class ConditionalGAN(keras.Model):
         noise = tf.random.stateless_normal([global_batch, self.noise_dim], seed=seeds[0])
         labels = tf.random.stateless_uniform([global_batch], seed=seeds[1], maxval=self.num_classes, dtype=tf.int32)
         start = replica * local_batch
-        return noise[start : start + local_batch], labels[start : start + local_batch]
+        noise, labels = noise[start : start + local_batch], labels[start : start + local_batch]
+        if self.mode_seeking_weight > 0:
+            pairs = local_batch // 2  # fake i and fake i + pairs share a label
+            labels = tf.concat([labels[:pairs], labels[:pairs], labels[2 * pairs :]], axis=0)
+        return noise, labels
 
     def _augment_seeds(self, step: tf.Tensor) -> tf.Tensor:
         """[3, 2] seeds: G's view of the fakes, D's view of the reals, D's view of the fakes."""
@@ -654,6 +673,19 @@ class ConditionalGAN(keras.Model):
         )
         return loss, accuracy
 
+    def _mode_seeking_ratio(self, noise: tf.Tensor, fakes: tf.Tensor) -> tf.Tensor:
+        """mean|fake_i - fake_{i+n}| / mean|noise_i - noise_{i+n}| over this replica's n = B // 2 pairs."""
+        pairs = tf.shape(fakes)[0] // 2
+        fakes = tf.cast(fakes, tf.float32)
+        image_gap = tf.reduce_mean(tf.abs(fakes[:pairs] - fakes[pairs : 2 * pairs]))
+        noise_gap = tf.reduce_mean(tf.abs(noise[:pairs] - noise[pairs : 2 * pairs]))
+        return image_gap / noise_gap
+
+    def _mode_seeking_loss(self, ratio: tf.Tensor) -> tf.Tensor:
+        # A batch statistic, not a per-example mean: divided so that summed replica gradients average.
+        replicas = tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
+        return 1.0 / (ratio + 1e-5) / replicas
+
     def _generator_step(self, noise, fake_labels, real_images, real_labels, augment_seed, step):
         with tf.GradientTape() as tape:
             fakes = self.generator([noise, fake_labels], training=True)
@@ -670,12 +702,16 @@ class ConditionalGAN(keras.Model):
                     fakes, fake_labels, real_images, real_labels, guide_seed
                 )
                 g_loss += self.class_guide_weight_at(step) * guide_loss
+            mode_seeking_ratio = tf.zeros(())
+            if self.mode_seeking_weight > 0:
+                mode_seeking_ratio = self._mode_seeking_ratio(noise, fakes)
+                g_loss += self.mode_seeking_weight * self._mode_seeking_loss(mode_seeking_ratio)
             scaled_loss = self.g_optimizer.scale_loss(g_loss)
         grads = tape.gradient(scaled_loss, self.generator.trainable_variables)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         if self.ema_generator is not None:
             self._update_ema()
-        return g_loss, class_accuracy, guide_accuracy, tf.stop_gradient(fakes)
+        return g_loss, class_accuracy, guide_accuracy, mode_seeking_ratio, tf.stop_gradient(fakes)
 
     def _update_ema(self) -> None:
         # Warm-up (as tf.train.ExponentialMovingAverage's num_updates): early on the average would
@@ -741,7 +777,7 @@ class ConditionalGAN(keras.Model):
         noise, fake_labels = self._noise_and_labels(tf.shape(real_images)[0], step)
         augment_seeds = self._augment_seeds(step)
 
-        g_loss, g_class_accuracy, g_guide_accuracy, fakes = self._generator_step(
+        g_loss, g_class_accuracy, g_guide_accuracy, g_mode_seeking_ratio, fakes = self._generator_step(
             noise, fake_labels, real_images, real_labels, augment_seeds[0], step
         )
         d_steps_now = tf.equal(step % self.d_every, 0)
@@ -764,4 +800,8 @@ class ConditionalGAN(keras.Model):
             self.g_class_accuracy_tracker.update_state(_global_sum(g_class_accuracy))
         if self.class_guide is not None:
             self.g_guide_accuracy_tracker.update_state(_global_sum(g_guide_accuracy))
+        if self.mode_seeking_weight > 0:
+            # A ratio per replica, so averaged over replicas rather than summed.
+            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+            self.g_mode_seeking_ratio_tracker.update_state(_global_sum(g_mode_seeking_ratio) / replicas)
         return {m.name: m.result() for m in self.metrics}

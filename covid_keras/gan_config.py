@@ -61,6 +61,9 @@ class GanConfig:
     # The guide's weight is 0 before this epoch, then rises linearly to full over class_guide_ramp_epochs.
     class_guide_from_epoch: int = 0
     class_guide_ramp_epochs: int = 0
+    # > 0: G also pays this weight / (image distance / noise distance) over pairs of fakes of one
+    # class (MSGAN's mode-seeking term), against samples that ignore their noise.
+    mode_seeking_weight: float = 0.0
 
     # Optimisation.
     batch_size: int = 8
@@ -104,6 +107,8 @@ class GanConfig:
             raise ValueError(f"GanConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.aux_class_weight < 0:
             raise ValueError(f"GanConfig.aux_class_weight must be >= 0, got {self.aux_class_weight}")
+        if self.mode_seeking_weight < 0:
+            raise ValueError(f"GanConfig.mode_seeking_weight must be >= 0, got {self.mode_seeking_weight}")
         if self.class_guide_weight < 0:
             raise ValueError(f"GanConfig.class_guide_weight must be >= 0, got {self.class_guide_weight}")
         for name in ("class_guide_from_epoch", "class_guide_ramp_epochs"):

@@ -138,7 +138,7 @@ def build_gan(
             class_guide_weight=config.class_guide_weight,
             class_guide_start_step=config.class_guide_from_epoch * steps_per_epoch,
             class_guide_ramp_steps=config.class_guide_ramp_epochs * steps_per_epoch,
-            class_guide_loss=config.class_guide_loss,
+            class_guide_loss=config.class_guide_loss, mode_seeking_weight=config.mode_seeking_weight,
         )
     g_period = config.restart_epochs * steps_per_epoch
     gan.compile(

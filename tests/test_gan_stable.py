@@ -465,3 +465,68 @@ def test_a_run_can_start_from_another_runs_weights(tmp_path):
 def test_guide_accuracy_names_the_split_it_was_measured_on():
     assert gan_training.guide_accuracy({"val_accuracy": 0.9, "train_accuracy": 0.8}) == (0.9, "validation")
     assert gan_training.guide_accuracy({"val_accuracy": None, "train_accuracy": 0.8}) == (0.8, "train")
+
+
+# --------------------------------------------------------------------------- mode seeking
+
+
+def seeking_gan(weight, ema_decay=0.0):
+    config = tiny_stable_config(ema_decay=ema_decay, mode_seeking_weight=weight)
+    keras.utils.set_random_seed(0)
+    model = gan_training.build_gan(config)
+    randomize_class_affines(model.generator)
+    return model
+
+
+def test_mode_seeking_pairs_the_fakes_labels_only_when_it_is_on():
+    step = tf.constant(5, tf.int64)
+    noise, labels = seeking_gan(1.0)._noise_and_labels(tf.constant(7), step)
+    plain_noise, plain_labels = seeking_gan(0.0)._noise_and_labels(tf.constant(7), step)
+    np.testing.assert_array_equal(noise, plain_noise)  # the same draw, so runs without it are unchanged
+    labels, plain_labels = labels.numpy(), plain_labels.numpy()
+    np.testing.assert_array_equal(labels[:3], plain_labels[:3])
+    np.testing.assert_array_equal(labels[3:6], labels[:3])  # fake i and fake i + 3 share a label
+    assert labels[6] == plain_labels[6]  # an odd batch's last fake has no partner
+
+
+def test_mode_seeking_ratio_is_image_distance_over_noise_distance():
+    model = seeking_gan(1.0)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(5, 16)).astype("float32")
+    fakes = rng.uniform(-1, 1, (5, SIZE, SIZE, 1)).astype("float32")
+    expected = np.abs(fakes[:2] - fakes[2:4]).mean() / np.abs(noise[:2] - noise[2:4]).mean()
+    ratio = float(model._mode_seeking_ratio(tf.constant(noise), tf.constant(fakes)))
+    assert ratio == pytest.approx(expected, rel=1e-5)
+    collapsed = np.concatenate([fakes[:2], fakes[:2], fakes[4:]])
+    assert float(model._mode_seeking_ratio(tf.constant(noise), tf.constant(collapsed))) == 0.0
+    assert float(model._mode_seeking_loss(tf.constant(0.5))) == pytest.approx(1 / (0.5 + 1e-5))
+
+
+def test_mode_seeking_adds_its_weighted_term_to_the_generator_loss_and_steers_it():
+    images, labels = reals()
+    weak, strong = seeking_gan(1.0), seeking_gan(10.0)
+    noise, fake_labels = weak._noise_and_labels(tf.constant(4), tf.constant(0, tf.int64))
+    fakes = weak.generator([noise, fake_labels], training=True).numpy()
+    expected_ratio = np.abs(fakes[:2] - fakes[2:]).mean() / np.abs(noise.numpy()[:2] - noise.numpy()[2:]).mean()
+    weak_logs = weak.train_step((tf.constant(images), tf.constant(labels)))
+    strong_logs = strong.train_step((tf.constant(images), tf.constant(labels)))
+    ratio = float(weak_logs["g_mode_seeking_ratio"])
+    assert ratio == pytest.approx(expected_ratio, rel=1e-4)  # measured on the fakes before the update
+    assert float(strong_logs["g_mode_seeking_ratio"]) == pytest.approx(ratio, rel=1e-5)
+    # Same weights, noise and labels: the losses differ by 9 times the term alone.
+    gap = float(strong_logs["g_loss"]) - float(weak_logs["g_loss"])
+    assert gap == pytest.approx(9.0 / (ratio + 1e-5), rel=1e-3)
+    assert any(not np.allclose(a, b) for a, b in zip(weak.generator.get_weights(), strong.generator.get_weights()))
+    assert "g_mode_seeking_ratio" not in seeking_gan(0.0).train_step((tf.constant(images), tf.constant(labels)))
+
+
+def test_mode_seeking_weight_is_configured_checked_and_saved():
+    model = seeking_gan(2.0)
+    assert model.mode_seeking_weight == 2.0
+    assert gan.ConditionalGAN.from_config(model.get_config()).mode_seeking_weight == 2.0
+    config = tiny_stable_config(mode_seeking_weight=2.0)
+    assert gan_config.GanConfig.from_json(config.to_json()).mode_seeking_weight == 2.0
+    with pytest.raises(ValueError, match="mode_seeking_weight"):
+        tiny_stable_config(mode_seeking_weight=-1.0)
+    with pytest.raises(ValueError, match="mode_seeking_weight"):
+        gan.ConditionalGAN(model.generator, model.discriminator, 16, 2, mode_seeking_weight=-0.5)
