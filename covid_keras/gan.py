@@ -406,6 +406,15 @@ def _global_sum(value: tf.Tensor) -> tf.Tensor:
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
+def _replica_share(batch_statistic: tf.Tensor) -> tf.Tensor:
+    """A loss computed from this replica's batch statistics, divided by the number of replicas.
+
+    Per-example losses are averaged over the global batch (`tf.nn.compute_average_loss`); a batch
+    statistic is not per example, so this division is what makes the summed replica gradients average.
+    """
+    return batch_statistic / tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
+
+
 @keras.saving.register_keras_serializable(package="covid_keras")
 class ConditionalGAN(keras.Model):
     """Generator + discriminator trained with the study's loop (see the module docstring).
@@ -653,9 +662,7 @@ class ConditionalGAN(keras.Model):
         real_mean, real_sd, real_count = self._class_statistics(tf.stop_gradient(real_features), real_labels)
         gap = tf.reduce_mean(tf.square(fake_mean - real_mean) + tf.square(fake_sd - real_sd), axis=-1)
         present = tf.cast((fake_count > 0) & (real_count > 0), tf.float32)
-        loss = tf.reduce_sum(gap * present) / tf.maximum(tf.reduce_sum(present), 1.0)
-        # A batch statistic, not a per-example mean: divided so that summed replica gradients average.
-        return loss / tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
+        return _replica_share(tf.reduce_sum(gap * present) / tf.maximum(tf.reduce_sum(present), 1.0))
 
     def _guide_loss_and_accuracy(self, fakes, fake_labels, real_images, real_labels, seed):
         """The class guide's term of G's loss (before its weight) and its accuracy on the fakes."""
@@ -682,9 +689,7 @@ class ConditionalGAN(keras.Model):
         return image_gap / noise_gap
 
     def _mode_seeking_loss(self, ratio: tf.Tensor) -> tf.Tensor:
-        # A batch statistic, not a per-example mean: divided so that summed replica gradients average.
-        replicas = tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
-        return 1.0 / (ratio + 1e-5) / replicas
+        return _replica_share(1.0 / (ratio + 1e-5))
 
     def _generator_step(self, noise, fake_labels, real_images, real_labels, augment_seed, step):
         with tf.GradientTape() as tape:
@@ -802,6 +807,5 @@ class ConditionalGAN(keras.Model):
             self.g_guide_accuracy_tracker.update_state(_global_sum(g_guide_accuracy))
         if self.mode_seeking_weight > 0:
             # A ratio per replica, so averaged over replicas rather than summed.
-            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-            self.g_mode_seeking_ratio_tracker.update_state(_global_sum(g_mode_seeking_ratio) / replicas)
+            self.g_mode_seeking_ratio_tracker.update_state(_global_sum(_replica_share(g_mode_seeking_ratio)))
         return {m.name: m.result() for m in self.metrics}

@@ -470,8 +470,8 @@ def test_guide_accuracy_names_the_split_it_was_measured_on():
 # --------------------------------------------------------------------------- mode seeking
 
 
-def seeking_gan(weight, ema_decay=0.0):
-    config = tiny_stable_config(ema_decay=ema_decay, mode_seeking_weight=weight)
+def seeking_gan(weight):
+    config = tiny_stable_config(ema_decay=0.0, mode_seeking_weight=weight)
     keras.utils.set_random_seed(0)
     model = gan_training.build_gan(config)
     randomize_class_affines(model.generator)
