@@ -109,6 +109,10 @@ class GanConfig:
             raise ValueError(f"GanConfig.aux_class_weight must be >= 0, got {self.aux_class_weight}")
         if self.mode_seeking_weight < 0:
             raise ValueError(f"GanConfig.mode_seeking_weight must be >= 0, got {self.mode_seeking_weight}")
+        if self.mode_seeking_weight > 0 and self.batch_size < 2:
+            raise ValueError(
+                f"GanConfig.mode_seeking_weight > 0 compares pairs of fakes: batch_size must be >= 2, got {self.batch_size}"
+            )
         if self.class_guide_weight < 0:
             raise ValueError(f"GanConfig.class_guide_weight must be >= 0, got {self.class_guide_weight}")
         for name in ("class_guide_from_epoch", "class_guide_ramp_epochs"):

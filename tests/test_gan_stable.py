@@ -528,5 +528,7 @@ def test_mode_seeking_weight_is_configured_checked_and_saved():
     assert gan_config.GanConfig.from_json(config.to_json()).mode_seeking_weight == 2.0
     with pytest.raises(ValueError, match="mode_seeking_weight"):
         tiny_stable_config(mode_seeking_weight=-1.0)
+    with pytest.raises(ValueError, match="pairs of fakes: batch_size"):
+        tiny_stable_config(mode_seeking_weight=1.0, batch_size=1)  # one fake has no partner: the ratio is 0 / 0
     with pytest.raises(ValueError, match="mode_seeking_weight"):
         gan.ConditionalGAN(model.generator, model.discriminator, 16, 2, mode_seeking_weight=-0.5)
