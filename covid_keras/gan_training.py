@@ -520,6 +520,15 @@ def _check_architecture(config: GanConfig) -> None:
     resolve_discriminator_padding(config.image_size, len(config.discriminator_filters), config.discriminator_padding)
 
 
+def _check_mode_seeking_pairs(config: GanConfig, replicas: int) -> None:
+    """Mode seeking pairs the fakes within each replica's share of the batch: it needs two there."""
+    if config.mode_seeking_weight > 0 and config.batch_size // replicas < 2:
+        raise ValueError(
+            f"GanConfig.mode_seeking_weight > 0 pairs the fakes on each of the {replicas} replicas: batch_size "
+            f"({config.batch_size}) must be at least 2 per replica, i.e. >= {2 * replicas}"
+        )
+
+
 def _check_two_classes(data_spec: data.DataSpec, class_names: Sequence[str]) -> None:
     """A conditional GAN needs images of at least two classes in the train split."""
     try:
@@ -571,7 +580,9 @@ def train_gan(
     """
     run_dir = pathlib.Path(run_dir)
     precision, jit_compile = runtime.resolve(precision, jit_compile)
+    strategy = strategy or tf.distribute.get_strategy()
     _check_architecture(config)  # before touching the data or the run dir
+    _check_mode_seeking_pairs(config, strategy.num_replicas_in_sync)
     data.prepare(data_spec)
     class_names = data.class_names(data_spec)
     _check_two_classes(data_spec, class_names)
@@ -585,7 +596,6 @@ def train_gan(
     if steps_per_epoch == 0:
         raise ValueError(f"the train split of {data_spec.config!r} has fewer images than batch_size={config.batch_size}")
 
-    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same config
     with strategy.scope():
         gan = build_gan(config, steps_per_epoch, jit_compile=jit_compile, precision=precision)

@@ -532,3 +532,11 @@ def test_mode_seeking_weight_is_configured_checked_and_saved():
         tiny_stable_config(mode_seeking_weight=1.0, batch_size=1)  # one fake has no partner: the ratio is 0 / 0
     with pytest.raises(ValueError, match="mode_seeking_weight"):
         gan.ConditionalGAN(model.generator, model.discriminator, 16, 2, mode_seeking_weight=-0.5)
+
+
+def test_mode_seeking_needs_a_pair_of_fakes_on_every_replica():
+    config = tiny_stable_config(mode_seeking_weight=1.0, batch_size=6)
+    gan_training._check_mode_seeking_pairs(config, replicas=3)  # two fakes per replica: one pair each
+    with pytest.raises(ValueError, match=r"each of the 4 replicas: batch_size \(6\).*>= 8"):
+        gan_training._check_mode_seeking_pairs(config, replicas=4)
+    gan_training._check_mode_seeking_pairs(dataclasses.replace(config, mode_seeking_weight=0.0), replicas=4)
