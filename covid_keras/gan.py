@@ -56,6 +56,7 @@ def _batch_norm(name: str, **kwargs) -> keras.layers.BatchNormalization:
     return keras.layers.BatchNormalization(name=name, synchronized=synchronized, **_BN, **kwargs)
 
 GENERATOR_CONDITIONINGS = ("concat", "class_bn")
+GENERATOR_UPSAMPLINGS = ("transpose", "resize")
 DISCRIMINATOR_CONDITIONINGS = ("concat", "projection")
 DISCRIMINATOR_NORMS = ("batch", "spectral")
 
@@ -188,14 +189,20 @@ def build_generator(
     filters: Sequence[int] = (256, 128, 64, 32),
     base_channels: int = 128,
     conditioning: str = "concat",
+    upsampling: str = "transpose",
     name: str = "generator",
 ) -> keras.Model:
     """Inputs [noise float32 [B, noise_dim], label int32 [B]] -> image float32 [B, S, S, 1] in [-1, 1].
 
     `conditioning` "concat" is the study's (a label plane beside the noise map); "class_bn" also
     makes every block's BatchNorm class-conditional.
+    `upsampling` "transpose" is the study's k4 s2 `Conv2DTranspose`; "resize" doubles the map by
+    nearest neighbour and convolves it (k3, zero-padded by 2 so each block keeps the transposed
+    block's size): every output pixel then gets the same number of kernel taps, so the blocks
+    cannot paint a period-2 or period-4 checkerboard (Odena et al. 2016).
     """
     _check_choice("generator conditioning", conditioning, GENERATOR_CONDITIONINGS)
+    _check_choice("generator upsampling", upsampling, GENERATOR_UPSAMPLINGS)
     base, crops = upsampling_plan(image_size, len(filters))
     noise = keras.Input((noise_dim,), name="noise")
     label = keras.Input((), dtype="int32", name="label")
@@ -210,9 +217,14 @@ def build_generator(
 
     for i, (n_filters, crop) in enumerate(zip(filters, crops), start=1):
         block = f"conv_layer_set_{i}"
-        x = keras.layers.Conv2DTranspose(
-            n_filters, 4, strides=2, padding="valid", use_bias=False, name=f"{block}_deconv"
-        )(x)
+        if upsampling == "resize":
+            x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{block}_upsample")(x)
+            x = keras.layers.ZeroPadding2D(2, name=f"{block}_pad")(x)  # 2n -> 2n + 2 after the k3 conv
+            x = keras.layers.Conv2D(n_filters, 3, padding="valid", use_bias=False, name=f"{block}_conv")(x)
+        else:
+            x = keras.layers.Conv2DTranspose(
+                n_filters, 4, strides=2, padding="valid", use_bias=False, name=f"{block}_deconv"
+            )(x)
         if crop:
             x = _crop(crop, f"{block}_crop")(x)
         if conditioning == "class_bn":

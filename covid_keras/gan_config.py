@@ -15,7 +15,8 @@ from typing import Any
 
 from covid_keras.augment import POLICIES as DIFF_AUGMENT_POLICIES
 from covid_keras.gan import (
-    CLASS_GUIDE_LOSSES, DISCRIMINATOR_CONDITIONINGS, DISCRIMINATOR_NORMS, GENERATOR_CONDITIONINGS, LOSSES,
+    CLASS_GUIDE_LOSSES, DISCRIMINATOR_CONDITIONINGS, DISCRIMINATOR_NORMS, GENERATOR_CONDITIONINGS,
+    GENERATOR_UPSAMPLINGS, LOSSES,
 )
 
 OPTIMIZERS = ("sgd", "adam")
@@ -46,6 +47,7 @@ class GanConfig:
     dropout: float = 0.5
     # Beyond the study (see covid_keras.gan); the defaults are the study's model.
     generator_conditioning: str = "concat"  # "class_bn": class-conditional BatchNorm in every block
+    generator_upsampling: str = "transpose"  # "resize": nearest-neighbour x2 + conv, no checkerboard
     discriminator_conditioning: str = "concat"  # "projection": <embed(label), features> added to the logit
     discriminator_norm: str = "batch"  # "spectral": spectral normalisation, no BatchNorm
     diff_augment: tuple[str, ...] = ()  # DiffAugment policies for every discriminator input
@@ -98,6 +100,7 @@ class GanConfig:
         _check_choice("loss", self.loss, LOSSES)
         _check_choice("discriminator_padding", self.discriminator_padding, DISCRIMINATOR_PADDINGS)
         _check_choice("generator_conditioning", self.generator_conditioning, GENERATOR_CONDITIONINGS)
+        _check_choice("generator_upsampling", self.generator_upsampling, GENERATOR_UPSAMPLINGS)
         _check_choice("discriminator_conditioning", self.discriminator_conditioning, DISCRIMINATOR_CONDITIONINGS)
         _check_choice("discriminator_norm", self.discriminator_norm, DISCRIMINATOR_NORMS)
         _check_choice("class_guide_loss", self.class_guide_loss, CLASS_GUIDE_LOSSES)

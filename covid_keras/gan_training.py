@@ -101,6 +101,7 @@ def generator_for(config: GanConfig) -> keras.Model:
     return build_generator(
         config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
         config.generator_filters, base_channels=config.base_channels, conditioning=config.generator_conditioning,
+        upsampling=config.generator_upsampling,
     )
 
 

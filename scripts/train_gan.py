@@ -37,6 +37,7 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
             "optimizer": gan_config.OPTIMIZERS, "lr_schedule": gan_config.LR_SCHEDULES, "loss": gan_config.LOSSES,
             "discriminator_padding": gan_config.DISCRIMINATOR_PADDINGS,
             "generator_conditioning": gan_config.GENERATOR_CONDITIONINGS,
+            "generator_upsampling": gan_config.GENERATOR_UPSAMPLINGS,
             "discriminator_conditioning": gan_config.DISCRIMINATOR_CONDITIONINGS,
             "discriminator_norm": gan_config.DISCRIMINATOR_NORMS,
             "class_guide_loss": gan_config.CLASS_GUIDE_LOSSES,

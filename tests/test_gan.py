@@ -69,11 +69,40 @@ def test_upsampling_plan_reaches_every_size(size):
     assert base + 1 == size
 
 
+@pytest.mark.parametrize("size", [32, 33, 64, 150])
+def test_resize_upsampling_builds_every_size_without_transposed_strides(size):
+    generator = gan.build_generator(size, filters=(8, 8, 8), base_channels=8, upsampling="resize", **TINY)
+    assert generator.output_shape == (None, size, size, 1)
+    strided = [layer.name for layer in generator.layers if getattr(layer, "strides", (1, 1)) != (1, 1)]
+    assert strided == []  # only the final stride-1 transposed conv is left
+
+
+def grid_power_share(upsampling: str) -> float:
+    """Share of the generator's output power at the period-2 and period-4 frequencies, at init."""
+    keras.utils.set_random_seed(0)
+    generator = gan.build_generator(64, filters=(32, 16, 8), base_channels=8, upsampling=upsampling, **TINY)
+    noise = np.random.default_rng(0).standard_normal((32, 16)).astype("float32")
+    images = np.asarray(generator([noise, np.zeros(32, "int32")]))[..., 0]
+    power = (np.abs(np.fft.fft2(images - images.mean(axis=(1, 2), keepdims=True))) ** 2).mean(axis=0)
+    grid = np.zeros_like(power, bool)
+    for k in (16, 32, 48):
+        grid[k, :] = grid[:, k] = True
+    return float(power[grid].sum() / power.sum())
+
+
+def test_resize_upsampling_paints_no_checkerboard():
+    # Random weights already show the transposed blocks' checkerboard (Odena et al. 2016).
+    assert grid_power_share("transpose") > 0.2
+    assert grid_power_share("resize") < 0.05
+
+
 def test_impossible_sizes_are_clear_errors():
     with pytest.raises(ValueError, match="too small for 4 upsampling blocks"):
         gan.build_generator(8, filters=(8, 8, 8, 8))
     with pytest.raises(ValueError, match="base map"):
         gan.build_generator(1000, filters=(8, 8, 8))
+    with pytest.raises(ValueError, match="generator upsampling.*'bilinear'"):
+        gan.build_generator(32, filters=(8, 8, 8), upsampling="bilinear")
     with pytest.raises(ValueError, match="too small"):
         gan.build_discriminator(32, 2, 4, (8,) * 5, padding="valid")
     assert gan.resolve_discriminator_padding(32, 5) == "same"

@@ -540,3 +540,12 @@ def test_mode_seeking_needs_a_pair_of_fakes_on_every_replica():
     with pytest.raises(ValueError, match=r"each of the 4 replicas: batch_size \(6\).*>= 8"):
         gan_training._check_mode_seeking_pairs(config, replicas=4)
     gan_training._check_mode_seeking_pairs(dataclasses.replace(config, mode_seeking_weight=0.0), replicas=4)
+
+
+def test_generator_upsampling_is_configured_checked_and_saved():
+    config = tiny_stable_config(generator_upsampling="resize")
+    assert gan_config.GanConfig.from_json(config.to_json()).generator_upsampling == "resize"
+    generator = gan_training.generator_for(config)
+    assert any(layer.name.endswith("_upsample") for layer in generator.layers)
+    with pytest.raises(ValueError, match="generator_upsampling"):
+        tiny_stable_config(generator_upsampling="bilinear")
