@@ -26,7 +26,8 @@ fakes), an exponential moving average of the generator's weights that samples ar
 a class guide (a classifier trained on real images, then frozen, whose cross-entropy on the fakes
 G also minimises: the discriminator's own class head stays a weak classifier on real images), and
 a mode-seeking term (Mao et al. 2019, MSGAN): G is penalised when two noises of the same class give
-nearly the same image.
+nearly the same image; and resize-convolution upsampling in the generator, which cannot paint the
+transposed convolutions' checkerboard.
 """
 
 from __future__ import annotations
