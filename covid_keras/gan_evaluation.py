@@ -13,6 +13,9 @@
   conditional discriminator. And how sharp the samples are: the blur that makes real images
   as soft, and the judge's recall on real images blurred that much (a judge that reads haze as
   COVID labels every blurry sample COVID).
+- Checkerboard: the share of the images' power at the periods a strided transposed convolution
+  paints (2 and 4 px), generated against real, per class. A grid that one class carries more
+  than the other is a class cue no real image has.
 - TSTR vs TRTR: the same small CNN recipe trained on synthetic images only, and on real
   images, both tested on the real test split.
 - Diversity: mean pairwise feature distance and 1 - SSIM on pixels within each class, for
@@ -617,6 +620,49 @@ def blur_check(
     return out
 
 
+# The periods (px) of the checkerboard that stride-2 transposed convolutions paint: one block
+# gives period 2, two stacked give period 4 (Odena et al. 2016). Real radiographs have little power there.
+CHECKERBOARD_PERIODS = (2, 4)
+
+
+def _period_frequencies(length: int, period: int) -> list[int]:
+    """FFT bins of one axis whose period is exactly `period` px: m * length / period for m coprime
+    to the period (period 4 leaves period 2's bin to period 2), rounded when length is not a multiple."""
+    return sorted({round(m * length / period) % length for m in range(1, period) if np.gcd(m, period) == 1})
+
+
+def periodic_power_share(images: np.ndarray, period: int) -> float:
+    """Share of the images' power at period `period` px: over the mean power spectrum (each
+    image's own mean removed), the rows and columns at that period's frequencies, over the whole.
+    A transposed convolution's checkerboard puts its power there."""
+    if period < 2:
+        raise ValueError(f"period must be >= 2 px, got {period}")
+    images = to_uint8_images(images)[..., 0].astype(np.float64)
+    if len(images) == 0:
+        raise ValueError("periodic_power_share needs at least one image")
+    centred = images - images.mean(axis=(1, 2), keepdims=True)
+    power = (np.abs(np.fft.fft2(centred)) ** 2).mean(axis=0)
+    total = power.sum()
+    if total == 0:
+        return 0.0
+    on_period = np.zeros(power.shape, bool)
+    on_period[_period_frequencies(power.shape[0], period), :] = True
+    on_period[:, _period_frequencies(power.shape[1], period)] = True
+    return float(power[on_period].sum() / total)
+
+
+def checkerboard_per_class(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], periods: Sequence[int] = CHECKERBOARD_PERIODS
+) -> dict:
+    """{class: {str(period): power share}} for the classes present."""
+    out = {}
+    for label, name in enumerate(class_names):
+        mask = labels == label
+        if mask.any():
+            out[name] = {str(period): periodic_power_share(images[mask], period) for period in periods}
+    return out
+
+
 def generate_images(
     generator: keras.Model, labels: np.ndarray, seed: int = 0, batch_size: int = 100
 ) -> np.ndarray:
@@ -863,6 +909,11 @@ def evaluate_gan(
     judge_model, judge_info = _get_judge(judge, real_splits, class_names, recipe, fit_verbose)
     result["class_fidelity"] = _class_fidelity_section(judge_model, judge_info, real_splits["test"], generated, class_names)
     result["blur"] = blur_check(judge_model, real_splits["test"], generated, class_names)
+    result["checkerboard"] = {
+        "periods": list(CHECKERBOARD_PERIODS),
+        "generated": checkerboard_per_class(generated.images, generated.labels, class_names),
+        "real": checkerboard_per_class(kid_real.images, kid_real.labels, class_names),
+    }
     if settings.tstr:
         log("TSTR vs TRTR")
         trtr_model = judge_model if judge_info["source"] == "trained" else None  # same recipe: reuse
@@ -988,7 +1039,8 @@ def metrics_over_training(
         kid = kid_per_class(real_features, real_labels, extractor.features(images), labels, class_names,
                             settings.num_subsets, settings.subset_size, settings.seed)
         curve.append({"epoch": checkpoint.epoch, "checkpoint": str(checkpoint.path), **kid,
-                      "class_fidelity": class_fidelity(judge, images, labels, class_names)})
+                      "class_fidelity": class_fidelity(judge, images, labels, class_names),
+                      "checkerboard": checkerboard_per_class(images, labels, class_names)})
     return curve
 
 
@@ -1089,7 +1141,8 @@ def _kid(value) -> str:
 
 def markdown_summary(result: dict) -> str:
     """A human-readable summary of an `evaluate_gan` result."""
-    lines = _summary_header(result) + _summary_table(result) + _blur_lines(result.get("blur"))
+    lines = (_summary_header(result) + _summary_table(result) + _blur_lines(result.get("blur"))
+             + _checkerboard_lines(result.get("checkerboard")))
     if "tstr_trtr" in result:
         t = result["tstr_trtr"]
         lines += [
@@ -1100,9 +1153,16 @@ def markdown_summary(result: dict) -> str:
             "",
         ]
     if result.get("curves"):
-        lines += ["## Over training (KID: mean over classes)", "", "| epoch | KID | class fidelity |", "|---|---|---|"]
-        lines += [f"| {p['epoch']} | {_kid(p['mean_over_classes'])} | {_fmt(p['class_fidelity']['overall'])} |"
-                  for p in result["curves"]]
+        names = result["class_names"]
+        periods = " / ".join(str(p) for p in CHECKERBOARD_PERIODS)
+        lines += ["## Over training (KID: mean over classes)", "",
+                  "| epoch | KID | class fidelity | " + " | ".join(f"{n}: checkerboard ‰, period {periods} px" for n in names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
+        for point in result["curves"]:
+            grids = [" / ".join(_permille(point.get("checkerboard", {}).get(n, {}).get(str(p))) for p in CHECKERBOARD_PERIODS)
+                     for n in names]
+            lines.append(f"| {point['epoch']} | {_kid(point['mean_over_classes'])} | "
+                         f"{_fmt(point['class_fidelity']['overall'])} | " + " | ".join(grids) + " |")
         lines += ["", "![KID over training](kid_over_training.png)",
                   "![Class fidelity over training](fidelity_over_training.png)", ""]
     lines += [f"![{name}](grid_{_file_name(name)}.png)" for name in result["class_names"]] + [""]
@@ -1126,6 +1186,30 @@ def _blur_lines(blur: dict | None) -> list[str]:
         lines.append(f"| {name} | {_fmt(c['generated_sharpness'])} / {_fmt(c['real_sharpness'])} "
                      f"| {_fmt(c['blur_equivalent_sigma'])} | {_fmt(c['judge_recall_at_equivalent_blur'])} |")
     return lines + [""]
+
+
+def _checkerboard_lines(checkerboard: dict | None) -> list[str]:
+    if not checkerboard or not checkerboard["generated"]:
+        return []
+    periods = checkerboard["periods"]
+    lines = [
+        "## Checkerboard",
+        "",
+        "Share of the images' power (per mille) at the periods a strided transposed convolution paints, "
+        "generated / real. A grid in one class's samples only is a class cue that no real image has.",
+        "",
+        "| class | " + " | ".join(f"period {p} px, gen / real (‰)" for p in periods) + " |",
+        "|---|" + "---|" * len(periods),
+    ]
+    for name, generated in checkerboard["generated"].items():
+        real = checkerboard["real"].get(name, {})
+        cells = [f"{_permille(generated.get(str(p)))} / {_permille(real.get(str(p)))}" for p in periods]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _permille(share) -> str:
+    return "n/a" if share is None else f"{1000 * share:.2f}"
 
 
 def _summary_header(result: dict) -> list[str]:

@@ -214,6 +214,34 @@ def test_sharpness_falls_with_blur_and_the_blur_check_finds_the_blur_of_softened
         assert 0.0 <= entry["judge_recall_at_equivalent_blur"] <= 1.0
 
 
+def checkerboard_images(period: int, n: int = 3, size: int = 64, amplitude: float = 0.5) -> np.ndarray:
+    """Float [-1, 1] images: a smooth random field plus a checkerboard of cells period/2 px wide."""
+    rng = np.random.default_rng(period)
+    smooth = np.cumsum(np.cumsum(rng.normal(size=(n, size, size)), axis=1), axis=2)
+    smooth = 0.4 * smooth / np.abs(smooth).max()
+    rows, cols = np.indices((size, size)) // (period // 2)
+    return np.clip(smooth + amplitude * np.where((rows + cols) % 2 == 0, 1.0, -1.0), -1, 1)[..., None]
+
+
+def test_checkerboard_share_finds_each_period_and_only_it():
+    for period, other in ((2, 4), (4, 2)):
+        images = checkerboard_images(period)
+        assert ge.periodic_power_share(images, period) > 0.5
+        assert ge.periodic_power_share(images, other) < 0.01
+    smooth = checkerboard_images(4, amplitude=0.0)
+    assert ge.periodic_power_share(smooth, 2) < 0.01 and ge.periodic_power_share(smooth, 4) < 0.01
+    # Rounded bins where the size is no multiple of the period (150 px at period 4: bins 38 and 112).
+    assert ge.periodic_power_share(checkerboard_images(4, size=150), 4) > 0.2
+    with pytest.raises(ValueError, match="period"):
+        ge.periodic_power_share(smooth, 1)
+
+    # Per class: a grid on one class only shows on that class.
+    images = np.concatenate([checkerboard_images(4, amplitude=0.0), checkerboard_images(4)])
+    shares = ge.checkerboard_per_class(images, np.repeat([0, 1], 3), ("clean", "grid", "absent"))
+    assert set(shares) == {"clean", "grid"} and set(shares["grid"]) == {"2", "4"}
+    assert shares["grid"]["4"] > 50 * shares["clean"]["4"]
+
+
 def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
     """Synthetic images that look right but carry the wrong class: TRTR high, TSTR low."""
     pair = lambda s: (s.images, s.labels)  # noqa: E731
@@ -297,6 +325,9 @@ def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):
     summary = (tmp_path / "summary.md").read_text()
     assert "random_conv" in summary and "| left |" in summary and "## Sharpness and the judge" in summary
     assert set(result["blur"]["per_class"]) == {"left", "right"}
+    assert result["checkerboard"]["periods"] == list(ge.CHECKERBOARD_PERIODS)
+    assert set(result["checkerboard"]["generated"]) == set(result["checkerboard"]["real"]) == {"left", "right"}
+    assert "## Checkerboard" in summary
     assert set(judge["real_test_accuracy_after_diff_augment"]) == {"none", "color", "translation", "cutout", "all"}
     assert (tmp_path / "grid_left.png").stat().st_size > 0 and (tmp_path / "grid_right.png").is_file()
 
@@ -348,6 +379,8 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     expected = ge.class_fidelity(judge, stand_in_images, ge.balanced_labels(2, 12), ["Normal", "COVID"])
     assert result["curves"][1]["class_fidelity"] == expected
     assert result["curves"][1]["class_fidelity"]["n"] == 24
+    assert result["curves"][1]["checkerboard"] == ge.checkerboard_per_class(
+        stand_in_images, ge.balanced_labels(2, 12), ["Normal", "COVID"])
     assert (out / "kid_over_training.png").is_file() and (out / "grid_COVID.png").is_file()
     assert (out / "fidelity_over_training.png").is_file()
     assert "| 20 |" in (out / "summary.md").read_text()
