@@ -17,7 +17,7 @@
   paints (2 and 4 px), generated against real, per class. A grid that one class carries more
   than the other is a class cue no real image has.
 - TSTR vs TRTR: the same small CNN recipe trained on synthetic images only, and on real
-  images, both tested on the real test split.
+  images, both tested on the real test split: accuracy, and the threshold-free AUC.
 - Diversity: mean pairwise feature distance and 1 - SSIM on pixels within each class, for
   generated and real images (the reference), to catch mode collapse.
 
@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from covid_keras import augment, plots
 from covid_keras.backbones import get_backbone_spec
+from covid_keras.evaluation import roc_auc
 
 SPLITS = ("train", "validation", "test")
 
@@ -505,15 +506,33 @@ def train_classifier(
     }
 
 
-def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Predicted labels of a judge-contract model (grey [B, S, S, 1] in [0, 255] ->
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Class probabilities [B, C] of a judge-contract model (grey [B, S, S, 1] in [0, 255] ->
     probabilities [B, C], or [B, 1] = P(label 1)); images are resized to its input size."""
     size = model.input_shape[1]
     x = resize_grey(images, size).astype(np.float32) if size else to_uint8_images(images).astype(np.float32)
     probabilities = model.predict(x, batch_size=batch_size, verbose=0)
     if probabilities.shape[-1] == 1:
-        return (probabilities[:, 0] >= 0.5).astype(np.int64)
-    return np.argmax(probabilities, axis=-1).astype(np.int64)
+        return np.concatenate([1.0 - probabilities, probabilities], axis=-1)
+    return probabilities
+
+
+def predict_classes(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Predicted labels of a judge-contract model (see `predict_probabilities`)."""
+    return np.argmax(predict_probabilities(model, images, batch_size), axis=-1).astype(np.int64)
+
+
+def one_vs_rest_auc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """How well the scores rank each class above the others, whatever the threshold: for two
+    classes the ROC AUC of P(label 1), for more the mean one-vs-rest AUC over the classes present.
+    None when no class has both positives and negatives."""
+    labels = np.asarray(labels).reshape(-1)
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[-1] == 2:
+        return roc_auc(labels, probabilities[:, 1])
+    aucs = [roc_auc((labels == k).astype(np.int64), probabilities[:, k]) for k in range(probabilities.shape[-1])]
+    aucs = [auc for auc in aucs if auc is not None]
+    return float(np.mean(aucs)) if aucs else None
 
 
 def class_fidelity(
@@ -714,6 +733,10 @@ def tstr_trtr(
     result = {
         "tstr_accuracy": tstr["overall"],
         "trtr_accuracy": trtr["overall"],
+        # Threshold-free: a classifier fitted to well-separated synthetic classes may rank real
+        # images right and still put its threshold in the wrong place.
+        "tstr_auc": one_vs_rest_auc(real_test[1], predict_probabilities(tstr_model, real_test[0])),
+        "trtr_auc": one_vs_rest_auc(real_test[1], predict_probabilities(trtr_model, real_test[0])),
         "tstr_recall_per_class": tstr["per_class"],
         "trtr_recall_per_class": trtr["per_class"],
         "n_synthetic_train": int(len(synthetic_train[1])),
@@ -1148,8 +1171,12 @@ def markdown_summary(result: dict) -> str:
         lines += [
             "## TSTR vs TRTR (same small CNN, tested on the real test split)",
             "",
-            f"- TSTR (trained on {t['n_synthetic_train']} synthetic images): **{_fmt(t['tstr_accuracy'])}**",
-            f"- TRTR (trained on {t['n_real_train']} real images): **{_fmt(t['trtr_accuracy'])}**",
+            f"- TSTR (trained on {t['n_synthetic_train']} synthetic images): **{_fmt(t['tstr_accuracy'])}** "
+            f"(AUC {_fmt(t.get('tstr_auc'))})",
+            f"- TRTR (trained on {t['n_real_train']} real images): **{_fmt(t['trtr_accuracy'])}** "
+            f"(AUC {_fmt(t.get('trtr_auc'))})",
+            "- accuracy needs the classifier's threshold in the right place; AUC asks only whether it ranks "
+            "real images of each class above the others",
             "",
         ]
     if result.get("curves"):

@@ -254,7 +254,20 @@ def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
     assert trtr_model is judge
     assert result["trtr_accuracy"] > 0.8
     assert result["tstr_accuracy"] < 0.3
+    assert result["trtr_auc"] > 0.9 and result["tstr_auc"] < 0.3  # swapped labels rank real images backwards
     assert set(result["tstr_recall_per_class"]) == {"left", "right"}
+
+
+def test_auc_sees_a_right_ranking_behind_a_wrong_threshold():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    p_label_1 = np.array([0.6, 0.65, 0.7, 0.8, 0.9, 0.95])  # every image called label 1: accuracy 0.5
+    probabilities = np.stack([1 - p_label_1, p_label_1], axis=-1)
+    assert ge.one_vs_rest_auc(labels, probabilities) == 1.0
+    assert ge.one_vs_rest_auc(labels, probabilities[:, ::-1]) == 0.0
+    # Three classes: the mean of the one-vs-rest AUCs; a class absent from the labels is skipped.
+    three = np.eye(3)[[0, 1, 2, 2]] * 0.8 + 0.1
+    assert ge.one_vs_rest_auc(np.array([0, 1, 2, 2]), three) == 1.0
+    assert ge.one_vs_rest_auc(np.array([0, 0, 2, 2]), three[[0, 0, 2, 2]]) == 1.0
 
 
 # --- checkpoints, the whole evaluation and its report -------------------------------------------
