@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-class", type=int, default=None,
                         help="generated images per class (default 1000, quick 50)")
     parser.add_argument("--gan-run", default=None, choices=sorted(gan_config.PRESETS),
-                        help="GAN preset (default 3, the study's; 'stable' is ours)")
+                        help="GAN preset (default 3, the study's; 'stable' and 'guided' are ours)")
     parser.add_argument("--out", default=None, help="output folder (default runs/reproduce or runs/reproduce-quick)")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="progress bars (1) or not (0)")
     args = parser.parse_args(argv)

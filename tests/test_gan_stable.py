@@ -549,3 +549,12 @@ def test_generator_upsampling_is_configured_checked_and_saved():
     assert any(layer.name.endswith("_upsample") for layer in generator.layers)
     with pytest.raises(ValueError, match="generator_upsampling"):
         tiny_stable_config(generator_upsampling="bilinear")
+
+
+def test_guided_preset_is_stable_plus_the_guide_mode_seeking_and_resize():
+    stable, guided = gan_config.from_preset("stable"), gan_config.from_preset("guided")
+    differences = {f.name for f in dataclasses.fields(stable) if getattr(stable, f.name) != getattr(guided, f.name)}
+    assert differences == {"class_guide_weight", "class_guide_loss", "class_guide_from_epoch",
+                           "class_guide_ramp_epochs", "mode_seeking_weight", "generator_upsampling"}
+    assert (guided.class_guide_loss, guided.generator_upsampling) == ("feature_matching", "resize")
+    assert guided.class_guide_weight > 0 and guided.mode_seeking_weight > 0
