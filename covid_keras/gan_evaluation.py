@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import augment, plots
+from covid_keras import augment, plots, sampling
 from covid_keras.backbones import get_backbone_spec
 from covid_keras.evaluation import roc_auc
 
@@ -683,22 +683,16 @@ def checkerboard_per_class(
 
 
 def generate_images(
-    generator: keras.Model, labels: np.ndarray, seed: int = 0, batch_size: int = 100
+    generator: keras.Model, labels: np.ndarray, seed: int = 0, batch_size: int = 100,
+    image_filter: sampling.ConfidenceFilter | None = None,
 ) -> np.ndarray:
-    """uint8 [N, S, S, 1] from a generator with inputs [noise [B, noise_dim], label [B]].
+    """uint8 [N, S, S, 1] from a generator with inputs [noise [B, noise_dim], label [B]], kept
+    by `image_filter` when given (`sampling.draw`).
 
     Noise is standard normal, seeded, so the same call gives the same images.
     """
-    labels = np.asarray(labels, np.int32)
-    noise_dim = int(generator.inputs[0].shape[-1])
-    rng = np.random.default_rng(seed)
-    out = []
-    for start in range(0, len(labels), batch_size):
-        batch_labels = labels[start : start + batch_size]
-        noise = rng.standard_normal((len(batch_labels), noise_dim)).astype(np.float32)
-        images = generator([noise, batch_labels], training=False)
-        out.append(to_uint8_images(np.asarray(images)))
-    return np.concatenate(out)
+    images, _ = sampling.draw(generator, labels, np.random.default_rng(seed), batch_size, image_filter)
+    return to_uint8_images(images)
 
 
 def balanced_labels(num_classes: int, per_class: int) -> np.ndarray:
@@ -875,6 +869,7 @@ def evaluate_gan(
     settings: EvaluationSettings | None = None,
     which: str = "latest",
     out_dir: str | os.PathLike | None = None,
+    image_filter: sampling.ConfidenceFilter | None = None,
     verbose: int = 1,
 ) -> dict:
     """Evaluate a conditional generator against real images; returns the report as a dict.
@@ -885,6 +880,8 @@ def evaluate_gan(
     judge: a trained classifier (model or .keras path, judge contract: grey [B, S, S, 1] in
         [0, 255] -> class probabilities) or None to train the small CNN on real train.
     out_dir: when given, the JSON, Markdown summary, grids, curves and judge are written there.
+    image_filter: keep only generated images it accepts (rejection sampling; its acceptance per
+        class is reported), for every figure but the curves, which show the generator's own samples.
     """
     settings = settings or EvaluationSettings()
     log = print if verbose else (lambda *args: None)
@@ -897,9 +894,11 @@ def evaluate_gan(
         extractor = build_extractor(extractor, extractor_weights, seed=settings.seed)
     recipe = dataclasses.replace(settings.recipe, image_size=image_size)
 
-    log(f"generating {settings.per_class} images per class at {image_size} px")
+    log(f"generating {settings.per_class} images per class at {image_size} px"
+        + (f", kept where {image_filter.name} gives their class >= {image_filter.min_confidence:g}" if image_filter else ""))
     labels = balanced_labels(len(class_names), settings.per_class)
-    generated = LabelledImages(generate_images(generator, labels, seed=settings.seed), labels)
+    images, drawn = sampling.draw(generator, labels, np.random.default_rng(settings.seed), image_filter=image_filter)
+    generated = LabelledImages(images, labels)
     kid_real = real_splits[settings.kid_real_split]
     log(f"features: {extractor.name} ({extractor.weights})")
     real_features = extractor.features(kid_real.images, verbose=bool(verbose))
@@ -911,6 +910,10 @@ def evaluate_gan(
         "image_size": image_size,
         "class_names": list(class_names),
         "class_guide": guide,
+        "sample_filter": None if image_filter is None else {
+            **image_filter.describe(),
+            "acceptance_per_class": {name: settings.per_class / int(drawn[i]) for i, name in enumerate(class_names)},
+        },
         "extractor": extractor.describe(),
         "real": {
             "description": "arrays" if isinstance(real, Mapping) else str(real),
@@ -940,7 +943,8 @@ def evaluate_gan(
     if settings.tstr:
         log("TSTR vs TRTR")
         trtr_model = judge_model if judge_info["source"] == "trained" else None  # same recipe: reuse
-        result["tstr_trtr"] = _run_tstr_trtr(generator, real_splits, class_names, recipe, settings, trtr_model, fit_verbose)
+        result["tstr_trtr"] = _run_tstr_trtr(generator, real_splits, class_names, recipe, settings, trtr_model,
+                                             fit_verbose, image_filter)
     checkpoints = list_checkpoints(run_dir) if run_dir is not None else []
     if settings.curves and len(checkpoints) > 1:
         log(f"KID and class fidelity over training: {len(checkpoints)} checkpoints")
@@ -1031,14 +1035,14 @@ def _get_judge(judge, real_splits, class_names, recipe, verbose) -> tuple[keras.
     return model, {"source": "trained", "recipe": dataclasses.asdict(recipe), "fit": fit}
 
 
-def _run_tstr_trtr(generator, real_splits, class_names, recipe, settings, trtr_model, verbose) -> dict:
+def _run_tstr_trtr(generator, real_splits, class_names, recipe, settings, trtr_model, verbose, image_filter) -> dict:
     """Synthetic train set as large as the real one, per class; a quarter more as its validation."""
     num_classes = len(class_names)
     counts = np.bincount(real_splits["train"].labels, minlength=num_classes)
     train_labels = np.repeat(np.arange(num_classes, dtype=np.int32), counts)
     val_labels = np.repeat(np.arange(num_classes, dtype=np.int32), np.maximum(counts // 4, 2))
-    synthetic_train = (generate_images(generator, train_labels, seed=settings.seed + 1), train_labels)
-    synthetic_val = (generate_images(generator, val_labels, seed=settings.seed + 2), val_labels)
+    synthetic_train = (generate_images(generator, train_labels, settings.seed + 1, image_filter=image_filter), train_labels)
+    synthetic_val = (generate_images(generator, val_labels, settings.seed + 2, image_filter=image_filter), val_labels)
     as_pair = lambda s: (s.images, s.labels)  # noqa: E731
     result, _ = tstr_trtr(
         synthetic_train, synthetic_val, as_pair(real_splits["train"]), as_pair(real_splits["validation"]),
@@ -1268,6 +1272,14 @@ def _summary_header(result: dict) -> list[str]:
             f"weight {guide['weight']:g}; accuracy "
             f"{_fmt(accuracy)} on real {split} images): a different network from the judge, trained "
             "apart from it. TSTR is the check that no classifier's quirks can pass"
+        )
+    sample_filter = result.get("sample_filter")
+    if sample_filter:
+        acceptance = ", ".join(f"{name} {_fmt(value)}" for name, value in sample_filter["acceptance_per_class"].items())
+        lines.append(
+            f"- **filtered samples**: every figure but the curves is of generated images kept only where "
+            f"{sample_filter['classifier']} gives their class at least {sample_filter['min_confidence']:g} "
+            f"(acceptance {acceptance}): the generator and a filter, not the generator alone"
         )
     chance = 1.0 / len(result["class_names"])
     if judge["real_test_accuracy"] < chance + 0.1:

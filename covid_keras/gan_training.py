@@ -15,6 +15,7 @@ What a run directory holds:
     class_guide.json                  with class_guide_weight > 0: the class guide's accuracy on real
                                       images (it is trained once, before the first epoch; its weights
                                       travel in the train state)
+    class_guide.weights.h5            the trained guide alone (`load_class_guide`: filtering samples)
     init_from.json                    with `init_from`: the run and epoch the weights started from
 
 Every file is written to a temporary name and moved into place (`os.replace`), and state.json is
@@ -38,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import augment, data, plots, runtime
+from covid_keras import augment, data, plots, runtime, sampling
 from covid_keras.gan import (
     GUIDE_AUGMENT,
     ConditionalGAN,
@@ -61,6 +62,7 @@ STATE_FILE = "state.json"
 GENERATOR_WEIGHTS = "generator.weights.h5"
 DISCRIMINATOR_WEIGHTS = "discriminator.weights.h5"
 GUIDE_REPORT = "class_guide.json"
+GUIDE_WEIGHTS = "class_guide.weights.h5"
 INIT_REPORT = "init_from.json"
 _WEIGHTS_SUFFIX = ".weights.h5"
 
@@ -370,6 +372,7 @@ def _fit_class_guide(gan: ConditionalGAN, config: GanConfig, data_spec: data.Dat
                                   shuffle_seed=None, drop_remainder=False)
     print(f"training the class guide on the real train split ({GUIDE_EPOCHS} epochs at most)")
     report = train_class_guide(gan.class_guide, train_ds, val_ds, seed=config.seed, verbose=verbose)
+    _atomic_save_weights(gan.class_guide, run_dir / GUIDE_WEIGHTS)  # for filtering samples later (load_class_guide)
     _atomic_write_text(run_dir / GUIDE_REPORT, json.dumps(report, indent=2) + "\n")
     accuracy, split = guide_accuracy(report)
     print(f"class guide: accuracy {accuracy:.3f} on real {split} images "
@@ -668,3 +671,27 @@ def load_generator(run_dir: str | os.PathLike, which: str | int = "latest") -> t
         raise FileNotFoundError(f"checkpoint {path} is missing (kept snapshots: {kept or 'none'})")
     _load_weights(generator, path, str(run_dir / CONFIG_FILE))
     return generator, config, class_names
+
+
+def load_class_guide(run_dir: str | os.PathLike) -> keras.Model:
+    """The frozen class guide a guided run trained its generator against: from class_guide.weights.h5,
+    or, for runs older than that file, from the run's resume point (the guide is frozen throughout)."""
+    run_dir = pathlib.Path(run_dir)
+    config, _ = read_run_config(run_dir)
+    if config.class_guide_weight <= 0:
+        raise ValueError(f"{run_dir} was trained without a class guide (class_guide_weight "
+                         f"{config.class_guide_weight:g} in {run_dir / CONFIG_FILE}): there is none to load")
+    path = run_dir / GUIDE_WEIGHTS
+    if path.exists():
+        guide = class_guide_for(config)
+        _load_weights(guide, path, str(run_dir / CONFIG_FILE))
+        return guide
+    gan = build_gan(config)
+    if restore_train_state(gan, run_dir) == 0:
+        raise FileNotFoundError(f"{path} and {run_dir / CHECKPOINT_DIR / STATE_FILE} are missing: no class guide to load")
+    return gan.class_guide
+
+
+def class_guide_filter(run_dir: str | os.PathLike, min_confidence: float) -> sampling.ConfidenceFilter:
+    """Keep a run's samples only where its own class guide gives their class >= min_confidence."""
+    return sampling.ConfidenceFilter(load_class_guide(run_dir), min_confidence, name="the run's class guide")

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from PIL import Image
 
+from covid_keras import sampling
+
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """[-1, 1] floats (tanh output) -> uint8 [0, 255]."""
@@ -38,7 +40,6 @@ def generated_file_name(seed: int, index: int) -> str:
 
 def write_generated(
     generator: keras.Model,
-    noise_dim: int,
     class_names: Sequence[str],
     per_class: int,
     out_dir: str | os.PathLike,
@@ -46,11 +47,13 @@ def write_generated(
     batch_size: int = 64,
     overwrite: bool = False,
     verbose: int = 1,
+    image_filter: sampling.ConfidenceFilter | None = None,
 ) -> dict[str, int]:
     """Write `per_class` images of every class to out_dir/<class>/gen-s<seed>-NNNNN.png; return counts.
 
     Noise comes from numpy's generator seeded with `seed`, so a seed gives the same images again.
-    Nothing is written when any class folder is non-empty, unless `overwrite`.
+    Nothing is written when any class folder is non-empty, unless `overwrite`. With `image_filter`,
+    only images it accepts are written (`sampling.draw`), still `per_class` of each class.
     """
     if per_class < 1 or batch_size < 1:
         raise ValueError(f"per_class and batch_size must be >= 1, got {per_class} and {batch_size}")
@@ -65,9 +68,8 @@ def write_generated(
         folder.mkdir(parents=True, exist_ok=True)
         for start in range(0, per_class, batch_size):
             count = min(batch_size, per_class - start)
-            noise = rng.standard_normal((count, noise_dim)).astype(np.float32)
             labels = np.full((count,), label, dtype=np.int32)
-            images = to_uint8(generator([noise, labels], training=False))
+            images = to_uint8(sampling.draw(generator, labels, rng, batch_size, image_filter)[0])
             for offset, image in enumerate(images):
                 Image.fromarray(image[..., 0], mode="L").save(folder / generated_file_name(seed, start + offset))
             progress.add(count)

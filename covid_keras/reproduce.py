@@ -193,10 +193,8 @@ def generate_stage(out_dir: pathlib.Path, gan: Mapping, per_class: int, seed: in
     record_path.unlink(missing_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
     shutil.rmtree(out_dir / GENERATED_TFDS_DIR, ignore_errors=True)
-    generator, config, class_names = gan_training.load_generator(gan["run_dir"])
-    counts = generate.write_generated(
-        generator, config.noise_dim, class_names, per_class, folder, seed=seed, verbose=verbose
-    )
+    generator, _, class_names = gan_training.load_generator(gan["run_dir"])
+    counts = generate.write_generated(generator, class_names, per_class, folder, seed=seed, verbose=verbose)
     record = {"dir": str(folder), "made_from": wanted, "class_names": list(class_names), "counts": counts}
     record_path.write_text(json.dumps(record, indent=2) + "\n")  # written last: marks the folder complete
     return {**record, "reused": False}

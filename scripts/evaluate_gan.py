@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from covid_keras import data, gan_evaluation
+from covid_keras import data, gan_evaluation, gan_training
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-curves", action="store_true", help="skip KID and class fidelity over the run's checkpoints")
     parser.add_argument("--curve-per-class", type=int, default=250,
                         help="generated images per class at each checkpoint of the curve (default 250)")
+    parser.add_argument("--min-guide-confidence", type=float,
+                        help="evaluate only samples the run's class guide gives their class at least this "
+                             "probability (0-1; guided runs only): the generator plus a rejection filter")
     parser.add_argument("--seed", type=int, default=0, help="seed of noise, subsets and classifier training")
     parser.add_argument("--out", required=True, help="output folder")
     return parser.parse_args(argv)
@@ -62,13 +65,19 @@ def main(argv=None) -> None:
     extractor = gan_evaluation.build_extractor(
         args.extractor, args.extractor_weights, weights_dir=args.weights_dir, seed=args.seed
     )
+    image_filter = None
+    if args.min_guide_confidence is not None:
+        image_filter = gan_training.class_guide_filter(args.run_dir, args.min_guide_confidence)
     result = gan_evaluation.evaluate_gan(
         args.run_dir, spec, extractor=extractor, judge=args.judge, settings=settings,
-        which=int(args.which) if args.which.isdigit() else args.which, out_dir=args.out,
+        which=int(args.which) if args.which.isdigit() else args.which, out_dir=args.out, image_filter=image_filter,
     )
     fidelity = result["class_fidelity"]
     print(f"extractor {result['extractor']['name']} ({result['extractor']['weights']})")
     print(f"KID mean over classes {result['kid']['mean_over_classes']:.5f}")
+    if result["sample_filter"]:
+        acceptance = result["sample_filter"]["acceptance_per_class"]
+        print("kept by the class guide: " + ", ".join(f"{name} {share:.3f}" for name, share in acceptance.items()))
     print(f"class fidelity {fidelity['overall']:.3f} (judge on real test {fidelity['judge']['real_test_accuracy']:.3f})")
     if "tstr_trtr" in result:
         print(f"TSTR {result['tstr_trtr']['tstr_accuracy']:.3f} vs TRTR {result['tstr_trtr']['trtr_accuracy']:.3f}")

@@ -22,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per generator call (default 64)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into non-empty class folders")
+    parser.add_argument("--min-guide-confidence", type=float,
+                        help="keep only images the run's class guide gives their class at least this "
+                             "probability (0-1; guided runs only): rejection sampling")
     return parser.parse_args(argv)
 
 
@@ -30,10 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     from covid_keras import gan_training, generate  # TensorFlow loads here, after the arguments are checked
 
     try:
-        generator, config, class_names = gan_training.load_generator(args.run_dir, args.which)
+        generator, _, class_names = gan_training.load_generator(args.run_dir, args.which)
+        image_filter = None
+        if args.min_guide_confidence is not None:
+            image_filter = gan_training.class_guide_filter(args.run_dir, args.min_guide_confidence)
         counts = generate.write_generated(
-            generator, config.noise_dim, class_names, args.per_class, args.out,
-            seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite,
+            generator, class_names, args.per_class, args.out,
+            seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite, image_filter=image_filter,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

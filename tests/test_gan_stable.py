@@ -2,6 +2,7 @@
 the class guide."""
 
 import dataclasses
+import importlib.util
 import json
 
 import keras
@@ -175,6 +176,8 @@ def test_stable_run_saves_the_ema_generator_and_logs_class_accuracy(tmp_path):
     loaded, loaded_config, _ = gan_training.load_generator(tmp_path / "run")
     assert gan_evaluation.run_class_guide(tmp_path / "run", loaded_config) is None  # an evaluation reports no guide
     assert gan_evaluation.run_class_guide(tmp_path / "run", None) is None  # another layout: no GanConfig
+    with pytest.raises(ValueError, match="without a class guide"):
+        gan_training.class_guide_filter(tmp_path / "run", 0.9)
     assert loaded_config.ema_decay == config.ema_decay
     noise = np.random.default_rng(0).normal(size=(2, config.noise_dim)).astype("float32")
     labels = np.array([0, 1], "int32")
@@ -390,7 +393,14 @@ def test_a_feature_matching_guide_steers_the_generator_and_is_never_trained():
                            class_guide_loss="kl_divergence")
 
 
-def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path):
+def load_script(path):
+    module_spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
+    script = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(script)
+    return script
+
+
+def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path, project_root):
     from covid_keras import data
 
     config = tiny_stable_config(epochs=1, batch_size=8, class_guide_weight=1.0)
@@ -412,6 +422,32 @@ def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path):
     written = (tmp_path / "run" / gan_training.GUIDE_REPORT).stat().st_mtime_ns
     gan_training.train_gan(config, spec, tmp_path / "run", verbose=0)  # finished: nothing is retrained
     assert (tmp_path / "run" / gan_training.GUIDE_REPORT).stat().st_mtime_ns == written
+
+    # The guide alone, for filtering samples: from its own file, or from the resume point of older runs.
+    for_filtering = gan_training.load_class_guide(tmp_path / "run")
+    generator, _, class_names = gan_training.load_generator(tmp_path / "run")
+    labels = np.repeat([0, 1], 32).astype("int32")
+    unfiltered = generator([np.random.default_rng(0).standard_normal((64, config.noise_dim)).astype("float32"), labels])
+    label_probability = lambda images, labels: np.asarray(keras.ops.softmax(for_filtering(images)))[np.arange(len(labels)), labels]  # noqa: E731
+    # A threshold half of each class's samples pass, whatever this one epoch taught the generator.
+    threshold = float(min(np.median(label_probability(unfiltered, labels)[labels == label]) for label in (0, 1)))
+    out = tmp_path / "kept"
+    assert load_script(project_root / "scripts" / "generate.py").main([
+        "--run-dir", str(tmp_path / "run"), "--per-class", "4", "--out", str(out), "--min-guide-confidence", str(threshold),
+    ]) == 0
+    for label, name in enumerate(class_names):
+        written = [np.asarray(keras.utils.load_img(f, color_mode="grayscale")) for f in sorted((out / name).glob("*.png"))]
+        assert len(written) == 4
+        images = np.stack(written)[..., None].astype("float32") / 127.5 - 1.0
+        assert (label_probability(images, np.full(4, label)) >= threshold - 0.02).all()  # 8-bit rounding aside
+    (tmp_path / "run" / gan_training.GUIDE_WEIGHTS).unlink()
+    from_train_state = gan_training.load_class_guide(tmp_path / "run")
+    for a, b, c in zip(for_filtering.get_weights(), from_train_state.get_weights(), trained):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    (tmp_path / "run" / gan_training.CHECKPOINT_DIR / gan_training.STATE_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="no class guide"):
+        gan_training.load_class_guide(tmp_path / "run")
 
 
 def test_class_guide_weight_starts_late_and_ramps_up():

@@ -136,7 +136,7 @@ def test_load_generator_and_its_errors(trained, tmp_path):
 
 def test_generated_pngs_are_grey_8bit_seeded_and_never_overwritten(trained, tmp_path):
     generator, config, class_names = gan_training.load_generator(trained.run_dir)
-    counts = generate.write_generated(generator, config.noise_dim, class_names, 3, tmp_path / "a", seed=5, batch_size=2, verbose=0)
+    counts = generate.write_generated(generator, class_names, 3, tmp_path / "a", seed=5, batch_size=2, verbose=0)
     assert counts == {"Normal": 3, "COVID": 3}
     files = sorted((tmp_path / "a").rglob("*.png"))
     assert len(files) == 6
@@ -144,7 +144,7 @@ def test_generated_pngs_are_grey_8bit_seeded_and_never_overwritten(trained, tmp_
         with Image.open(path) as image:
             assert image.mode == "L" and image.size == (32, 32)
             assert np.asarray(image).dtype == np.uint8
-    generate.write_generated(generator, config.noise_dim, class_names, 3, tmp_path / "b", seed=5, batch_size=3, verbose=0)
+    generate.write_generated(generator, class_names, 3, tmp_path / "b", seed=5, batch_size=3, verbose=0)
     for a in files:
         b = tmp_path / "b" / a.relative_to(tmp_path / "a")
         # Same seed, other batching: the same images up to float rounding (at most one grey level).
@@ -152,7 +152,7 @@ def test_generated_pngs_are_grey_8bit_seeded_and_never_overwritten(trained, tmp_
         assert difference.max() <= 1 and difference.mean() < 0.01, a.name
     before = files[0].read_bytes()
     with pytest.raises(FileExistsError, match="not empty"):
-        generate.write_generated(generator, config.noise_dim, class_names, 3, tmp_path / "a", seed=6, verbose=0)
+        generate.write_generated(generator, class_names, 3, tmp_path / "a", seed=6, verbose=0)
     assert files[0].read_bytes() == before and len(list((tmp_path / "a").rglob("*.png"))) == 6
 
 
