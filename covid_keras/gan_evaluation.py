@@ -17,7 +17,9 @@
   paints (2 and 4 px), generated against real, per class. A grid that one class carries more
   than the other is a class cue no real image has.
 - TSTR vs TRTR: the same small CNN recipe trained on synthetic images only, and on real
-  images, both tested on the real test split: accuracy, and the threshold-free AUC.
+  images, both tested on the real test split: accuracy, and the threshold-free AUC. TSTR can be
+  repeated over several classifiers, each on its own draw of samples (mean and spread), because
+  one synthetic-trained classifier swings by more than the differences between generators.
 - Diversity: mean pairwise feature distance and 1 - SSIM on pixels within each class, for
   generated and real images (the reference), to catch mode collapse.
 
@@ -68,7 +70,7 @@ def to_uint8_images(images: np.ndarray) -> np.ndarray:
             "float images must be generator output in [-1, 1]; got range "
             f"[{images.min():.3g}, {images.max():.3g}] (pass uint8 for [0, 255] images)"
         )
-    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return sampling.to_uint8(images)
 
 
 def resize_grey(images: np.ndarray, size: int, batch_size: int = 256) -> np.ndarray:
@@ -683,13 +685,14 @@ def checkerboard_per_class(
 
 
 def generate_images(
-    generator: keras.Model, labels: np.ndarray, seed: int = 0, batch_size: int = 100,
+    generator: keras.Model, labels: np.ndarray, seed: int | Sequence[int] = 0, batch_size: int = 100,
     image_filter: sampling.ConfidenceFilter | None = None,
 ) -> np.ndarray:
     """uint8 [N, S, S, 1] from a generator with inputs [noise [B, noise_dim], label [B]], kept
     by `image_filter` when given (`sampling.draw`).
 
-    Noise is standard normal, seeded, so the same call gives the same images.
+    Noise is standard normal, seeded (an int or a sequence of ints, as numpy's `default_rng`
+    takes), so the same call gives the same images.
     """
     images, _ = sampling.draw(generator, labels, np.random.default_rng(seed), batch_size, image_filter)
     return to_uint8_images(images)
@@ -703,9 +706,17 @@ def balanced_labels(num_classes: int, per_class: int) -> np.ndarray:
 # TSTR vs TRTR
 
 
+# Seeds of TSTR classifier i > 0 (classifier 0 keeps the recipe's seed): far from the seeds
+# that other evaluation seeds give classifier 0.
+TSTR_SEED_STRIDE = 10_000
+
+
+def tstr_classifier_seed(recipe_seed: int, index: int) -> int:
+    return recipe_seed + TSTR_SEED_STRIDE * index
+
+
 def tstr_trtr(
-    synthetic_train: tuple[np.ndarray, np.ndarray],
-    synthetic_val: tuple[np.ndarray, np.ndarray],
+    synthetic_sets: Sequence[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]],
     real_train: tuple[np.ndarray, np.ndarray],
     real_val: tuple[np.ndarray, np.ndarray],
     real_test: tuple[np.ndarray, np.ndarray],
@@ -715,31 +726,66 @@ def tstr_trtr(
     verbose: int = 0,
 ) -> tuple[dict, keras.Model]:
     """Train on synthetic (early-stopped on held-out synthetic: no real image steers it) and on
-    real; test both on the real test split. `trtr_model`: an already trained real-data model of
-    the same recipe (the judge) to reuse. -> (result dict, the TRTR model)."""
+    real; test both on the real test split.
+
+    synthetic_sets: one ((train images, labels), (val images, labels)) per TSTR classifier;
+        classifier i is seeded `tstr_classifier_seed(recipe.seed, i)`. TSTR figures are the
+        mean over them, with their standard deviation (None for one) and each one's figures.
+    trtr_model: an already trained real-data model of the same recipe (the judge) to reuse.
+    -> (result dict, the TRTR model).
+    """
+    if not synthetic_sets:
+        raise ValueError("tstr_trtr needs at least one synthetic (train, val) set")
     num_classes = len(class_names)
-    tstr_model, tstr_fit = train_classifier(*synthetic_train, *synthetic_val, num_classes, recipe, verbose)
+    tstr_runs = []
+    for index, (synthetic_train, synthetic_val) in enumerate(synthetic_sets):
+        seed = tstr_classifier_seed(recipe.seed, index)
+        model, fit = train_classifier(*synthetic_train, *synthetic_val, num_classes,
+                                      dataclasses.replace(recipe, seed=seed), verbose)
+        recall = class_fidelity(model, *real_test, class_names)
+        tstr_runs.append({
+            "seed": seed,
+            "n_synthetic_train": int(len(synthetic_train[1])),
+            "accuracy": recall["overall"],
+            # Threshold-free: a classifier fitted to well-separated synthetic classes may rank real
+            # images right and still put its threshold in the wrong place.
+            "auc": one_vs_rest_auc(real_test[1], predict_probabilities(model, real_test[0])),
+            "recall_per_class": recall["per_class"],
+            "fit": fit,
+        })
     trtr_fit = None
     if trtr_model is None:
         trtr_model, trtr_fit = train_classifier(*real_train, *real_val, num_classes, recipe, verbose)
-    tstr = class_fidelity(tstr_model, *real_test, class_names)
     trtr = class_fidelity(trtr_model, *real_test, class_names)
     result = {
-        "tstr_accuracy": tstr["overall"],
+        "tstr_accuracy": _mean_of(tstr_runs, "accuracy"),
+        "tstr_accuracy_sd": _sd_of(tstr_runs, "accuracy"),
         "trtr_accuracy": trtr["overall"],
-        # Threshold-free: a classifier fitted to well-separated synthetic classes may rank real
-        # images right and still put its threshold in the wrong place.
-        "tstr_auc": one_vs_rest_auc(real_test[1], predict_probabilities(tstr_model, real_test[0])),
+        "tstr_auc": _mean_of(tstr_runs, "auc"),
+        "tstr_auc_sd": _sd_of(tstr_runs, "auc"),
         "trtr_auc": one_vs_rest_auc(real_test[1], predict_probabilities(trtr_model, real_test[0])),
-        "tstr_recall_per_class": tstr["per_class"],
+        "tstr_recall_per_class": {name: float(np.mean([run["recall_per_class"][name] for run in tstr_runs]))
+                                  for name in tstr_runs[0]["recall_per_class"]},
         "trtr_recall_per_class": trtr["per_class"],
-        "n_synthetic_train": int(len(synthetic_train[1])),
+        "n_tstr_classifiers": len(tstr_runs),
+        "n_synthetic_train": tstr_runs[0]["n_synthetic_train"],
         "n_real_train": int(len(real_train[1])),
         "n_real_test": int(len(real_test[1])),
-        "tstr_fit": tstr_fit,
+        "tstr_classifiers": tstr_runs,
         "trtr_fit": trtr_fit if trtr_fit is not None else "reused the judge (same recipe, real train)",
     }
     return result, trtr_model
+
+
+def _mean_of(runs: list[dict], key: str) -> float | None:
+    values = [run[key] for run in runs]
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def _sd_of(runs: list[dict], key: str) -> float | None:
+    """Sample standard deviation over the runs; None for one run or a missing value."""
+    values = [run[key] for run in runs]
+    return None if len(values) < 2 or any(v is None for v in values) else float(np.std(values, ddof=1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -853,9 +899,14 @@ class EvaluationSettings:
     curve_per_class: int = 250  # generated images per class at each checkpoint of the curve
     curves: bool = True
     tstr: bool = True
+    tstr_classifiers: int = 1  # TSTR repeated over this many classifiers, each on its own draw
     grid_columns: int = 8
     seed: int = 0
     recipe: ClassifierRecipe = dataclasses.field(default_factory=ClassifierRecipe)
+
+    def __post_init__(self):
+        if self.tstr_classifiers < 1:  # checked here, not after the minutes of KID before TSTR
+            raise ValueError(f"tstr_classifiers must be at least 1, got {self.tstr_classifiers}")
 
 
 def evaluate_gan(
@@ -1036,16 +1087,24 @@ def _get_judge(judge, real_splits, class_names, recipe, verbose) -> tuple[keras.
 
 
 def _run_tstr_trtr(generator, real_splits, class_names, recipe, settings, trtr_model, verbose, image_filter) -> dict:
-    """Synthetic train set as large as the real one, per class; a quarter more as its validation."""
+    """Per TSTR classifier: a synthetic train set as large as the real one, per class, and a
+    quarter more as its validation, drawn with its own noise (classifier 0: the seeds that one
+    classifier always used, so earlier figures reproduce)."""
     num_classes = len(class_names)
     counts = np.bincount(real_splits["train"].labels, minlength=num_classes)
     train_labels = np.repeat(np.arange(num_classes, dtype=np.int32), counts)
     val_labels = np.repeat(np.arange(num_classes, dtype=np.int32), np.maximum(counts // 4, 2))
-    synthetic_train = (generate_images(generator, train_labels, settings.seed + 1, image_filter=image_filter), train_labels)
-    synthetic_val = (generate_images(generator, val_labels, settings.seed + 2, image_filter=image_filter), val_labels)
+    synthetic_sets = []
+    for index in range(settings.tstr_classifiers):
+        train_seed, val_seed = ((settings.seed + 1, settings.seed + 2) if index == 0
+                                else ((settings.seed, index, 1), (settings.seed, index, 2)))
+        synthetic_sets.append((
+            (generate_images(generator, train_labels, train_seed, image_filter=image_filter), train_labels),
+            (generate_images(generator, val_labels, val_seed, image_filter=image_filter), val_labels),
+        ))
     as_pair = lambda s: (s.images, s.labels)  # noqa: E731
     result, _ = tstr_trtr(
-        synthetic_train, synthetic_val, as_pair(real_splits["train"]), as_pair(real_splits["validation"]),
+        synthetic_sets, as_pair(real_splits["train"]), as_pair(real_splits["validation"]),
         as_pair(real_splits["test"]), class_names, recipe, trtr_model, verbose,
     )
     return result
@@ -1175,8 +1234,9 @@ def markdown_summary(result: dict) -> str:
         lines += [
             "## TSTR vs TRTR (same small CNN, tested on the real test split)",
             "",
-            f"- TSTR (trained on {t['n_synthetic_train']} synthetic images): **{_fmt(t['tstr_accuracy'])}** "
-            f"(AUC {_fmt(t.get('tstr_auc'))})",
+            f"- TSTR (trained on {t['n_synthetic_train']} synthetic images{_over_classifiers(t)}): "
+            f"**{_fmt(t['tstr_accuracy'])}**{_plus_minus(t.get('tstr_accuracy_sd'))} "
+            f"(AUC {_fmt(t.get('tstr_auc'))}{_plus_minus(t.get('tstr_auc_sd'))})",
             f"- TRTR (trained on {t['n_real_train']} real images): **{_fmt(t['trtr_accuracy'])}** "
             f"(AUC {_fmt(t.get('trtr_auc'))})",
             "- accuracy needs the classifier's threshold in the right place; AUC asks only whether it ranks "
@@ -1198,6 +1258,15 @@ def markdown_summary(result: dict) -> str:
                   "![Class fidelity over training](fidelity_over_training.png)", ""]
     lines += [f"![{name}](grid_{_file_name(name)}.png)" for name in result["class_names"]] + [""]
     return "\n".join(lines)
+
+
+def _over_classifiers(tstr: dict) -> str:
+    count = tstr.get("n_tstr_classifiers", 1)
+    return "" if count == 1 else f"; mean ± standard deviation over {count} classifiers, each on its own draw"
+
+
+def _plus_minus(sd) -> str:
+    return "" if sd is None else f" ± {_fmt(sd)}"
 
 
 def _blur_lines(blur: dict | None) -> list[str]:

@@ -17,11 +17,6 @@ from PIL import Image
 from covid_keras import sampling
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[-1, 1] floats (tanh output) -> uint8 [0, 255]."""
-    return np.clip(np.round((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def _check_empty(class_dirs: Sequence[pathlib.Path]) -> None:
     for folder in class_dirs:
         if folder.exists() and any(folder.iterdir()):
@@ -69,7 +64,7 @@ def write_generated(
         for start in range(0, per_class, batch_size):
             count = min(batch_size, per_class - start)
             labels = np.full((count,), label, dtype=np.int32)
-            images = to_uint8(sampling.draw(generator, labels, rng, batch_size, image_filter)[0])
+            images = sampling.to_uint8(sampling.draw(generator, labels, rng, batch_size, image_filter)[0])
             for offset, image in enumerate(images):
                 Image.fromarray(image[..., 0], mode="L").save(folder / generated_file_name(seed, start + offset))
             progress.add(count)

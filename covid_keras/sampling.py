@@ -15,6 +15,11 @@ import keras
 import numpy as np
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Generator output, floats in [-1, 1] (tanh), as the uint8 [0, 255] a written PNG holds."""
+    return np.clip(np.round((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 @dataclasses.dataclass(frozen=True)
 class ConfidenceFilter:
     classifier: keras.Model  # images [B, S, S, 1] in [-1, 1] (the generator's range) -> class logits

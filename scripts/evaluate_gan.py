@@ -37,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "probabilities) instead of training one on the real train split")
     parser.add_argument("--judge-epochs", type=int, default=40, help="max epochs of the judge/TSTR/TRTR CNN (early stopped)")
     parser.add_argument("--no-tstr", action="store_true", help="skip TSTR vs TRTR (two classifier trainings)")
+    parser.add_argument("--tstr-classifiers", type=int, default=1,
+                        help="train this many TSTR classifiers, each on its own draw of samples, and report "
+                             "their mean and standard deviation (default 1; each costs one small-CNN training)")
     parser.add_argument("--no-curves", action="store_true", help="skip KID and class fidelity over the run's checkpoints")
     parser.add_argument("--curve-per-class", type=int, default=250,
                         help="generated images per class at each checkpoint of the curve (default 250)")
@@ -59,6 +62,7 @@ def main(argv=None) -> None:
         curve_per_class=args.curve_per_class,
         curves=not args.no_curves,
         tstr=not args.no_tstr,
+        tstr_classifiers=args.tstr_classifiers,
         seed=args.seed,
         recipe=recipe,
     )
@@ -80,7 +84,10 @@ def main(argv=None) -> None:
         print("kept by the class guide: " + ", ".join(f"{name} {share:.3f}" for name, share in acceptance.items()))
     print(f"class fidelity {fidelity['overall']:.3f} (judge on real test {fidelity['judge']['real_test_accuracy']:.3f})")
     if "tstr_trtr" in result:
-        print(f"TSTR {result['tstr_trtr']['tstr_accuracy']:.3f} vs TRTR {result['tstr_trtr']['trtr_accuracy']:.3f}")
+        tstr = result["tstr_trtr"]
+        spread = "" if tstr["tstr_accuracy_sd"] is None else (
+            f" ± {tstr['tstr_accuracy_sd']:.3f} over {tstr['n_tstr_classifiers']} classifiers")
+        print(f"TSTR {tstr['tstr_accuracy']:.3f}{spread} vs TRTR {tstr['trtr_accuracy']:.3f}")
     print(f"report: {args.out}/summary.md")
 
 

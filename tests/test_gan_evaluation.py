@@ -248,7 +248,7 @@ def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
     swapped_train = (blobs["train"].images, 1 - blobs["train"].labels)
     swapped_val = (blobs["validation"].images, 1 - blobs["validation"].labels)
     result, trtr_model = ge.tstr_trtr(
-        swapped_train, swapped_val, pair(blobs["train"]), pair(blobs["validation"]), pair(blobs["test"]),
+        [(swapped_train, swapped_val)], pair(blobs["train"]), pair(blobs["validation"]), pair(blobs["test"]),
         ("left", "right"), TINY_RECIPE, trtr_model=judge,
     )
     assert trtr_model is judge
@@ -256,6 +256,34 @@ def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
     assert result["tstr_accuracy"] < 0.3
     assert result["trtr_auc"] > 0.9 and result["tstr_auc"] < 0.3  # swapped labels rank real images backwards
     assert set(result["tstr_recall_per_class"]) == {"left", "right"}
+    assert result["n_tstr_classifiers"] == 1 and result["tstr_accuracy_sd"] is None
+
+
+def test_tstr_over_several_classifiers_reports_each_and_their_mean(judge, blobs):
+    """One classifier on label-swapped images, one on right ones: the mean and spread cover both,
+    and classifier 0 is the one a single-classifier TSTR trains."""
+    pair = lambda s: (s.images, s.labels)  # noqa: E731
+    swapped = ((blobs["train"].images, 1 - blobs["train"].labels),
+               (blobs["validation"].images, 1 - blobs["validation"].labels))
+    right = (pair(blobs["train"]), pair(blobs["validation"]))
+    real = (pair(blobs["train"]), pair(blobs["validation"]), pair(blobs["test"]), ("left", "right"), TINY_RECIPE)
+    single, _ = ge.tstr_trtr([swapped], *real, trtr_model=judge)
+    result, _ = ge.tstr_trtr([swapped, right], *real, trtr_model=judge)
+
+    first, second = result["tstr_classifiers"]
+    assert [first["seed"], second["seed"]] == [TINY_RECIPE.seed, TINY_RECIPE.seed + ge.TSTR_SEED_STRIDE]
+    assert first["accuracy"] == single["tstr_accuracy"] and first["auc"] == single["tstr_auc"]
+    assert first["accuracy"] < 0.3 and second["accuracy"] > 0.8
+    assert result["n_tstr_classifiers"] == 2
+    assert result["tstr_accuracy"] == pytest.approx((first["accuracy"] + second["accuracy"]) / 2)
+    assert result["tstr_accuracy_sd"] == pytest.approx(abs(first["accuracy"] - second["accuracy"]) / np.sqrt(2))
+    assert result["tstr_auc"] == pytest.approx((first["auc"] + second["auc"]) / 2) and result["tstr_auc_sd"] > 0.4
+    assert result["tstr_recall_per_class"]["left"] == pytest.approx(
+        (first["recall_per_class"]["left"] + second["recall_per_class"]["left"]) / 2)
+    with pytest.raises(ValueError, match="at least one"):
+        ge.tstr_trtr([], *real, trtr_model=judge)
+    with pytest.raises(ValueError, match="tstr_classifiers"):
+        ge.EvaluationSettings(tstr_classifiers=0)
 
 
 def test_auc_sees_a_right_ranking_behind_a_wrong_threshold():
@@ -343,6 +371,30 @@ def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):
     assert "## Checkerboard" in summary
     assert set(judge["real_test_accuracy_after_diff_augment"]) == {"none", "color", "translation", "cutout", "all"}
     assert (tmp_path / "grid_left.png").stat().st_size > 0 and (tmp_path / "grid_right.png").is_file()
+
+
+def test_evaluate_gan_draws_fresh_samples_for_each_tstr_classifier(tmp_path, blobs, extractor, monkeypatch):
+    seeds = []
+    real_generate_images = ge.generate_images
+
+    def recording_generate_images(generator, labels, seed=0, *args, **kwargs):
+        seeds.append(seed)
+        return real_generate_images(generator, labels, seed, *args, **kwargs)
+
+    monkeypatch.setattr(ge, "generate_images", recording_generate_images)
+    quick_recipe = dataclasses.replace(TINY_RECIPE, epochs=2)
+    settings = ge.EvaluationSettings(per_class=12, num_subsets=4, recipe=quick_recipe, curves=False,
+                                     tstr_classifiers=2, seed=3, grid_columns=4)
+    result = ge.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
+                             settings=settings, out_dir=tmp_path, verbose=0)
+
+    # Classifier 0 keeps the seeds a single TSTR always used (seed + 1, + 2); classifier 1 its own.
+    assert seeds == [4, 5, (3, 1, 1), (3, 1, 2)]
+    tstr = result["tstr_trtr"]
+    assert tstr["n_tstr_classifiers"] == 2 and len(tstr["tstr_classifiers"]) == 2
+    assert [c["seed"] for c in tstr["tstr_classifiers"]] == [0, ge.TSTR_SEED_STRIDE]  # the recipe's seed, 0
+    assert tstr["tstr_accuracy_sd"] is not None
+    assert "over 2 classifiers" in (tmp_path / "summary.md").read_text()
 
 
 def test_curve_plots_are_written(tmp_path):
