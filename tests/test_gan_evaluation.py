@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid_keras import data
+from covid_keras import data, gan_comparison
 from covid_keras import gan_evaluation as ge
 
 SIZE = 32
@@ -395,6 +395,9 @@ def test_evaluate_gan_draws_fresh_samples_for_each_tstr_classifier(tmp_path, blo
     assert [c["seed"] for c in tstr["tstr_classifiers"]] == [0, ge.TSTR_SEED_STRIDE]  # the recipe's seed, 0
     assert tstr["tstr_accuracy_sd"] is not None
     assert "over 2 classifiers" in (tmp_path / "summary.md").read_text()
+    # The comparison reads what was written: the mean and spread over these classifiers.
+    (row,) = gan_comparison.compare_paths([tmp_path])["reports"]
+    assert row["tstr"] == pytest.approx(tstr["tstr_accuracy"]) and row["tstr_sd"] == pytest.approx(tstr["tstr_accuracy_sd"])
 
 
 def test_curve_plots_are_written(tmp_path):

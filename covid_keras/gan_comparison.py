@@ -1,0 +1,220 @@
+"""Several GAN evaluation reports side by side, pooled per configuration, against the goals.
+
+One evaluation's TSTR moves by several points with its seed (the classifiers' seeds and the
+draws of samples), so a generator is judged on several evaluations of it: the reports of one
+configuration (run folder, checkpoint, sample filter) at different evaluation seeds are pooled.
+
+The goals (issue 6): class fidelity within `FIDELITY_GOAL` of the judge's accuracy on real test
+images, and TSTR within `TSTR_GOAL` of TRTR. Per report the gap is judge - fidelity and
+TRTR - TSTR (TSTR: the mean over its classifiers); pooled, the mean gap over reports, each
+report weighted once, and its standard error over reports. The margin is goal - mean gap:
+positive means met; a margin within a standard error or two of zero is no robust pass. Three
+reports give a rough standard error; the classifiers' sd over all reports is beside it.
+
+Reads the `metrics.json` files `gan_evaluation.evaluate_gan` writes; needs no model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import statistics
+from typing import Mapping, Sequence
+
+FIDELITY_GOAL = 0.10  # class fidelity at most this far below the judge's real test accuracy
+TSTR_GOAL = 0.15  # TSTR at most this far below TRTR
+
+
+def load_report(path: str | os.PathLike) -> dict:
+    """An `evaluate_gan` report: its output folder or its metrics.json."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such report folder or file")
+    file = path / "metrics.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no evaluation report there (evaluate_gan.py writes OUT/metrics.json)")
+    try:
+        report = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not valid JSON ({error})") from error
+    missing = [key for key in ("class_fidelity", "kid", "extractor", "settings") if key not in report]
+    if missing:
+        raise ValueError(f"{file}: not an evaluate_gan report (no {', '.join(missing)})")
+    return report
+
+
+def configuration(report: Mapping) -> tuple:
+    """What a report evaluated: run folder, checkpoint and sample filter (its threshold or None)."""
+    sample_filter = report.get("sample_filter")
+    return (report.get("run_dir"), str(report.get("checkpoint")),
+            None if not sample_filter else sample_filter["min_confidence"])
+
+
+def configuration_label(key: tuple) -> str:
+    run_dir, checkpoint, min_confidence = key
+    parts = [pathlib.Path(run_dir).name if run_dir else "a generator model"]
+    if checkpoint not in ("latest", "None"):
+        parts.append(f"epoch {checkpoint}")
+    if min_confidence is not None:
+        parts.append(f"P≥{min_confidence:g}")
+    return ", ".join(parts)
+
+
+def report_row(name: str, report: Mapping) -> dict:
+    """One report's figures and its gaps to the goals."""
+    fidelity = report["class_fidelity"]
+    judge_accuracy = fidelity["judge"]["real_test_accuracy"]
+    row = {
+        "name": name,
+        "configuration": configuration_label(configuration(report)),
+        "seed": report["settings"]["seed"],
+        "extractor": report["extractor"]["name"],
+        "kid": report["kid"]["mean_over_classes"],
+        "judge_accuracy": judge_accuracy,
+        "fidelity": fidelity["overall"],
+        "fidelity_per_class": dict(fidelity["per_class"]),
+        "fidelity_gap": judge_accuracy - fidelity["overall"],
+        "acceptance_per_class": (report.get("sample_filter") or {}).get("acceptance_per_class"),
+    }
+    tstr = report.get("tstr_trtr")
+    if tstr:
+        # Reports from before TSTR over several classifiers hold one accuracy and no list.
+        accuracies = [c["accuracy"] for c in tstr.get("tstr_classifiers", [])] or [tstr["tstr_accuracy"]]
+        row.update({
+            "tstr": statistics.fmean(accuracies),
+            "tstr_accuracies": accuracies,
+            "tstr_sd": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+            "tstr_auc": tstr.get("tstr_auc"),
+            "trtr": tstr["trtr_accuracy"],
+            "tstr_gap": tstr["trtr_accuracy"] - statistics.fmean(accuracies),
+        })
+    return row
+
+
+def _goal(gaps: list[float], goal: float) -> dict:
+    mean_gap = statistics.fmean(gaps)
+    se = statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else None
+    return {"mean_gap": mean_gap, "gap_se": se, "margin": goal - mean_gap, "met": mean_gap <= goal, "n_reports": len(gaps)}
+
+
+def pool(rows: Sequence[dict]) -> dict:
+    """One configuration's reports (at different seeds) pooled against the goals."""
+    pooled = {
+        "configuration": rows[0]["configuration"],
+        "reports": [row["name"] for row in rows],
+        "seeds": [row["seed"] for row in rows],
+        "judge_accuracy": statistics.fmean(row["judge_accuracy"] for row in rows),
+        "fidelity": statistics.fmean(row["fidelity"] for row in rows),
+        "fidelity_goal": _goal([row["fidelity_gap"] for row in rows], FIDELITY_GOAL),
+        "kid_per_extractor": {
+            extractor: statistics.fmean(row["kid"] for row in rows if row["extractor"] == extractor)
+            for extractor in sorted({row["extractor"] for row in rows})
+        },
+    }
+    with_tstr = [row for row in rows if "tstr" in row]
+    if with_tstr:
+        accuracies = [accuracy for row in with_tstr for accuracy in row["tstr_accuracies"]]
+        pooled.update({
+            "tstr": statistics.fmean(row["tstr"] for row in with_tstr),
+            "tstr_classifier_sd": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+            "n_tstr_classifiers": len(accuracies),
+            "trtr": statistics.fmean(row["trtr"] for row in with_tstr),
+            "tstr_goal": _goal([row["tstr_gap"] for row in with_tstr], TSTR_GOAL),
+        })
+    return pooled
+
+
+def compare(reports: Mapping[str, Mapping]) -> dict:
+    """Reports by name -> each report's row, and the pooled figures per configuration.
+
+    Two reports of one configuration at one seed are the same measurement twice (their pool
+    would count it twice): refused, naming both.
+    """
+    if not reports:
+        raise ValueError("no reports to compare")
+    rows, groups, seen = [], {}, {}
+    for name, report in reports.items():
+        key = configuration(report)
+        seed_key = (key, report["settings"]["seed"])
+        if seed_key in seen:
+            raise ValueError(f"{seen[seed_key]} and {name} both evaluate {configuration_label(key)} at seed "
+                             f"{seed_key[1]}: pass one of them")
+        seen[seed_key] = name
+        row = report_row(name, report)
+        rows.append(row)
+        groups.setdefault(key, []).append(row)
+    return {"goals": {"fidelity": FIDELITY_GOAL, "tstr": TSTR_GOAL}, "reports": rows,
+            "configurations": [pool(group) for group in groups.values()]}
+
+
+def compare_paths(paths: Sequence[str | os.PathLike]) -> dict:
+    """`compare` over report folders (or metrics.json files), each named by its folder."""
+    reports = {}
+    for path in paths:
+        path = pathlib.Path(path)
+        name = (path if path.is_dir() else path.parent).name or str(path)
+        if name in reports:
+            raise ValueError(f"two reports named {name!r} ({path}): give each report folder its own name")
+        reports[name] = load_report(path)
+    return compare(reports)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _points(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _verdict(goal: dict) -> str:
+    word = "met" if goal["met"] else "missed"
+    se = "" if goal["gap_se"] is None else f", SE {_points(goal['gap_se'])}"
+    return f"{word} by {_points(abs(goal['margin']))} pts{se}"
+
+
+def markdown(comparison: dict) -> str:
+    """The per-report table and the pooled table with the goals' verdicts."""
+    goals = comparison["goals"]
+    lines = [
+        "# GAN evaluations compared",
+        "",
+        f"Goals: class fidelity within {_points(goals['fidelity'])} points of the judge's real test accuracy; "
+        f"TSTR within {_points(goals['tstr'])} points of TRTR. TSTR: mean (± sd) over a report's classifiers. "
+        "KID is comparable only under one extractor.",
+        "",
+        "| report | configuration | seed | fidelity (judge) | TSTR | TRTR | TSTR AUC | KID (extractor) | kept per class |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison["reports"]:
+        tstr = "n/a" if "tstr" not in row else (
+            _fmt(row["tstr"]) + ("" if row["tstr_sd"] is None else f" ± {_fmt(row['tstr_sd'])} ({len(row['tstr_accuracies'])})"))
+        kept = " / ".join(_fmt(v) for v in row["acceptance_per_class"].values()) if row["acceptance_per_class"] else "all"
+        lines.append(
+            f"| {row['name']} | {row['configuration']} | {row['seed']} | {_fmt(row['fidelity'])} ({_fmt(row['judge_accuracy'])}) "
+            f"| {tstr} | {_fmt(row.get('trtr'))} | {_fmt(row.get('tstr_auc'))} | {row['kid']:.4g} ({row['extractor']}) | {kept} |"
+        )
+    lines += [
+        "",
+        "## Pooled per configuration",
+        "",
+        "Means over the configuration's reports (each weighted once); the gap's standard error is over reports.",
+        "",
+        "| configuration | seeds | fidelity (judge) | fidelity goal | TSTR (classifiers, sd) | TRTR | TSTR goal | KID per extractor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for pooled in comparison["configurations"]:
+        if "tstr" in pooled:
+            tstr = (f"{_fmt(pooled['tstr'])} ({pooled['n_tstr_classifiers']}, sd {_fmt(pooled['tstr_classifier_sd'])})",
+                    _fmt(pooled["trtr"]), _verdict(pooled["tstr_goal"]))
+        else:
+            tstr = ("n/a", "n/a", "not measured")
+        kid = ", ".join(f"{name} {value:.4g}" for name, value in pooled["kid_per_extractor"].items())
+        lines.append(
+            f"| {pooled['configuration']} | {', '.join(str(s) for s in pooled['seeds'])} "
+            f"| {_fmt(pooled['fidelity'])} ({_fmt(pooled['judge_accuracy'])}) | {_verdict(pooled['fidelity_goal'])} "
+            f"| {tstr[0]} | {tstr[1]} | {tstr[2]} | {kid} |"
+        )
+    return "\n".join(lines + [""])

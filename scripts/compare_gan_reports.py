@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Several evaluate_gan reports side by side, pooled per configuration against the goals.
+
+    python scripts/compare_gan_reports.py reports/guided-e0 reports/guided-e1 reports/guided-e2 \\
+        reports/run3-e0 --out reports/comparison
+
+Reports of one configuration (run folder, checkpoint, sample filter) at different --seed values
+are pooled: class fidelity against the judge, TSTR against TRTR, each with its margin to the
+goal and the standard error over reports. Prints the Markdown; with --out also writes
+OUT/comparison.json and OUT/comparison.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from covid_keras import gan_comparison
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reports", nargs="+", help="evaluate_gan.py output folders (or their metrics.json)")
+    parser.add_argument("--out", help="folder for comparison.json and comparison.md")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        comparison = gan_comparison.compare_paths(args.reports)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    text = gan_comparison.markdown(comparison)
+    print(text)
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
+        (out / "comparison.md").write_text(text)
+        print(f"written: {out}/comparison.json, {out}/comparison.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

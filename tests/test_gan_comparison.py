@@ -1,0 +1,127 @@
+"""gan_comparison: reports side by side, pooled per configuration against the goals."""
+
+import importlib.util
+import json
+import math
+import statistics
+
+import pytest
+
+from covid_keras import gan_comparison as gc
+
+
+def report(seed, *, fidelity=0.8, judge=0.9, tstr=(0.75, 0.77), trtr=0.9, run_dir="/runs/guided",
+           checkpoint="latest", min_confidence=None, extractor="random_conv", kid=0.004):
+    """The parts of an evaluate_gan metrics.json the comparison reads."""
+    return {
+        "run_dir": run_dir,
+        "checkpoint": checkpoint,
+        "settings": {"seed": seed},
+        "extractor": {"name": extractor},
+        "kid": {"mean_over_classes": kid},
+        "sample_filter": None if min_confidence is None else {
+            "min_confidence": min_confidence, "acceptance_per_class": {"Normal": 0.4, "COVID": 0.6}},
+        "class_fidelity": {"overall": fidelity, "per_class": {"Normal": fidelity - 0.1, "COVID": fidelity + 0.1},
+                           "judge": {"real_test_accuracy": judge}},
+        "tstr_trtr": None if tstr is None else {
+            "tstr_accuracy": statistics.fmean(tstr), "trtr_accuracy": trtr, "tstr_auc": 0.8,
+            "tstr_classifiers": [{"accuracy": accuracy} for accuracy in tstr]},
+    }
+
+
+def test_pooled_gaps_margins_and_standard_errors():
+    comparison = gc.compare({
+        "e0": report(0, fidelity=0.82, tstr=(0.74, 0.76), trtr=0.90),
+        "e1": report(1, fidelity=0.86, tstr=(0.78, 0.80, 0.82), trtr=0.92),
+    })
+    e0, e1 = comparison["reports"]
+    assert e0["tstr"] == pytest.approx(0.75) and e0["tstr_gap"] == pytest.approx(0.15)
+    assert e1["tstr"] == pytest.approx(0.80) and e1["tstr_gap"] == pytest.approx(0.12)
+    assert e0["fidelity_gap"] == pytest.approx(0.08)
+    (pooled,) = comparison["configurations"]
+    assert pooled["seeds"] == [0, 1] and pooled["n_tstr_classifiers"] == 5
+    # Each report weighs once, whatever its number of classifiers.
+    assert pooled["tstr"] == pytest.approx(0.775) and pooled["trtr"] == pytest.approx(0.91)
+    assert pooled["tstr_classifier_sd"] == pytest.approx(statistics.stdev([0.74, 0.76, 0.78, 0.80, 0.82]))
+    goal = pooled["tstr_goal"]
+    assert goal["mean_gap"] == pytest.approx(0.135) and goal["margin"] == pytest.approx(0.015) and goal["met"]
+    assert goal["gap_se"] == pytest.approx(statistics.stdev([0.15, 0.12]) / math.sqrt(2))
+    fidelity = pooled["fidelity_goal"]
+    assert fidelity["mean_gap"] == pytest.approx(0.06) and fidelity["margin"] == pytest.approx(0.04)
+    text = gc.markdown(comparison)
+    assert "met by 1.5 pts, SE 1.5" in text and "met by 4.0 pts, SE 2.0" in text
+    assert "0.750 ± 0.014 (2)" in text
+
+
+def test_a_missed_goal_says_so():
+    comparison = gc.compare({"only": report(0, fidelity=0.6, judge=0.9, tstr=(0.6,), trtr=0.9)})
+    (pooled,) = comparison["configurations"]
+    assert not pooled["fidelity_goal"]["met"] and pooled["fidelity_goal"]["margin"] == pytest.approx(-0.2)
+    assert not pooled["tstr_goal"]["met"] and pooled["tstr_goal"]["gap_se"] is None  # one report: no SE
+    assert comparison["reports"][0]["tstr_sd"] is None
+    text = gc.markdown(comparison)
+    assert "missed by 20.0 pts |" in text and "missed by 15.0 pts |" in text
+
+
+def test_configurations_are_run_checkpoint_and_filter():
+    comparison = gc.compare({
+        "plain-e0": report(0), "plain-e1": report(1),
+        "filtered-e0": report(0, min_confidence=0.9), "epoch-e0": report(0, checkpoint="40"),
+        "other-run-e0": report(0, run_dir="/runs/run3", tstr=None, extractor="resnet50", kid=2.5),
+    })
+    labels = [pooled["configuration"] for pooled in comparison["configurations"]]
+    assert labels == ["guided", "guided, P≥0.9", "guided, epoch 40", "run3"]
+    assert comparison["configurations"][0]["reports"] == ["plain-e0", "plain-e1"]
+    run3 = comparison["configurations"][3]
+    assert "tstr" not in run3 and run3["kid_per_extractor"] == {"resnet50": 2.5}
+    text = gc.markdown(comparison)
+    assert "0.400 / 0.600" in text and "not measured" in text
+
+
+def test_the_same_measurement_twice_is_refused_naming_both():
+    with pytest.raises(ValueError, match="first and second both evaluate guided, P≥0.9 at seed 1"):
+        gc.compare({"first": report(1, min_confidence=0.9), "second": report(1, min_confidence=0.9)})
+    with pytest.raises(ValueError, match="no reports"):
+        gc.compare({})
+
+
+def test_a_report_from_before_several_classifiers_counts_as_one():
+    old = report(0)
+    del old["tstr_trtr"]["tstr_classifiers"]
+    row = gc.compare({"old": old})["reports"][0]
+    assert row["tstr_accuracies"] == [pytest.approx(0.76)] and row["tstr_sd"] is None
+
+
+def test_bad_reports_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere: no such report folder or file"):
+        gc.load_report(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty/metrics.json: no evaluation report there"):
+        gc.load_report(tmp_path / "empty")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken/metrics.json: not valid JSON"):
+        gc.load_report(tmp_path / "broken")
+    (tmp_path / "other.json").write_text(json.dumps({"kid": {}}))
+    with pytest.raises(ValueError, match="other.json: not an evaluate_gan report .no class_fidelity, extractor, settings"):
+        gc.load_report(tmp_path / "other.json")
+
+
+def test_script_writes_the_comparison_and_names_a_missing_report(tmp_path, project_root, capsys):
+    for name, seed in (("guided-e0", 0), ("guided-e1", 1)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(report(seed)))
+    script_path = project_root / "scripts" / "compare_gan_reports.py"
+    module_spec = importlib.util.spec_from_file_location("compare_gan_reports_script", script_path)
+    script = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(script)
+
+    out = tmp_path / "comparison"
+    assert script.main([str(tmp_path / "guided-e0"), str(tmp_path / "guided-e1" / "metrics.json"), "--out", str(out)]) == 0
+    saved = json.loads((out / "comparison.json").read_text())
+    assert [row["name"] for row in saved["reports"]] == ["guided-e0", "guided-e1"]
+    assert saved["configurations"][0]["n_tstr_classifiers"] == 4
+    assert (out / "comparison.md").read_text() in capsys.readouterr().out
+
+    assert script.main([str(tmp_path / "guided-e0"), str(tmp_path / "missing")]) == 1
+    assert "missing: no such report folder or file" in capsys.readouterr().err
