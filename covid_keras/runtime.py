@@ -3,7 +3,9 @@
 The defaults are the fastest measured settings (python -m bench; bench/gpu_check.sh on a GPU):
 
 - CPU (2-core AMD EPYC, no AVX512-BF16): float32, no XLA. mixed_bfloat16 ran at 0.24x the
-  float32 speed and XLA's jit_compile about 5x slower (bench/gan_speedups.py).
+  float32 speed and XLA's jit_compile about 5x slower (bench/gan_speedups.py). On an Intel Xeon
+  with AMX, mixed_bfloat16 ran at 1.45x float32 (bench/gan_vs_torch.py); float32 stays the
+  default until a full run shows what bfloat16 does to the samples.
 - GPU: mixed_float16 with loss scaling, no XLA. Not yet measured by this project (no GPU was
   lent); tensor cores make float16 convolutions the usual winner. bench/gpu_check.sh measures
   all four combinations; change the table when it disagrees.
