@@ -82,13 +82,14 @@ def report_row(name: str, report: Mapping) -> dict:
     if tstr:
         # Reports from before TSTR over several classifiers hold one accuracy and no list.
         accuracies = [c["accuracy"] for c in tstr.get("tstr_classifiers", [])] or [tstr["tstr_accuracy"]]
+        mean_accuracy = statistics.fmean(accuracies)
         row.update({
-            "tstr": statistics.fmean(accuracies),
+            "tstr": mean_accuracy,
             "tstr_accuracies": accuracies,
             "tstr_sd": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
             "tstr_auc": tstr.get("tstr_auc"),
             "trtr": tstr["trtr_accuracy"],
-            "tstr_gap": tstr["trtr_accuracy"] - statistics.fmean(accuracies),
+            "tstr_gap": tstr["trtr_accuracy"] - mean_accuracy,
         })
     return row
 
