@@ -23,6 +23,8 @@ import pathlib
 import statistics
 from typing import Mapping, Sequence
 
+from covid_keras.formatting import fixed, points, significant
+
 FIDELITY_GOAL = 0.10  # class fidelity at most this far below the judge's real test accuracy
 TSTR_GOAL = 0.15  # TSTR at most this far below TRTR
 
@@ -52,9 +54,10 @@ def configuration(report: Mapping) -> tuple:
             None if not sample_filter else sample_filter["min_confidence"])
 
 
-def configuration_label(key: tuple) -> str:
+def configuration_label(key: tuple, full_path: bool = False) -> str:
+    """A configuration's name in tables: its run folder's name (its whole path when `full_path`)."""
     run_dir, checkpoint, min_confidence = key
-    parts = [pathlib.Path(run_dir).name if run_dir else "a generator model"]
+    parts = [(run_dir if full_path else pathlib.Path(run_dir).name) if run_dir else "a generator model"]
     if checkpoint not in ("latest", "None"):
         parts.append(f"epoch {checkpoint}")
     if min_confidence is not None:
@@ -100,6 +103,12 @@ def _goal(gaps: list[float], goal: float) -> dict:
     return {"mean_gap": mean_gap, "gap_se": se, "margin": goal - mean_gap, "met": mean_gap <= goal, "n_reports": len(gaps)}
 
 
+def _mean_or_none(values: list) -> float | None:
+    # evaluate_gan writes a KID of None when no class had two real and two generated images.
+    measured = [value for value in values if value is not None]
+    return statistics.fmean(measured) if measured else None
+
+
 def pool(rows: Sequence[dict]) -> dict:
     """One configuration's reports (at different seeds) pooled against the goals."""
     pooled = {
@@ -109,10 +118,8 @@ def pool(rows: Sequence[dict]) -> dict:
         "judge_accuracy": statistics.fmean(row["judge_accuracy"] for row in rows),
         "fidelity": statistics.fmean(row["fidelity"] for row in rows),
         "fidelity_goal": _goal([row["fidelity_gap"] for row in rows], FIDELITY_GOAL),
-        "kid_per_extractor": {
-            extractor: statistics.fmean(row["kid"] for row in rows if row["extractor"] == extractor)
-            for extractor in sorted({row["extractor"] for row in rows})
-        },
+        "kid_per_extractor": {extractor: _mean_or_none([row["kid"] for row in rows if row["extractor"] == extractor])
+                              for extractor in sorted({row["extractor"] for row in rows})},
     }
     with_tstr = [row for row in rows if "tstr" in row]
     if with_tstr:
@@ -146,6 +153,13 @@ def compare(reports: Mapping[str, Mapping]) -> dict:
         row = report_row(name, report)
         rows.append(row)
         groups.setdefault(key, []).append(row)
+    # Run folders of one name in different parents are different generators: name them by path.
+    labels = {key: configuration_label(key) for key in groups}
+    clashing = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    for key, group in groups.items():
+        label = configuration_label(key, full_path=True) if labels[key] in clashing else labels[key]
+        for row in group:
+            row["configuration"] = label
     return {"goals": {"fidelity": FIDELITY_GOAL, "tstr": TSTR_GOAL}, "reports": rows,
             "configurations": [pool(group) for group in groups.values()]}
 
@@ -162,18 +176,10 @@ def compare_paths(paths: Sequence[str | os.PathLike]) -> dict:
     return compare(reports)
 
 
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _points(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
 def _verdict(goal: dict) -> str:
     word = "met" if goal["met"] else "missed"
-    se = "" if goal["gap_se"] is None else f", SE {_points(goal['gap_se'])}"
-    return f"{word} by {_points(abs(goal['margin']))} pts{se}"
+    se = "" if goal["gap_se"] is None else f", SE {points(goal['gap_se'])}"
+    return f"{word} by {points(abs(goal['margin']))} pts{se}"
 
 
 def markdown(comparison: dict) -> str:
@@ -182,8 +188,8 @@ def markdown(comparison: dict) -> str:
     lines = [
         "# GAN evaluations compared",
         "",
-        f"Goals: class fidelity within {_points(goals['fidelity'])} points of the judge's real test accuracy; "
-        f"TSTR within {_points(goals['tstr'])} points of TRTR. TSTR: mean (± sd) over a report's classifiers. "
+        f"Goals: class fidelity within {points(goals['fidelity'])} points of the judge's real test accuracy; "
+        f"TSTR within {points(goals['tstr'])} points of TRTR. TSTR: mean (± sd) over a report's classifiers. "
         "KID is comparable only under one extractor.",
         "",
         "| report | configuration | seed | fidelity (judge) | TSTR | TRTR | TSTR AUC | KID (extractor) | kept per class |",
@@ -191,11 +197,11 @@ def markdown(comparison: dict) -> str:
     ]
     for row in comparison["reports"]:
         tstr = "n/a" if "tstr" not in row else (
-            _fmt(row["tstr"]) + ("" if row["tstr_sd"] is None else f" ± {_fmt(row['tstr_sd'])} ({len(row['tstr_accuracies'])})"))
-        kept = " / ".join(_fmt(v) for v in row["acceptance_per_class"].values()) if row["acceptance_per_class"] else "all"
+            fixed(row["tstr"]) + ("" if row["tstr_sd"] is None else f" ± {fixed(row['tstr_sd'])} ({len(row['tstr_accuracies'])})"))
+        kept = " / ".join(fixed(v) for v in row["acceptance_per_class"].values()) if row["acceptance_per_class"] else "all"
         lines.append(
-            f"| {row['name']} | {row['configuration']} | {row['seed']} | {_fmt(row['fidelity'])} ({_fmt(row['judge_accuracy'])}) "
-            f"| {tstr} | {_fmt(row.get('trtr'))} | {_fmt(row.get('tstr_auc'))} | {row['kid']:.4g} ({row['extractor']}) | {kept} |"
+            f"| {row['name']} | {row['configuration']} | {row['seed']} | {fixed(row['fidelity'])} ({fixed(row['judge_accuracy'])}) "
+            f"| {tstr} | {fixed(row.get('trtr'))} | {fixed(row.get('tstr_auc'))} | {significant(row['kid'])} ({row['extractor']}) | {kept} |"
         )
     lines += [
         "",
@@ -208,14 +214,14 @@ def markdown(comparison: dict) -> str:
     ]
     for pooled in comparison["configurations"]:
         if "tstr" in pooled:
-            tstr = (f"{_fmt(pooled['tstr'])} ({pooled['n_tstr_classifiers']}, sd {_fmt(pooled['tstr_classifier_sd'])})",
-                    _fmt(pooled["trtr"]), _verdict(pooled["tstr_goal"]))
+            tstr = (f"{fixed(pooled['tstr'])} ({pooled['n_tstr_classifiers']}, sd {fixed(pooled['tstr_classifier_sd'])})",
+                    fixed(pooled["trtr"]), _verdict(pooled["tstr_goal"]))
         else:
             tstr = ("n/a", "n/a", "not measured")
-        kid = ", ".join(f"{name} {value:.4g}" for name, value in pooled["kid_per_extractor"].items())
+        kid = ", ".join(f"{name} {significant(value)}" for name, value in pooled["kid_per_extractor"].items())
         lines.append(
             f"| {pooled['configuration']} | {', '.join(str(s) for s in pooled['seeds'])} "
-            f"| {_fmt(pooled['fidelity'])} ({_fmt(pooled['judge_accuracy'])}) | {_verdict(pooled['fidelity_goal'])} "
+            f"| {fixed(pooled['fidelity'])} ({fixed(pooled['judge_accuracy'])}) | {_verdict(pooled['fidelity_goal'])} "
             f"| {tstr[0]} | {tstr[1]} | {tstr[2]} | {kid} |"
         )
     return "\n".join(lines + [""])

@@ -44,6 +44,7 @@ import tensorflow as tf
 from covid_keras import augment, plots, sampling
 from covid_keras.backbones import get_backbone_spec
 from covid_keras.evaluation import roc_auc
+from covid_keras.formatting import fixed, significant
 
 SPLITS = ("train", "validation", "test")
 
@@ -1216,15 +1217,6 @@ def save_fidelity_curve(curves: list, class_names: Sequence[str], path, judge_ac
     )
 
 
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _kid(value) -> str:
-    # KID's scale depends on the extractor's features: significant digits, not decimals.
-    return "n/a" if value is None else f"{value:.4g}"
-
-
 def markdown_summary(result: dict) -> str:
     """A human-readable summary of an `evaluate_gan` result."""
     lines = (_summary_header(result) + _summary_table(result) + _blur_lines(result.get("blur"))
@@ -1235,10 +1227,10 @@ def markdown_summary(result: dict) -> str:
             "## TSTR vs TRTR (same small CNN, tested on the real test split)",
             "",
             f"- TSTR (trained on {t['n_synthetic_train']} synthetic images{_over_classifiers(t)}): "
-            f"**{_fmt(t['tstr_accuracy'])}**{_plus_minus(t.get('tstr_accuracy_sd'))} "
-            f"(AUC {_fmt(t.get('tstr_auc'))}{_plus_minus(t.get('tstr_auc_sd'))})",
-            f"- TRTR (trained on {t['n_real_train']} real images): **{_fmt(t['trtr_accuracy'])}** "
-            f"(AUC {_fmt(t.get('trtr_auc'))})",
+            f"**{fixed(t['tstr_accuracy'])}**{_plus_minus(t.get('tstr_accuracy_sd'))} "
+            f"(AUC {fixed(t.get('tstr_auc'))}{_plus_minus(t.get('tstr_auc_sd'))})",
+            f"- TRTR (trained on {t['n_real_train']} real images): **{fixed(t['trtr_accuracy'])}** "
+            f"(AUC {fixed(t.get('trtr_auc'))})",
             "- accuracy needs the classifier's threshold in the right place; AUC asks only whether it ranks "
             "real images of each class above the others",
             "",
@@ -1252,8 +1244,8 @@ def markdown_summary(result: dict) -> str:
         for point in result["curves"]:
             grids = [" / ".join(_permille(point.get("checkerboard", {}).get(n, {}).get(str(p))) for p in CHECKERBOARD_PERIODS)
                      for n in names]
-            lines.append(f"| {point['epoch']} | {_kid(point['mean_over_classes'])} | "
-                         f"{_fmt(point['class_fidelity']['overall'])} | " + " | ".join(grids) + " |")
+            lines.append(f"| {point['epoch']} | {significant(point['mean_over_classes'])} | "
+                         f"{fixed(point['class_fidelity']['overall'])} | " + " | ".join(grids) + " |")
         lines += ["", "![KID over training](kid_over_training.png)",
                   "![Class fidelity over training](fidelity_over_training.png)", ""]
     lines += [f"![{name}](grid_{_file_name(name)}.png)" for name in result["class_names"]] + [""]
@@ -1266,7 +1258,7 @@ def _over_classifiers(tstr: dict) -> str:
 
 
 def _plus_minus(sd) -> str:
-    return "" if sd is None else f" ± {_fmt(sd)}"
+    return "" if sd is None else f" ± {fixed(sd)}"
 
 
 def _blur_lines(blur: dict | None) -> list[str]:
@@ -1283,8 +1275,8 @@ def _blur_lines(blur: dict | None) -> list[str]:
         "|---|---|---|---|",
     ]
     for name, c in blur["per_class"].items():
-        lines.append(f"| {name} | {_fmt(c['generated_sharpness'])} / {_fmt(c['real_sharpness'])} "
-                     f"| {_fmt(c['blur_equivalent_sigma'])} | {_fmt(c['judge_recall_at_equivalent_blur'])} |")
+        lines.append(f"| {name} | {fixed(c['generated_sharpness'])} / {fixed(c['real_sharpness'])} "
+                     f"| {fixed(c['blur_equivalent_sigma'])} | {fixed(c['judge_recall_at_equivalent_blur'])} |")
     return lines + [""]
 
 
@@ -1324,11 +1316,11 @@ def _summary_header(result: dict) -> list[str]:
         f"- feature extractor: **{ext['name']}**, weights `{ext['weights']}`"
         f"{'' if ext['exact_weights'] else ' (NOT exact ImageNet weights)'}; {ext['feature_dim']}-d at "
         f"{ext['input_size']} px. {ext['note']}",
-        f"- judge: {judge['source']}; accuracy on the real test split **{_fmt(judge['real_test_accuracy'])}**",
+        f"- judge: {judge['source']}; accuracy on the real test split **{fixed(judge['real_test_accuracy'])}**",
     ]
     augmented = judge.get("real_test_accuracy_after_diff_augment")
     if augmented:
-        after = ", ".join(f"{name} {_fmt(value)}" for name, value in augmented.items() if name != "none")
+        after = ", ".join(f"{name} {fixed(value)}" for name, value in augmented.items() if name != "none")
         lines.append(f"- judge accuracy on real test images after DiffAugment (what a discriminator sees): {after}; "
                      "a policy near chance hides the classes from a conditional discriminator")
     guide = result.get("class_guide")
@@ -1339,12 +1331,12 @@ def _summary_header(result: dict) -> list[str]:
         lines.append(
             f"- the generator was trained against a class guide ({guide['loss'].replace('_', ' ')}, "
             f"weight {guide['weight']:g}; accuracy "
-            f"{_fmt(accuracy)} on real {split} images): a different network from the judge, trained "
+            f"{fixed(accuracy)} on real {split} images): a different network from the judge, trained "
             "apart from it. TSTR is the check that no classifier's quirks can pass"
         )
     sample_filter = result.get("sample_filter")
     if sample_filter:
-        acceptance = ", ".join(f"{name} {_fmt(value)}" for name, value in sample_filter["acceptance_per_class"].items())
+        acceptance = ", ".join(f"{name} {fixed(value)}" for name, value in sample_filter["acceptance_per_class"].items())
         lines.append(
             f"- **filtered samples**: every figure but the curves is of generated images kept only where "
             f"{sample_filter['classifier']} gives their class at least {sample_filter['min_confidence']:g} "
@@ -1374,14 +1366,14 @@ def _summary_table(result: dict) -> list[str]:
         gen = result["diversity"]["generated"].get(name, {})
         real = result["diversity"]["real"].get(name, {})
         lines.append(
-            f"| {name} | {_kid(kid.get('mean'))} ± {_kid(kid.get('std'))} "
-            f"| {_fmt(fidelity['per_class'].get(name))} | {_fmt(judge['real_test_recall_per_class'].get(name))} "
-            f"| {_fmt(gen.get('feature_distance'))} / {_fmt(real.get('feature_distance'))} "
-            f"| {_fmt(gen.get('pixel_1_minus_ssim'))} / {_fmt(real.get('pixel_1_minus_ssim'))} |"
+            f"| {name} | {significant(kid.get('mean'))} ± {significant(kid.get('std'))} "
+            f"| {fixed(fidelity['per_class'].get(name))} | {fixed(judge['real_test_recall_per_class'].get(name))} "
+            f"| {fixed(gen.get('feature_distance'))} / {fixed(real.get('feature_distance'))} "
+            f"| {fixed(gen.get('pixel_1_minus_ssim'))} / {fixed(real.get('pixel_1_minus_ssim'))} |"
         )
     lines += [
-        f"| **all** | {_kid(result['kid']['mean_over_classes'])} (mean over classes) "
-        f"| {_fmt(fidelity['overall'])} | {_fmt(judge['real_test_accuracy'])} (accuracy) | | |",
+        f"| **all** | {significant(result['kid']['mean_over_classes'])} (mean over classes) "
+        f"| {fixed(fidelity['overall'])} | {fixed(judge['real_test_accuracy'])} (accuracy) | | |",
         "",
     ]
     return lines

@@ -78,6 +78,23 @@ def test_configurations_are_run_checkpoint_and_filter():
     assert "0.400 / 0.600" in text and "not measured" in text
 
 
+def test_run_folders_of_one_name_in_different_parents_are_told_apart():
+    comparison = gc.compare({"a": report(0, run_dir="/runs/a/guided"), "b": report(0, run_dir="/runs/b/guided"),
+                             "c": report(0, run_dir="/runs/run3")})
+    labels = [pooled["configuration"] for pooled in comparison["configurations"]]
+    assert labels == ["/runs/a/guided", "/runs/b/guided", "run3"]
+    assert [row["configuration"] for row in comparison["reports"]] == labels
+
+
+def test_a_report_without_kid_is_left_out_of_the_kid_mean():
+    comparison = gc.compare({"e0": report(0, kid=None), "e1": report(1, kid=0.006), "x": report(0, run_dir="/r/x", kid=None)})
+    measured, unmeasured = comparison["configurations"]
+    assert measured["kid_per_extractor"] == {"random_conv": pytest.approx(0.006)}
+    assert unmeasured["kid_per_extractor"] == {"random_conv": None}
+    text = gc.markdown(comparison)
+    assert "| n/a (random_conv) |" in text and "random_conv n/a |" in text
+
+
 def test_the_same_measurement_twice_is_refused_naming_both():
     with pytest.raises(ValueError, match="first and second both evaluate guided, P≥0.9 at seed 1"):
         gc.compare({"first": report(1, min_confidence=0.9), "second": report(1, min_confidence=0.9)})
