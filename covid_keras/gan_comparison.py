@@ -11,6 +11,11 @@ report weighted once, and its standard error over reports. The margin is goal - 
 positive means met; a margin within a standard error or two of zero is no robust pass. Three
 reports give a rough standard error; the classifiers' sd over all reports is beside it.
 
+One generator is one training seed. Configurations whose runs differ only in their training
+seed (same GanConfig otherwise, same checkpoint and filter) are pooled once more: the mean of
+their pooled gaps, each training seed weighted once, and its standard error over training seeds.
+That is the figure that says whether a preset, not one lucky run, meets a goal.
+
 Reads the `metrics.json` files `gan_evaluation.evaluate_gan` writes; needs no model.
 """
 
@@ -27,6 +32,8 @@ from covid_keras.formatting import fixed, points, significant
 
 FIDELITY_GOAL = 0.10  # class fidelity at most this far below the judge's real test accuracy
 TSTR_GOAL = 0.15  # TSTR at most this far below TRTR
+# A run folder's config file: gan_training.CONFIG_FILE (not imported: that would load TensorFlow).
+RUN_CONFIG_FILE = "config.json"
 
 
 def load_report(path: str | os.PathLike) -> dict:
@@ -52,6 +59,29 @@ def configuration(report: Mapping) -> tuple:
     sample_filter = report.get("sample_filter")
     return (report.get("run_dir"), str(report.get("checkpoint")),
             None if not sample_filter else sample_filter["min_confidence"])
+
+
+def run_config(report: Mapping) -> dict | None:
+    """The evaluated run's GanConfig (as a dict): from the report, or, for reports older than its
+    `run_config` key, from the run folder's config file while that still exists; else None."""
+    if report.get("run_config"):
+        return report["run_config"]
+    path = pathlib.Path(report["run_dir"]) / RUN_CONFIG_FILE if report.get("run_dir") else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["gan"]
+    except (ValueError, KeyError, TypeError):
+        return None  # not a run config: such a report is simply not pooled over training seeds
+
+
+def preset_key(report: Mapping) -> tuple | None:
+    """What a report evaluated, but for the run's training seed; None when the run's config is unknown."""
+    config = run_config(report)
+    if config is None:
+        return None
+    _, checkpoint, min_confidence = configuration(report)
+    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True), checkpoint, min_confidence
 
 
 def configuration_label(key: tuple, full_path: bool = False) -> str:
@@ -113,6 +143,7 @@ def pool(rows: Sequence[dict]) -> dict:
     """One configuration's reports (at different seeds) pooled against the goals."""
     pooled = {
         "configuration": rows[0]["configuration"],
+        "training_seed": rows[0].get("training_seed"),
         "reports": [row["name"] for row in rows],
         "seeds": [row["seed"] for row in rows],
         "judge_accuracy": statistics.fmean(row["judge_accuracy"] for row in rows),
@@ -134,11 +165,55 @@ def pool(rows: Sequence[dict]) -> dict:
     return pooled
 
 
+def pool_training_seeds(pooled: Sequence[dict]) -> dict:
+    """Pooled configurations of one preset at different training seeds, pooled again: means of
+    their figures and gaps, each training seed weighted once, and standard errors over them."""
+    result = {
+        "configurations": [p["configuration"] for p in pooled],
+        "training_seeds": [p["training_seed"] for p in pooled],
+        "n_reports": sum(len(p["reports"]) for p in pooled),
+        "judge_accuracy": statistics.fmean(p["judge_accuracy"] for p in pooled),
+        "fidelity": statistics.fmean(p["fidelity"] for p in pooled),
+        "fidelity_goal": _goal([p["fidelity_goal"]["mean_gap"] for p in pooled], FIDELITY_GOAL),
+    }
+    with_tstr = [p for p in pooled if "tstr" in p]
+    if with_tstr:
+        result.update({
+            "tstr": statistics.fmean(p["tstr"] for p in with_tstr),
+            "tstr_per_training_seed": [p["tstr"] for p in with_tstr],
+            "trtr": statistics.fmean(p["trtr"] for p in with_tstr),
+            "tstr_goal": _goal([p["tstr_goal"]["mean_gap"] for p in with_tstr], TSTR_GOAL),
+        })
+    return result
+
+
+def _over_training_seeds(groups: Mapping[tuple, list], pooled: Mapping[tuple, dict]) -> list[dict]:
+    """Configurations grouped by preset (all but the training seed); those with two seeds or more pooled."""
+    presets = {}
+    for key, group in groups.items():
+        preset = group[0]["preset_key"]
+        if preset is not None:
+            presets.setdefault(preset, []).append(key)
+    result = []
+    for keys in presets.values():
+        seeds = {}
+        for key in keys:
+            seed = pooled[key]["training_seed"]
+            if seed in seeds:
+                raise ValueError(f"{pooled[seeds[seed]]['configuration']} and {pooled[key]['configuration']} are one "
+                                 f"preset at one training seed ({seed}): pooling them would count that seed twice")
+            seeds[seed] = key
+        if len(keys) > 1:
+            result.append(pool_training_seeds([pooled[key] for key in keys]))
+    return result
+
+
 def compare(reports: Mapping[str, Mapping]) -> dict:
-    """Reports by name -> each report's row, and the pooled figures per configuration.
+    """Reports by name -> each report's row, the pooled figures per configuration, and per preset
+    over training seeds (where runs differ only in their seed).
 
     Two reports of one configuration at one seed are the same measurement twice (their pool
-    would count it twice): refused, naming both.
+    would count it twice): refused, naming both; so are two runs of one preset at one training seed.
     """
     if not reports:
         raise ValueError("no reports to compare")
@@ -151,6 +226,9 @@ def compare(reports: Mapping[str, Mapping]) -> dict:
                              f"{seed_key[1]}: pass one of them")
         seen[seed_key] = name
         row = report_row(name, report)
+        config = run_config(report)
+        row["training_seed"] = None if config is None else config.get("seed")
+        row["preset_key"] = preset_key(report)
         rows.append(row)
         groups.setdefault(key, []).append(row)
     # Run folders of one name in different parents are different generators: name them by path.
@@ -160,8 +238,12 @@ def compare(reports: Mapping[str, Mapping]) -> dict:
         label = configuration_label(key, full_path=True) if labels[key] in clashing else labels[key]
         for row in group:
             row["configuration"] = label
+    pooled = {key: pool(group) for key, group in groups.items()}
+    across_seeds = _over_training_seeds(groups, pooled)
+    for row in rows:
+        del row["preset_key"]  # a grouping key, not a figure
     return {"goals": {"fidelity": FIDELITY_GOAL, "tstr": TSTR_GOAL}, "reports": rows,
-            "configurations": [pool(group) for group in groups.values()]}
+            "configurations": list(pooled.values()), "over_training_seeds": across_seeds}
 
 
 def compare_paths(paths: Sequence[str | os.PathLike]) -> dict:
@@ -192,7 +274,7 @@ def markdown(comparison: dict) -> str:
         f"TSTR within {points(goals['tstr'])} points of TRTR. TSTR: mean (± sd) over a report's classifiers. "
         "KID is comparable only under one extractor.",
         "",
-        "| report | configuration | seed | fidelity (judge) | TSTR | TRTR | TSTR AUC | KID (extractor) | kept per class |",
+        "| report | configuration | eval seed | fidelity (judge) | TSTR | TRTR | TSTR AUC | KID (extractor) | kept per class |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in comparison["reports"]:
@@ -209,8 +291,9 @@ def markdown(comparison: dict) -> str:
         "",
         "Means over the configuration's reports (each weighted once); the gap's standard error is over reports.",
         "",
-        "| configuration | seeds | fidelity (judge) | fidelity goal | TSTR (classifiers, sd) | TRTR | TSTR goal | KID per extractor |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | training seed | eval seeds | fidelity (judge) | fidelity goal | TSTR (classifiers, sd) | TRTR "
+        "| TSTR goal | KID per extractor |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for pooled in comparison["configurations"]:
         if "tstr" in pooled:
@@ -220,8 +303,35 @@ def markdown(comparison: dict) -> str:
             tstr = ("n/a", "n/a", "not measured")
         kid = ", ".join(f"{name} {significant(value)}" for name, value in pooled["kid_per_extractor"].items())
         lines.append(
-            f"| {pooled['configuration']} | {', '.join(str(s) for s in pooled['seeds'])} "
+            f"| {pooled['configuration']} | {_or_unknown(pooled['training_seed'])} | {', '.join(str(s) for s in pooled['seeds'])} "
             f"| {fixed(pooled['fidelity'])} ({fixed(pooled['judge_accuracy'])}) | {_verdict(pooled['fidelity_goal'])} "
             f"| {tstr[0]} | {tstr[1]} | {tstr[2]} | {kid} |"
         )
+    if comparison["over_training_seeds"]:
+        lines += [
+            "",
+            "## Pooled over training seeds",
+            "",
+            "Configurations whose runs differ only in their training seed: means over training seeds (each "
+            "weighted once); the gap's standard error is over training seeds.",
+            "",
+            "| configurations | training seeds | reports | fidelity (judge) | fidelity goal | TSTR (per training seed) | TRTR "
+            "| TSTR goal |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for pooled in comparison["over_training_seeds"]:
+            if "tstr" in pooled:
+                tstr = (f"{fixed(pooled['tstr'])} ({' / '.join(fixed(v) for v in pooled['tstr_per_training_seed'])})",
+                        fixed(pooled["trtr"]), _verdict(pooled["tstr_goal"]))
+            else:
+                tstr = ("n/a", "n/a", "not measured")
+            lines.append(
+                f"| {' + '.join(pooled['configurations'])} | {', '.join(str(s) for s in pooled['training_seeds'])} "
+                f"| {pooled['n_reports']} | {fixed(pooled['fidelity'])} ({fixed(pooled['judge_accuracy'])}) "
+                f"| {_verdict(pooled['fidelity_goal'])} | {tstr[0]} | {tstr[1]} | {tstr[2]} |"
+            )
     return "\n".join(lines + [""])
+
+
+def _or_unknown(value) -> str:
+    return "?" if value is None else str(value)

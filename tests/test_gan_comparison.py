@@ -11,10 +11,11 @@ from covid_keras import gan_comparison as gc
 
 
 def report(seed, *, fidelity=0.8, judge=0.9, tstr=(0.75, 0.77), trtr=0.9, run_dir="/runs/guided",
-           checkpoint="latest", min_confidence=None, extractor="random_conv", kid=0.004):
+           checkpoint="latest", min_confidence=None, extractor="random_conv", kid=0.004, run_config=None):
     """The parts of an evaluate_gan metrics.json the comparison reads."""
     return {
         "run_dir": run_dir,
+        "run_config": run_config,
         "checkpoint": checkpoint,
         "settings": {"seed": seed},
         "extractor": {"name": extractor},
@@ -93,6 +94,54 @@ def test_a_report_without_kid_is_left_out_of_the_kid_mean():
     assert unmeasured["kid_per_extractor"] == {"random_conv": None}
     text = gc.markdown(comparison)
     assert "| n/a (random_conv) |" in text and "random_conv n/a |" in text
+
+
+def preset(seed, epochs=111):
+    return {"epochs": epochs, "class_guide_weight": 30.0, "seed": seed}
+
+
+def test_runs_that_differ_only_in_their_training_seed_are_pooled_again():
+    reports = {}
+    for training_seed, tstr in ((0, 0.72), (1, 0.76), (2, 0.79)):
+        for eval_seed in (0, 1):
+            reports[f"s{training_seed}-e{eval_seed}"] = report(
+                eval_seed, fidelity=0.85, tstr=(tstr - 0.01, tstr + 0.01), trtr=0.9, min_confidence=0.9,
+                run_dir=f"/runs/s{training_seed}", run_config=preset(training_seed))
+    reports["short-e0"] = report(0, min_confidence=0.9, run_dir="/runs/short", run_config=preset(3, epochs=37))
+    reports["unfiltered-s0"] = report(0, run_dir="/runs/s0", run_config=preset(0))
+    comparison = gc.compare(reports)
+    assert [row["training_seed"] for row in comparison["reports"]][:2] == [0, 0]
+    (over,) = comparison["over_training_seeds"]  # neither the 37-epoch run nor the unfiltered one has a partner
+    assert over["training_seeds"] == [0, 1, 2] and over["n_reports"] == 6
+    assert over["configurations"] == ["s0, P≥0.9", "s1, P≥0.9", "s2, P≥0.9"]
+    assert over["tstr"] == pytest.approx(0.7567, abs=1e-4) and over["tstr_per_training_seed"] == pytest.approx([0.72, 0.76, 0.79])
+    goal = over["tstr_goal"]  # gaps 0.18, 0.14, 0.11 over training seeds
+    assert goal["mean_gap"] == pytest.approx(0.1433, abs=1e-4) and goal["met"]
+    assert goal["gap_se"] == pytest.approx(statistics.stdev([0.18, 0.14, 0.11]) / math.sqrt(3))
+    assert goal["n_reports"] == 3  # training seeds, each weighted once
+    assert over["fidelity_goal"]["margin"] == pytest.approx(0.05)
+    text = gc.markdown(comparison)
+    assert "## Pooled over training seeds" in text
+    assert "| s0, P≥0.9 + s1, P≥0.9 + s2, P≥0.9 | 0, 1, 2 | 6 | 0.850 (0.900) | met by 5.0 pts, SE 0.0 |" in text
+    assert "0.757 (0.720 / 0.760 / 0.790) | 0.900 | met by 0.7 pts, SE 2.0 |" in text
+
+
+def test_a_report_without_its_run_config_reads_the_run_folder_or_is_not_pooled(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / gc.RUN_CONFIG_FILE).write_text(json.dumps({"gan": preset(4), "class_names": ["Normal", "COVID"]}))
+    comparison = gc.compare({"old": report(0, run_dir=str(run)), "new": report(0, run_dir="/r/s5", run_config=preset(5)),
+                             "gone": report(0, run_dir=str(tmp_path / "moved"))})
+    assert [row["training_seed"] for row in comparison["reports"]] == [4, 5, None]
+    (over,) = comparison["over_training_seeds"]
+    assert over["training_seeds"] == [4, 5]
+    assert "| moved | ? | 0 |" in gc.markdown(comparison)
+
+
+def test_one_preset_at_one_training_seed_twice_is_refused():
+    with pytest.raises(ValueError, match="a, P≥0.9 and b, P≥0.9 are one preset at one training seed .1."):
+        gc.compare({"a": report(0, min_confidence=0.9, run_dir="/r/a", run_config=preset(1)),
+                    "b": report(0, min_confidence=0.9, run_dir="/r/b", run_config=preset(1))})
 
 
 def test_the_same_measurement_twice_is_refused_naming_both():

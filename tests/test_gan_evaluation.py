@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid_keras import data, gan_comparison
+from covid_keras import data, gan_comparison, gan_training
+from covid_keras.gan_config import from_preset
 from covid_keras import gan_evaluation as ge
 
 SIZE = 32
@@ -421,7 +422,9 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     def load_stand_in(run_dir, which="latest"):
         loaded.append(which if isinstance(which, str) else which.epoch)
         generators[loaded[-1]] = stand_in_generator(seed=0 if which == "latest" else which.epoch)
-        return generators[loaded[-1]], None, ["Normal", "COVID"]
+        return generators[loaded[-1]], run_config, ["Normal", "COVID"]
+
+    run_config = from_preset("stable", seed=7)  # unguided: no class guide to load
 
     monkeypatch.setattr(ge, "load_run_generator", load_stand_in)
     script_path = project_root / "scripts" / "evaluate_gan.py"
@@ -453,6 +456,11 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     assert (out / "fidelity_over_training.png").is_file()
     assert "| 20 |" in (out / "summary.md").read_text()
     assert result["class_fidelity"]["judge"]["source"] == str(tmp_path / "judge.keras")
+    # The run's config travels in the report, so the comparison can tell runs apart by training seed.
+    assert result["run_config"] == run_config.to_dict()
+    (row,) = gan_comparison.compare_paths([out])["reports"]
+    assert row["training_seed"] == 7
+    assert gan_comparison.RUN_CONFIG_FILE == gan_training.CONFIG_FILE
     assert "tstr_trtr" not in result
 
     with pytest.raises(ValueError, match="differ from the real data"):
