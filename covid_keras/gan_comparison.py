@@ -75,9 +75,9 @@ def run_config(report: Mapping) -> dict | None:
         return None  # not a run config: such a report is simply not pooled over training seeds
 
 
-def preset_key(report: Mapping) -> tuple | None:
-    """What a report evaluated, but for the run's training seed; None when the run's config is unknown."""
-    config = run_config(report)
+def preset_key(report: Mapping, config: Mapping | None) -> tuple | None:
+    """What a report evaluated, but for the run's training seed (`config`: its `run_config`);
+    None when the run's config is unknown."""
     if config is None:
         return None
     _, checkpoint, min_confidence = configuration(report)
@@ -228,7 +228,7 @@ def compare(reports: Mapping[str, Mapping]) -> dict:
         row = report_row(name, report)
         config = run_config(report)
         row["training_seed"] = None if config is None else config.get("seed")
-        row["preset_key"] = preset_key(report)
+        row["preset_key"] = preset_key(report, config)
         rows.append(row)
         groups.setdefault(key, []).append(row)
     # Run folders of one name in different parents are different generators: name them by path.
