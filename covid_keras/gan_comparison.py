@@ -95,13 +95,15 @@ def configuration_label(key: tuple, full_path: bool = False) -> str:
     return ", ".join(parts)
 
 
-def report_row(name: str, report: Mapping) -> dict:
-    """One report's figures and its gaps to the goals."""
+def report_row(name: str, report: Mapping, label: str, config: Mapping | None) -> dict:
+    """One report's figures and its gaps to the goals (`label`: its configuration's name in tables;
+    `config`: its `run_config`)."""
     fidelity = report["class_fidelity"]
     judge_accuracy = fidelity["judge"]["real_test_accuracy"]
     row = {
         "name": name,
-        "configuration": configuration_label(configuration(report)),
+        "configuration": label,
+        "training_seed": None if config is None else config.get("seed"),
         "seed": report["settings"]["seed"],
         "extractor": report["extractor"]["name"],
         "kid": report["kid"]["mean_over_classes"],
@@ -187,11 +189,10 @@ def pool_training_seeds(pooled: Sequence[dict]) -> dict:
     return result
 
 
-def _over_training_seeds(groups: Mapping[tuple, list], pooled: Mapping[tuple, dict]) -> list[dict]:
+def _over_training_seeds(preset_of: Mapping[tuple, tuple | None], pooled: Mapping[tuple, dict]) -> list[dict]:
     """Configurations grouped by preset (all but the training seed); those with two seeds or more pooled."""
     presets = {}
-    for key, group in groups.items():
-        preset = group[0]["preset_key"]
+    for key, preset in preset_of.items():
         if preset is not None:
             presets.setdefault(preset, []).append(key)
     result = []
@@ -217,33 +218,28 @@ def compare(reports: Mapping[str, Mapping]) -> dict:
     """
     if not reports:
         raise ValueError("no reports to compare")
-    rows, groups, seen = [], {}, {}
+    keys, seen = {}, {}
     for name, report in reports.items():
-        key = configuration(report)
+        key = keys[name] = configuration(report)
         seed_key = (key, report["settings"]["seed"])
         if seed_key in seen:
             raise ValueError(f"{seen[seed_key]} and {name} both evaluate {configuration_label(key)} at seed "
                              f"{seed_key[1]}: pass one of them")
         seen[seed_key] = name
-        row = report_row(name, report)
-        config = run_config(report)
-        row["training_seed"] = None if config is None else config.get("seed")
-        row["preset_key"] = preset_key(report, config)
+    # Run folders of one name in different parents are different generators: name them by path.
+    short = {key: configuration_label(key) for key in keys.values()}
+    clashing = {label for label in short.values() if list(short.values()).count(label) > 1}
+    labels = {key: configuration_label(key, full_path=True) if label in clashing else label for key, label in short.items()}
+    rows, groups, preset_of = [], {}, {}
+    for name, report in reports.items():
+        key, config = keys[name], run_config(report)
+        row = report_row(name, report, labels[key], config)
         rows.append(row)
         groups.setdefault(key, []).append(row)
-    # Run folders of one name in different parents are different generators: name them by path.
-    labels = {key: configuration_label(key) for key in groups}
-    clashing = {label for label in labels.values() if list(labels.values()).count(label) > 1}
-    for key, group in groups.items():
-        label = configuration_label(key, full_path=True) if labels[key] in clashing else labels[key]
-        for row in group:
-            row["configuration"] = label
+        preset_of[key] = preset_key(report, config)
     pooled = {key: pool(group) for key, group in groups.items()}
-    across_seeds = _over_training_seeds(groups, pooled)
-    for row in rows:
-        del row["preset_key"]  # a grouping key, not a figure
     return {"goals": {"fidelity": FIDELITY_GOAL, "tstr": TSTR_GOAL}, "reports": rows,
-            "configurations": list(pooled.values()), "over_training_seeds": across_seeds}
+            "configurations": list(pooled.values()), "over_training_seeds": _over_training_seeds(preset_of, pooled)}
 
 
 def compare_paths(paths: Sequence[str | os.PathLike]) -> dict:
@@ -296,16 +292,11 @@ def markdown(comparison: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for pooled in comparison["configurations"]:
-        if "tstr" in pooled:
-            tstr = (f"{fixed(pooled['tstr'])} ({pooled['n_tstr_classifiers']}, sd {fixed(pooled['tstr_classifier_sd'])})",
-                    fixed(pooled["trtr"]), _verdict(pooled["tstr_goal"]))
-        else:
-            tstr = ("n/a", "n/a", "not measured")
+        classifiers = f"{pooled.get('n_tstr_classifiers')}, sd {fixed(pooled.get('tstr_classifier_sd'))}"
         kid = ", ".join(f"{name} {significant(value)}" for name, value in pooled["kid_per_extractor"].items())
         lines.append(
             f"| {pooled['configuration']} | {_or_unknown(pooled['training_seed'])} | {', '.join(str(s) for s in pooled['seeds'])} "
-            f"| {fixed(pooled['fidelity'])} ({fixed(pooled['judge_accuracy'])}) | {_verdict(pooled['fidelity_goal'])} "
-            f"| {tstr[0]} | {tstr[1]} | {tstr[2]} | {kid} |"
+            + _goal_cells(pooled, classifiers) + f" {kid} |"
         )
     if comparison["over_training_seeds"]:
         lines += [
@@ -320,17 +311,22 @@ def markdown(comparison: dict) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for pooled in comparison["over_training_seeds"]:
-            if "tstr" in pooled:
-                tstr = (f"{fixed(pooled['tstr'])} ({' / '.join(fixed(v) for v in pooled['tstr_per_training_seed'])})",
-                        fixed(pooled["trtr"]), _verdict(pooled["tstr_goal"]))
-            else:
-                tstr = ("n/a", "n/a", "not measured")
+            per_seed = " / ".join(fixed(v) for v in pooled.get("tstr_per_training_seed", []))
             lines.append(
                 f"| {' + '.join(pooled['configurations'])} | {', '.join(str(s) for s in pooled['training_seeds'])} "
-                f"| {pooled['n_reports']} | {fixed(pooled['fidelity'])} ({fixed(pooled['judge_accuracy'])}) "
-                f"| {_verdict(pooled['fidelity_goal'])} | {tstr[0]} | {tstr[1]} | {tstr[2]} |"
+                f"| {pooled['n_reports']} " + _goal_cells(pooled, per_seed)
             )
     return "\n".join(lines + [""])
+
+
+def _goal_cells(pooled: dict, tstr_detail: str) -> str:
+    """A pooled table's cells from fidelity to the TSTR goal; `tstr_detail` follows the TSTR mean."""
+    if "tstr" in pooled:
+        tstr = f"{fixed(pooled['tstr'])} ({tstr_detail}) | {fixed(pooled['trtr'])} | {_verdict(pooled['tstr_goal'])}"
+    else:
+        tstr = "n/a | n/a | not measured"
+    return (f"| {fixed(pooled['fidelity'])} ({fixed(pooled['judge_accuracy'])}) | {_verdict(pooled['fidelity_goal'])} "
+            f"| {tstr} |")
 
 
 def _or_unknown(value) -> str:

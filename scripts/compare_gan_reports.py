@@ -6,8 +6,9 @@
 
 Reports of one configuration (run folder, checkpoint, sample filter) at different --seed values
 are pooled: class fidelity against the judge, TSTR against TRTR, each with its margin to the
-goal and the standard error over reports. Prints the Markdown; with --out also writes
-OUT/comparison.json and OUT/comparison.md.
+goal and the standard error over reports. Runs that differ only in their training seed are then
+pooled over training seeds. Prints the Markdown; with --out also writes OUT/comparison.json and
+OUT/comparison.md.
 """
 
 from __future__ import annotations
