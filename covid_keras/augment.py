@@ -1,4 +1,5 @@
-"""Differentiable augmentation of discriminator inputs (DiffAugment, Zhao et al. 2020), for grey images.
+"""Augmentation: DiffAugment of discriminator inputs (Zhao et al. 2020), and a random blur for
+classifiers trained on generated images. Grey images.
 
 A discriminator that sees a few thousand real images memorises them and its gradients stop
 helping the generator. Augmenting EVERY input of the discriminator (real and generated, in its
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 POLICIES = ("color", "translation", "cutout")
@@ -81,3 +84,56 @@ def _cutout(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 _APPLY = {"color": _color, "translation": _translation, "cutout": _cutout}
+
+
+# ---------------------------------------------------------------------------------------------
+# Random blur: a classifier layer, not part of DiffAugment
+
+
+@keras.saving.register_keras_serializable(package="covid_keras")
+class RandomBlur(keras.layers.Layer):
+    """In training, each image is blurred by a Gaussian whose sigma is drawn per image from
+    `levels` evenly spaced values in [0, max_sigma] (0: left as it is); at inference, the identity.
+
+    A classifier trained on generated images can separate them by fine texture that no real image
+    has (the samples' speckle, a faint grid); random blur makes that texture unreliable, so it has
+    to learn the coarser shapes, which real images share. Images [B, H, W, C], any value range.
+    """
+
+    def __init__(self, max_sigma: float, levels: int = 4, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if max_sigma <= 0 or levels < 2:
+            raise ValueError(f"RandomBlur needs max_sigma > 0 and levels >= 2, got {max_sigma}, {levels}")
+        self.max_sigma, self.levels, self.seed = float(max_sigma), int(levels), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._kernels = [gaussian_kernel_1d(sigma) for sigma in np.linspace(0.0, max_sigma, levels)[1:]]
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        versions = [images]
+        for kernel in self._kernels:  # separable: rows, then columns; each channel on its own
+            blurred = keras.ops.depthwise_conv(images, self._tiled(kernel.reshape(-1, 1), images), padding="same")
+            versions.append(keras.ops.depthwise_conv(blurred, self._tiled(kernel.reshape(1, -1), images), padding="same"))
+        level = keras.random.randint((keras.ops.shape(images)[0],), 0, self.levels, seed=self.seed_generator)
+        choice = keras.ops.transpose(keras.ops.one_hot(level, self.levels, dtype=images.dtype))  # [levels, B]
+        return keras.ops.sum(keras.ops.stack(versions) * choice[:, :, None, None, None], axis=0)
+
+    @staticmethod
+    def _tiled(kernel: np.ndarray, images):
+        channels = images.shape[-1]
+        return keras.ops.convert_to_tensor(np.tile(kernel[:, :, None, None], (1, 1, channels, 1)), dtype=images.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_sigma": self.max_sigma, "levels": self.levels, "seed": self.seed}
+
+
+def gaussian_kernel_1d(sigma: float) -> np.ndarray:
+    """A normalised 1-D Gaussian, float32, out to 3 sigma."""
+    radius = max(int(np.ceil(3 * sigma)), 1)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-x**2 / (2 * sigma**2))
+    return (kernel / kernel.sum()).astype(np.float32)

@@ -2,7 +2,8 @@
 
 One evaluation's TSTR moves by several points with its seed (the classifiers' seeds and the
 draws of samples), so a generator is judged on several evaluations of it: the reports of one
-configuration (run folder, checkpoint, sample filter) at different evaluation seeds are pooled.
+configuration (run folder, checkpoint, sample filter, TSTR classifiers' blur) at different
+evaluation seeds are pooled.
 
 The goals (issue 6): class fidelity within `FIDELITY_GOAL` of the judge's accuracy on real test
 images, and TSTR within `TSTR_GOAL` of TRTR. Per report the gap is judge - fidelity and
@@ -55,10 +56,12 @@ def load_report(path: str | os.PathLike) -> dict:
 
 
 def configuration(report: Mapping) -> tuple:
-    """What a report evaluated: run folder, checkpoint and sample filter (its threshold or None)."""
+    """What a report evaluated and how: run folder, checkpoint, sample filter (its threshold or
+    None) and the blur the TSTR and TRTR classifiers trained with (0: none; reports before it: 0)."""
     sample_filter = report.get("sample_filter")
     return (report.get("run_dir"), str(report.get("checkpoint")),
-            None if not sample_filter else sample_filter["min_confidence"])
+            None if not sample_filter else sample_filter["min_confidence"],
+            float(report["settings"].get("tstr_blur_sigma", 0.0)))
 
 
 def run_config(report: Mapping) -> dict | None:
@@ -80,18 +83,19 @@ def preset_key(report: Mapping, config: Mapping | None) -> tuple | None:
     None when the run's config is unknown."""
     if config is None:
         return None
-    _, checkpoint, min_confidence = configuration(report)
-    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True), checkpoint, min_confidence
+    return (json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True),) + configuration(report)[1:]
 
 
 def configuration_label(key: tuple, full_path: bool = False) -> str:
     """A configuration's name in tables: its run folder's name (its whole path when `full_path`)."""
-    run_dir, checkpoint, min_confidence = key
+    run_dir, checkpoint, min_confidence, tstr_blur_sigma = key
     parts = [(run_dir if full_path else pathlib.Path(run_dir).name) if run_dir else "a generator model"]
     if checkpoint not in ("latest", "None"):
         parts.append(f"epoch {checkpoint}")
     if min_confidence is not None:
         parts.append(f"P≥{min_confidence:g}")
+    if tstr_blur_sigma > 0:
+        parts.append(f"TSTR blur ≤{tstr_blur_sigma:g} px")
     return ", ".join(parts)
 
 

@@ -40,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tstr-classifiers", type=int, default=1,
                         help="train this many TSTR classifiers, each on its own draw of samples, and report "
                              "their mean and standard deviation (default 1; each costs one small-CNN training)")
+    parser.add_argument("--tstr-blur-sigma", type=float, default=0.0,
+                        help="train the TSTR and TRTR classifiers (not the judge) with random Gaussian blur of "
+                             "sigma up to this (px) on their training images, so that they cannot lean on fine "
+                             "texture (default 0: none)")
     parser.add_argument("--no-curves", action="store_true", help="skip KID and class fidelity over the run's checkpoints")
     parser.add_argument("--curve-per-class", type=int, default=250,
                         help="generated images per class at each checkpoint of the curve (default 250)")
@@ -63,6 +67,7 @@ def main(argv=None) -> None:
         curves=not args.no_curves,
         tstr=not args.no_tstr,
         tstr_classifiers=args.tstr_classifiers,
+        tstr_blur_sigma=args.tstr_blur_sigma,
         seed=args.seed,
         recipe=recipe,
     )

@@ -11,13 +11,15 @@ from covid_keras import gan_comparison as gc
 
 
 def report(seed, *, fidelity=0.8, judge=0.9, tstr=(0.75, 0.77), trtr=0.9, run_dir="/runs/guided",
-           checkpoint="latest", min_confidence=None, extractor="random_conv", kid=0.004, run_config=None):
-    """The parts of an evaluate_gan metrics.json the comparison reads."""
+           checkpoint="latest", min_confidence=None, extractor="random_conv", kid=0.004, run_config=None,
+           tstr_blur_sigma=None):
+    """The parts of an evaluate_gan metrics.json the comparison reads (tstr_blur_sigma None: a report
+    from before that setting)."""
     return {
         "run_dir": run_dir,
         "run_config": run_config,
         "checkpoint": checkpoint,
-        "settings": {"seed": seed},
+        "settings": {"seed": seed} if tstr_blur_sigma is None else {"seed": seed, "tstr_blur_sigma": tstr_blur_sigma},
         "extractor": {"name": extractor},
         "kid": {"mean_over_classes": kid},
         "sample_filter": None if min_confidence is None else {
@@ -64,16 +66,17 @@ def test_a_missed_goal_says_so():
     assert "missed by 20.0 pts |" in text and "missed by 15.0 pts |" in text
 
 
-def test_configurations_are_run_checkpoint_and_filter():
+def test_configurations_are_run_checkpoint_filter_and_tstr_blur():
     comparison = gc.compare({
-        "plain-e0": report(0), "plain-e1": report(1),
+        "plain-e0": report(0), "plain-e1": report(1, tstr_blur_sigma=0.0),  # no key: no blur
         "filtered-e0": report(0, min_confidence=0.9), "epoch-e0": report(0, checkpoint="40"),
+        "blurred-e0": report(0, min_confidence=0.9, tstr_blur_sigma=1.5),
         "other-run-e0": report(0, run_dir="/runs/run3", tstr=None, extractor="resnet50", kid=2.5),
     })
     labels = [pooled["configuration"] for pooled in comparison["configurations"]]
-    assert labels == ["guided", "guided, P≥0.9", "guided, epoch 40", "run3"]
+    assert labels == ["guided", "guided, P≥0.9", "guided, epoch 40", "guided, P≥0.9, TSTR blur ≤1.5 px", "run3"]
     assert comparison["configurations"][0]["reports"] == ["plain-e0", "plain-e1"]
-    run3 = comparison["configurations"][3]
+    run3 = comparison["configurations"][4]
     assert "tstr" not in run3 and run3["kid_per_extractor"] == {"resnet50": 2.5}
     text = gc.markdown(comparison)
     assert "0.400 / 0.600" in text and "not measured" in text
@@ -109,9 +112,14 @@ def test_runs_that_differ_only_in_their_training_seed_are_pooled_again():
                 run_dir=f"/runs/s{training_seed}", run_config=preset(training_seed))
     reports["short-e0"] = report(0, min_confidence=0.9, run_dir="/runs/short", run_config=preset(3, epochs=37))
     reports["unfiltered-s0"] = report(0, run_dir="/runs/s0", run_config=preset(0))
+    for training_seed in (0, 1):  # the same generators, TSTR with another classifier recipe: pooled apart
+        reports[f"s{training_seed}-blur"] = report(0, min_confidence=0.9, run_dir=f"/runs/s{training_seed}",
+                                                   run_config=preset(training_seed), tstr_blur_sigma=1.5)
     comparison = gc.compare(reports)
     assert [row["training_seed"] for row in comparison["reports"]][:2] == [0, 0]
-    (over,) = comparison["over_training_seeds"]  # neither the 37-epoch run nor the unfiltered one has a partner
+    # Neither the 37-epoch run nor the unfiltered one has a partner.
+    over, blurred = comparison["over_training_seeds"]
+    assert blurred["training_seeds"] == [0, 1] and blurred["configurations"][0] == "s0, P≥0.9, TSTR blur ≤1.5 px"
     assert over["training_seeds"] == [0, 1, 2] and over["n_reports"] == 6
     assert over["configurations"] == ["s0, P≥0.9", "s1, P≥0.9", "s2, P≥0.9"]
     assert over["tstr"] == pytest.approx(0.7567, abs=1e-4) and over["tstr_per_training_seed"] == pytest.approx([0.72, 0.76, 0.79])

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from covid_keras import data, gan_comparison, gan_training
+from covid_keras.augment import RandomBlur
 from covid_keras.gan_config import from_preset
 from covid_keras import gan_evaluation as ge
 
@@ -215,6 +216,36 @@ def test_sharpness_falls_with_blur_and_the_blur_check_finds_the_blur_of_softened
         assert 0.0 <= entry["judge_recall_at_equivalent_blur"] <= 1.0
 
 
+def test_random_blur_softens_some_training_images_each_its_own_way_and_leaves_inference_alone(tmp_path):
+    """Training: each image is left as it is or blurred at one of the levels, drawn per image;
+    inference: the identity. The blur of a level equals the evaluation's own Gaussian blur."""
+    images = checkerboard_images(2, n=32, size=32, amplitude=0.5).astype(np.float32)
+    layer = RandomBlur(1.5, levels=4, seed=3)
+    np.testing.assert_array_equal(np.asarray(layer(images)), images)
+    blurred = np.asarray(layer(images, training=True))
+    untouched = [np.array_equal(out, image) for out, image in zip(blurred, images)]
+    assert 0 < sum(untouched) < len(images)  # some images kept, some blurred: drawn per image
+    pixel_detail = lambda image: np.abs(np.diff(image[4:-4, 4:-4, 0], axis=1)).mean()  # noqa: E731
+    assert all(pixel_detail(out) < 0.5 * pixel_detail(image) for out, image, kept in zip(blurred, images, untouched)
+               if not kept)
+    assert not np.array_equal(blurred, np.asarray(layer(images, training=True)))  # a new draw per call
+    # Away from the zero-padded border, level 1.5 is the evaluation's blur of sigma 1.5 px.
+    as_uint8 = ge.to_uint8_images(images)
+    reference = ge.gaussian_blur(as_uint8, 1.5)[:, 8:-8, 8:-8]
+    strongest = np.asarray(RandomBlur(1.5, levels=2, seed=0)(np.repeat(as_uint8[:1], 16, 0).astype(np.float32), training=True))
+    matches = [np.abs(out[8:-8, 8:-8] - reference[0]).max() <= 1.0 for out in strongest]
+    assert any(matches)
+    with pytest.raises(ValueError, match="max_sigma"):
+        RandomBlur(0.0)
+    # Part of a saved classifier: it loads back, and predicts as before.
+    model = ge.build_small_cnn(SIZE, 2, base_filters=4, augment=False, blur_sigma=1.0)
+    model.save(tmp_path / "blurred.keras")
+    loaded = keras.models.load_model(tmp_path / "blurred.keras")
+    x = ge.to_uint8_images(images).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert any(isinstance(layer, RandomBlur) for layer in loaded.layers)
+
+
 def checkerboard_images(period: int, n: int = 3, size: int = 64, amplitude: float = 0.5) -> np.ndarray:
     """Float [-1, 1] images: a smooth random field plus a checkerboard of cells period/2 px wide."""
     rng = np.random.default_rng(period)
@@ -258,6 +289,10 @@ def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
     assert result["trtr_auc"] > 0.9 and result["tstr_auc"] < 0.3  # swapped labels rank real images backwards
     assert set(result["tstr_recall_per_class"]) == {"left", "right"}
     assert result["n_tstr_classifiers"] == 1 and result["tstr_accuracy_sd"] is None
+    # Also scored on real validation images, to choose settings by: as wrong there as on test.
+    assert result["tstr_real_validation_accuracy"] < 0.3 and result["tstr_real_validation_auc"] < 0.3
+    assert result["tstr_classifiers"][0]["real_validation"]["accuracy"] == result["tstr_real_validation_accuracy"]
+    assert result["recipe"] == dataclasses.asdict(TINY_RECIPE)
 
 
 def test_tstr_over_several_classifiers_reports_each_and_their_mean(judge, blobs):
@@ -395,10 +430,28 @@ def test_evaluate_gan_draws_fresh_samples_for_each_tstr_classifier(tmp_path, blo
     assert tstr["n_tstr_classifiers"] == 2 and len(tstr["tstr_classifiers"]) == 2
     assert [c["seed"] for c in tstr["tstr_classifiers"]] == [0, ge.TSTR_SEED_STRIDE]  # the recipe's seed, 0
     assert tstr["tstr_accuracy_sd"] is not None
+    assert tstr["trtr_fit"] == "reused the judge (same recipe, real train)"
     assert "over 2 classifiers" in (tmp_path / "summary.md").read_text()
     # The comparison reads what was written: the mean and spread over these classifiers.
     (row,) = gan_comparison.compare_paths([tmp_path])["reports"]
     assert row["tstr"] == pytest.approx(tstr["tstr_accuracy"]) and row["tstr_sd"] == pytest.approx(tstr["tstr_accuracy_sd"])
+
+
+def test_tstr_with_blur_trains_its_own_trtr_and_leaves_the_judge_as_it_is(tmp_path, blobs, extractor):
+    quick_recipe = dataclasses.replace(TINY_RECIPE, epochs=2)
+    settings = ge.EvaluationSettings(per_class=12, num_subsets=4, recipe=quick_recipe, curves=False,
+                                     tstr_blur_sigma=1.5, grid_columns=4)
+    result = ge.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
+                             settings=settings, out_dir=tmp_path, verbose=0)
+    tstr = result["tstr_trtr"]
+    assert tstr["recipe"]["blur_sigma"] == 1.5 and result["settings"]["tstr_blur_sigma"] == 1.5
+    assert isinstance(tstr["trtr_fit"], dict)  # not the judge: TRTR must be the TSTR classifier's recipe
+    judge = keras.models.load_model(tmp_path / "judge.keras")
+    assert not any(isinstance(layer, RandomBlur) for layer in judge.layers)
+    assert "random Gaussian blur of sigma up to 1.5 px" in (tmp_path / "summary.md").read_text()
+    assert gan_comparison.compare_paths([tmp_path])["reports"][0]["configuration"].endswith("TSTR blur ≤1.5 px")
+    with pytest.raises(ValueError, match="tstr_blur_sigma"):
+        ge.EvaluationSettings(tstr_blur_sigma=-1.0)
 
 
 def test_curve_plots_are_written(tmp_path):
