@@ -97,7 +97,8 @@ class RandomBlur(keras.layers.Layer):
 
     A classifier trained on generated images can separate them by fine texture that no real image
     has (the samples' speckle, a faint grid); random blur makes that texture unreliable, so it has
-    to learn the coarser shapes, which real images share. Images [B, H, W, C], any value range.
+    to learn the coarser shapes, which real images share. Images [B, H, W, C], any value range;
+    borders are zero-padded, so a blurred image darkens towards 0 within 3 sigma of its edge.
     """
 
     def __init__(self, max_sigma: float, levels: int = 4, seed: int | None = None, **kwargs):
