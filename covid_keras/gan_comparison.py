@@ -13,7 +13,7 @@ positive means met; a margin within a standard error or two of zero is no robust
 reports give a rough standard error; the classifiers' sd over all reports is beside it.
 
 One generator is one training seed. Configurations whose runs differ only in their training
-seed (same GanConfig otherwise, same checkpoint and filter) are pooled once more: the mean of
+seed (same GanConfig otherwise, same checkpoint, filter and TSTR blur) are pooled once more: the mean of
 their pooled gaps, each training seed weighted once, and its standard error over training seeds.
 That is the figure that says whether a preset, not one lucky run, meets a goal.
 

@@ -770,6 +770,7 @@ def tstr_trtr(
     if trtr_model is None:
         trtr_model, trtr_fit = train_classifier(*real_train, *real_val, num_classes, recipe, verbose)
     trtr = class_fidelity(trtr_model, *real_test, class_names)
+    validation = [run["real_validation"] for run in tstr_runs]
     result = {
         "tstr_accuracy": _mean_of(tstr_runs, "accuracy"),
         "tstr_accuracy_sd": _sd_of(tstr_runs, "accuracy"),
@@ -777,8 +778,8 @@ def tstr_trtr(
         "tstr_auc": _mean_of(tstr_runs, "auc"),
         "tstr_auc_sd": _sd_of(tstr_runs, "auc"),
         "trtr_auc": one_vs_rest_auc(real_test[1], predict_probabilities(trtr_model, real_test[0])),
-        "tstr_real_validation_accuracy": float(np.mean([run["real_validation"]["accuracy"] for run in tstr_runs])),
-        "tstr_real_validation_auc": _mean_of([run["real_validation"] for run in tstr_runs], "auc"),
+        "tstr_real_validation_accuracy": _mean_of(validation, "accuracy"),
+        "tstr_real_validation_auc": _mean_of(validation, "auc"),
         "tstr_recall_per_class": {name: float(np.mean([run["recall_per_class"][name] for run in tstr_runs]))
                                   for name in tstr_runs[0]["recall_per_class"]},
         "trtr_recall_per_class": trtr["per_class"],

@@ -4,9 +4,9 @@
     python scripts/compare_gan_reports.py reports/guided-e0 reports/guided-e1 reports/guided-e2 \\
         reports/run3-e0 --out reports/comparison
 
-Reports of one configuration (run folder, checkpoint, sample filter) at different --seed values
-are pooled: class fidelity against the judge, TSTR against TRTR, each with its margin to the
-goal and the standard error over reports. Runs that differ only in their training seed are then
+Reports of one configuration (run folder, checkpoint, sample filter, TSTR blur) at different
+--seed values are pooled: class fidelity against the judge, TSTR against TRTR, each with its
+margin to the goal and the standard error over reports. Runs that differ only in their training seed are then
 pooled over training seeds. Prints the Markdown; with --out also writes OUT/comparison.json and
 OUT/comparison.md.
 """

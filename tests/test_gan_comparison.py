@@ -68,7 +68,7 @@ def test_a_missed_goal_says_so():
 
 def test_configurations_are_run_checkpoint_filter_and_tstr_blur():
     comparison = gc.compare({
-        "plain-e0": report(0), "plain-e1": report(1, tstr_blur_sigma=0.0),  # no key: no blur
+        "plain-e0": report(0), "plain-e1": report(1, tstr_blur_sigma=0.0),  # 0 pools with no key
         "filtered-e0": report(0, min_confidence=0.9), "epoch-e0": report(0, checkpoint="40"),
         "blurred-e0": report(0, min_confidence=0.9, tstr_blur_sigma=1.5),
         "other-run-e0": report(0, run_dir="/runs/run3", tstr=None, extractor="resnet50", kid=2.5),
