@@ -215,6 +215,7 @@ def build_extractor(
     weights_dir: str | os.PathLike | None = None,
     random_input_size: int = 64,
     seed: int = 0,
+    input_size: int | None = None,
 ) -> FeatureExtractor:
     """A feature extractor by name.
 
@@ -223,6 +224,7 @@ def build_extractor(
     ResNet50, then VGG16 weights (in `weights_dir`), else the seeded random conv net; the local
     InceptionV3 file is approximate, so "auto" never picks it.
     weights: a weights file, or "imagenet" (Keras downloads it; needs internet).
+    input_size: the side images are resized to for an ImageNet network (default: its native size).
     """
     weights_dir = pathlib.Path(weights_dir) if weights_dir else default_weights_dir()
     if name == "auto":
@@ -242,8 +244,10 @@ def build_extractor(
     if name not in IMAGENET_INPUT_SIZES:
         raise ValueError(f"unknown extractor {name!r}; choose one of auto, {', '.join(EXTRACTORS)}")
     keras_weights, exact, note = _resolve_imagenet_weights(name, weights, weights_dir)
-    size = IMAGENET_INPUT_SIZES[name]
     spec = get_backbone_spec(name)
+    size = int(input_size or IMAGENET_INPUT_SIZES[name])
+    if size < spec.min_size:
+        raise ValueError(f"{name} needs inputs of at least {spec.min_size} px, got {size}")
     model = spec.constructor(
         include_top=False, weights=keras_weights, input_shape=(size, size, 3), pooling="avg"
     )

@@ -40,7 +40,11 @@ def project_imports(path: pathlib.Path) -> set[str]:
 
 
 def package_sources(project_root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
-    sources = {path.stem: [path] for path in (project_root / "covid_keras").glob("*.py") if path.stem != "__init__"}
+    """Module or subpackage name -> its source files (a subpackage is one row: all its files)."""
+    package = project_root / "covid_keras"
+    sources = {path.stem: [path] for path in package.glob("*.py") if path.stem != "__init__"}
+    sources.update({folder.name: sorted(folder.glob("*.py")) for folder in package.iterdir()
+                    if (folder / "__init__.py").is_file()})
     sources[BUILDER] = [path for path in (project_root / BUILDER).glob("*.py") if not path.stem.endswith("_test")]
     return sources
 

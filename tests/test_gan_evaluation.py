@@ -18,29 +18,7 @@ from covid_keras import data, gan_comparison, gan_training
 from covid_keras.augment import RandomBlur
 from covid_keras.gan_config import from_preset
 from covid_keras import gan_evaluation as ge
-
-SIZE = 32
-TINY_RECIPE = ge.ClassifierRecipe(image_size=SIZE, base_filters=8, augment=False, epochs=6, patience=6, batch_size=8)
-
-
-def blob_images(n: int, label: int, seed: int) -> np.ndarray:
-    """uint8 [n, 32, 32, 1]: a noisy bright blob on the left (label 0) or the right (label 1)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    images = []
-    for _ in range(n):
-        cx = (8 if label == 0 else 24) + rng.normal(0, 1.5)
-        cy = 16 + rng.normal(0, 3)
-        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rng.uniform(9, 25)))
-        image = 40 + 180 * blob + rng.normal(0, 8, (SIZE, SIZE))
-        images.append(np.clip(image, 0, 255))
-    return np.asarray(images, np.uint8)[..., None]
-
-
-def blob_dataset(per_class: int, seed: int) -> ge.LabelledImages:
-    images = np.concatenate([blob_images(per_class, label, seed + label) for label in (0, 1)])
-    return ge.LabelledImages(images, np.repeat([0, 1], per_class))
-
+from tests.tiny import SIZE, TINY_RECIPE, blob_dataset, blob_images, stand_in_generator  # noqa: F401
 
 @pytest.fixture(scope="module")
 def extractor():
@@ -363,20 +341,6 @@ def test_list_checkpoints_tolerates_other_layouts(tmp_path):
     assert [c.path.name for c in checkpoints] == ["generator_ema_epoch_5.keras", "epoch_0010", "ckpt-20.index"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ge.list_checkpoints(tmp_path / "nowhere")
-
-
-def stand_in_generator(noise_dim: int = 8, seed: int = 0) -> keras.Model:
-    """A conditional generator by the model contract: a fixed map of noise and label to 32 px."""
-    noise = keras.Input((noise_dim,), name="noise")
-    label = keras.Input((), dtype="int32", name="label")
-    embedded = keras.layers.Flatten()(keras.layers.Embedding(2, 8)(keras.ops.expand_dims(label, -1)))
-    x = keras.layers.Concatenate()([noise, embedded])
-    x = keras.layers.Dense(8 * 8 * 4, activation="relu")(x)
-    x = keras.layers.Reshape((8, 8, 4))(x)
-    x = keras.layers.UpSampling2D(4)(x)
-    image = keras.layers.Conv2D(1, 3, padding="same", activation="tanh",
-                                kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
-    return keras.Model([noise, label], image)
 
 
 def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):

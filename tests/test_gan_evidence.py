@@ -1,0 +1,176 @@
+"""The evidence protocol: intervals against hand-computed cases, the memorisation flag, and that no
+test-split image reaches a training or selection step."""
+
+import dataclasses
+import hashlib
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from covid_keras import gan_evaluation as ge
+from covid_keras import gan_evidence
+from covid_keras.evaluation import intervals, memorisation
+from covid_keras.independent_judge import ImagenetJudge
+from tests.tiny import SIZE, TINY_RECIPE, blob_dataset, template_generator
+
+CLASSES = ("left", "right")
+
+
+# --- intervals -----------------------------------------------------------------------------------
+
+def test_paired_difference_is_a_t_interval_over_seeds():
+    result = intervals.paired_difference([0.8, 0.7, 0.9], [0.7, 0.7, 0.8])
+    # d = (0.1, 0, 0.1): mean 1/15, sd 0.05774, se 0.03333, t(2) = 4.303
+    assert result["mean"] == pytest.approx(1 / 15)
+    assert result["sd"] == pytest.approx(0.057735, abs=1e-6)
+    assert result["low"] == pytest.approx(1 / 15 - 4.303 * 0.057735 / math.sqrt(3), abs=1e-5)
+    assert result["verdict"] == "no detectable difference"
+    assert intervals.paired_difference([0.9, 0.91, 0.92], [0.8, 0.8, 0.81])["verdict"] == "better"
+    assert intervals.paired_difference([0.7, 0.71, 0.72], [0.8, 0.8, 0.81])["verdict"] == "worse"
+    with pytest.raises(ValueError, match="same seeds"):
+        intervals.paired_difference([0.8, 0.7], [0.8])
+
+
+def test_mean_interval_adds_the_seed_variance_to_the_image_variance():
+    # Constant items within each seed: no image variance; seed means 0.6 and 0.8 -> se = 0.1.
+    result = intervals.mean_interval([[0.6] * 10, [0.8] * 10], shared_items=True)
+    assert result["se_items"] == pytest.approx(0.0, abs=1e-12)
+    assert result["se_seeds"] == pytest.approx(0.1)
+    assert (result["low"], result["high"]) == pytest.approx((0.7 - 1.96 * 0.1, 0.7 + 1.96 * 0.1), abs=1e-3)
+
+
+def test_mean_interval_of_one_seed_is_the_binomial_standard_error():
+    correct = [1] * 75 + [0] * 25  # p = 0.75, n = 100: se = sqrt(p (1 - p) / n) = 0.0433
+    result = intervals.mean_interval([correct], shared_items=False, num_resamples=4000)
+    assert result["se_items"] == pytest.approx(0.0433, rel=0.08)
+    assert result["se_seeds"] is None and "one seed" in result["method"]
+    assert result["low"] < 0.75 < result["high"]
+
+
+# --- memorisation --------------------------------------------------------------------------------
+
+def test_memorisation_flags_a_generator_that_returns_its_training_images():
+    train, held_out = blob_dataset(40, seed=0), blob_dataset(60, seed=50)
+    copies = memorisation.memorisation_check(train.images[:30], train.images, held_out.images)
+    assert copies["flagged"] and copies["ratio"] == pytest.approx(0.0, abs=1e-6) and copies["near_copy_share"] == 1.0
+    fresh = memorisation.memorisation_check(blob_dataset(30, seed=99).images, train.images, held_out.images)
+    assert not fresh["flagged"] and 0.7 < fresh["ratio"] < 1.4
+    nearest, index = memorisation.nearest_distances(train.images[[3, 7]], train.images)
+    assert index.tolist() == [3, 7] and np.allclose(nearest, 0.0, atol=1e-6)
+
+
+# --- the protocol --------------------------------------------------------------------------------
+
+def _digests(images) -> set[bytes]:
+    return {hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest() for image in ge.to_uint8_images(images)}
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return {"train": blob_dataset(40, 0), "validation": blob_dataset(16, 10), "test": blob_dataset(20, 20)}
+
+
+@pytest.fixture(scope="module")
+def templates(blobs):
+    train = blobs["train"]
+    return np.stack([train.images[train.labels == k].mean(axis=0) for k in (0, 1)]).astype(np.uint8)
+
+
+def _settings(split):
+    return gan_evidence.EvidenceSettings(split=split, per_class=16, classifiers=2, kid_subsets=5,
+                                         min_guide_confidence=0.5, recipe=dataclasses.replace(TINY_RECIPE, epochs=2))
+
+
+def side_guide():
+    """A stand-in class guide (images in [-1, 1] -> logits): brighter left half -> left, right half -> right."""
+    side = np.zeros((SIZE, SIZE, 2), np.float32)
+    side[:, : SIZE // 2, 0] = side[:, SIZE // 2 :, 1] = 40.0 / (SIZE * SIZE)
+    image = keras.Input((SIZE, SIZE, 1))
+    logits = keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant(side.reshape(-1, 2)))(
+        keras.layers.Flatten()(image))
+    return keras.Model(image, logits)
+
+
+def _judge():
+    return ImagenetJudge(ge.build_extractor("random_conv", random_input_size=SIZE), num_classes=2,
+                         max_epochs=40, patience=5)
+
+
+@pytest.fixture(scope="module")
+def fitted_judge(blobs):
+    judge = _judge()
+    train, validation = blobs["train"], blobs["validation"]
+    judge.fit(train.images, train.labels, validation.images, validation.labels)
+    return judge
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_no_test_image_reaches_a_training_step(blobs, templates, split, monkeypatch):
+    """Everything that trains or stops early (judges, TRTR, TSTR) is spied on; test images may only be scored."""
+    seen_in_training = set()
+    seen_anywhere = set()
+    train_classifier = gan_evidence.train_classifier
+
+    def spy_train(train_images, train_labels, val_images, val_labels, *args, **kwargs):
+        seen_in_training.update(_digests(train_images) | _digests(val_images))
+        return train_classifier(train_images, train_labels, val_images, val_labels, *args, **kwargs)
+
+    judge = _judge()
+    fit = judge.fit
+    features = judge.extractor.features
+
+    def spy_fit(train_images, train_labels, val_images, val_labels, *args, **kwargs):
+        seen_in_training.update(_digests(train_images) | _digests(val_images))
+        return fit(train_images, train_labels, val_images, val_labels, *args, **kwargs)
+
+    def spy_features(images, *args, **kwargs):
+        seen_anywhere.update(_digests(images))
+        return features(images, *args, **kwargs)
+
+    monkeypatch.setattr(gan_evidence, "train_classifier", spy_train)
+    monkeypatch.setattr(judge, "fit", spy_fit)
+    monkeypatch.setattr(judge.extractor, "features", spy_features)
+    guide = side_guide()
+    report = gan_evidence.evaluate_evidence(template_generator(templates), blobs, CLASSES, _settings(split),
+                                            guide=guide, judge=judge, extractor=judge.extractor, log=lambda *a: None)
+
+    test = _digests(blobs["test"].images)
+    assert not seen_in_training & test
+    assert seen_in_training & _digests(blobs["train"].images)
+    assert bool(seen_anywhere & test) == (split == "test")  # with "validation" not even scored
+    assert report["splits_scored"] == [split]
+    assert set(report["fidelity"]["independent"]) == {"unfiltered", "filtered"}
+    assert report["samples"]["filtered"]["acceptance_per_class"].keys() == set(CLASSES)
+
+
+def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, fitted_judge, tmp_path):
+    settings = _settings("validation")
+    faithful, swapped = (
+        gan_evidence.evaluate_evidence(template_generator(t), blobs, CLASSES, settings, judge=fitted_judge,
+                                       extractor=fitted_judge.extractor, log=lambda *a: None)
+        for t in (templates, templates[::-1])
+    )
+    assert faithful["judges"]["independent"]["validation_accuracy"]["mean"] > 0.8
+    assert faithful["fidelity"]["independent"]["unfiltered"]["mean"] > 0.8
+    assert swapped["fidelity"]["independent"]["unfiltered"]["mean"] < 0.2
+    assert faithful["guide_agreement_with_independent_judge"] is None  # unguided
+    assert set(faithful["tstr"]) >= {"trtr", "unfiltered", "unfiltered_minus_trtr"}
+    assert not faithful["memorisation"]["unfiltered"]["flagged"] or faithful["memorisation"]["unfiltered"]["ratio"] > 0
+
+    out = gan_evidence.write_evidence(faithful, blobs, tmp_path)
+    saved = json.loads((out / "evidence.json").read_text())
+    assert saved["fidelity"] == json.loads(json.dumps(faithful["fidelity"]))
+    assert "| independent |" in (out / "evidence.md").read_text()
+    assert (out / "grid_left_unfiltered.png").stat().st_size > 0 and (out / "closest_train_unfiltered.png").is_file()
+
+
+def test_settings_refuse_what_the_protocol_forbids():
+    with pytest.raises(ValueError, match="split"):
+        gan_evidence.EvidenceSettings(split="train")
+    with pytest.raises(ValueError, match="plain"):
+        gan_evidence.EvidenceSettings(recipe=ge.ClassifierRecipe(blur_sigma=1.0))
+    with pytest.raises(ValueError, match="paired"):
+        gan_evidence.EvidenceSettings(classifiers=1)
