@@ -200,8 +200,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The report's text says beta1 0.9; the study's code used 0.5 (the usual GAN setting).
         optimizer="adam", learning_rate=2e-4, beta_1=0.9, lr_schedule="cosine_restarts", restart_epochs=10,
     ),
-    # Beyond the study: what makes a GAN train on ~1,000 X-rays (see covid_keras.gan and the README's
-    # ablation). Runs at any size the architecture reaches (64 px on a CPU, 150 px on a GPU).
+    # Beyond the study: what makes a GAN train on ~1,000 X-rays (see covid_keras.gan and the ablation
+    # in docs/results.md). Runs at any size the architecture reaches (64 px on a CPU, 150 px on a GPU).
     "stable": dict(
         image_size=64, generator_filters=(256, 128, 64, 32), discriminator_filters=(32, 64, 128, 256, 256),
         batch_size=32, epochs=200, optimizer="adam", learning_rate=1e-4, d_lr_multiplier=4.0,
@@ -211,7 +211,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ema_decay=0.999, aux_class_weight=1.0, sample_every=5, checkpoint_every=5,
     ),
 }
-# `stable` plus what the README's measurements found to help the samples' classes: a guide
+# `stable` plus what the measurements (docs/results.md) found to help the samples' classes: a guide
 # matched on feature statistics from epoch 15, the mode-seeking term, and resize upsampling (no
 # checkerboard for the generator to answer the guide with). It trains a classifier first.
 PRESETS["guided"] = dict(
