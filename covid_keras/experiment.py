@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from covid_keras import classifier, data, evaluation, generate, plots, tuning
+from covid_keras.evaluation import intervals
 from covid_keras.backbones import BACKBONES, get_backbone_spec
 from covid_keras.classifier import ClassifierConfig, FeatureCache, FeatureExtractor, FeatureSet
 from covid_keras.labels import BINARY_CLASSES
@@ -316,18 +317,16 @@ def summarize_runs(runs: Sequence[dict]) -> dict[str, dict]:
 
 
 def compare_settings(runs: Mapping[str, Sequence[dict]]) -> dict:
-    """Test-accuracy gain of augmented over baseline: difference of means and paired by seed."""
+    """Test-accuracy gain of augmented over baseline, paired by seed (same seeds, same test images):
+    the paired 95 % interval (`evaluation.intervals.paired_difference`) gives the verdict."""
     baseline = [run["metrics"]["test"]["accuracy"] for run in runs["baseline"]]
     augmented = [run["metrics"]["test"]["accuracy"] for run in runs["augmented"]]
-    paired = summarize([a - b for a, b in zip(augmented, baseline)])
     sd_baseline, sd_augmented = summarize(baseline)["sd"], summarize(augmented)["sd"]
-    spread = max((s for s in (sd_baseline, sd_augmented) if s is not None), default=None)
-    gain = float(np.mean(augmented) - np.mean(baseline))
     return {
-        "test_accuracy_gain": gain,
-        "paired_gain": paired,
-        "run_to_run_sd": spread,  # the larger of the two settings' sd
-        "gain_over_sd": abs(gain) / spread if spread else None,
+        "test_accuracy_gain": float(np.mean(augmented) - np.mean(baseline)),
+        "paired_gain": summarize([a - b for a, b in zip(augmented, baseline)]),
+        "paired_interval": intervals.paired_difference(augmented, baseline) if len(baseline) > 1 else None,
+        "run_to_run_sd": max((s for s in (sd_baseline, sd_augmented) if s is not None), default=None),
     }
 
 
@@ -446,19 +445,14 @@ def weights_description(weights: dict) -> str:
 
 
 def comparison_sentence(backbone: str, comparison: dict, n_seeds: int) -> str:
-    gain, spread = comparison["test_accuracy_gain"], comparison["run_to_run_sd"]
+    gain, paired = comparison["test_accuracy_gain"], comparison["paired_interval"]
     text = f"{backbone}: the GAN images changed the mean test accuracy by {gain:+.4f}"
-    if spread is None:
-        return text + f" over {n_seeds} seed: no run-to-run sd to compare it with (use more seeds)."
-    ratio = comparison["gain_over_sd"]
-    if ratio is None:  # sd 0: every seed gave the same accuracy
-        return text + f"; every one of the {n_seeds} seeds gave the same accuracy (sd 0), so there is no spread to compare with."
-    verdict = (
-        "within two run-to-run sd: not distinguishable from seed noise"
-        if ratio < 2
-        else "more than twice the run-to-run sd"
-    )
-    return text + f", {ratio:.1f} times the run-to-run sd ({spread:.4f}, {n_seeds} seeds): {verdict}."
+    if paired is None:
+        return text + f" over {n_seeds} seed: no paired interval (use at least 2 seeds)."
+    verdict = {"better": "the GAN images helped", "worse": "the GAN images hurt",
+               "no detectable difference": "not distinguishable from seed noise"}[paired["verdict"]]
+    return (text + f"; paired over {n_seeds} seeds, 95 % interval [{paired['low']:+.4f}, {paired['high']:+.4f}]: "
+            f"{verdict}.")
 
 
 def _per_class_text(counts: Mapping[str, int]) -> str:

@@ -116,13 +116,15 @@ def test_tuned_learning_rate_is_used_and_a_missing_one_falls_back(tmp_path):
     assert fallback["learning_rate"] == 1e-4 and fallback["source"].startswith("study")
 
 
-def test_comparison_sentence_sets_the_gain_against_the_run_to_run_sd():
-    def sentence(gain, spread, n_seeds=3):
-        comparison = {"test_accuracy_gain": gain, "run_to_run_sd": spread,
-                      "gain_over_sd": None if not spread else abs(gain) / spread}
-        return experiment.comparison_sentence("vgg16", comparison, n_seeds)
+def test_the_verdict_is_the_paired_interval_over_seeds():
+    def sentence(augmented, baseline):
+        runs = {name: [{"metrics": {"test": {"accuracy": a}}} for a in values]
+                for name, values in (("augmented", augmented), ("baseline", baseline))}
+        return experiment.comparison_sentence("vgg16", experiment.compare_settings(runs), len(baseline))
 
-    assert "not distinguishable from seed noise" in sentence(0.01, 0.02)
-    assert "2.5 times the run-to-run sd" in sentence(-0.05, 0.02) and "more than twice" in sentence(-0.05, 0.02)
-    assert "(sd 0)" in sentence(0.0, 0.0)
-    assert "use more seeds" in sentence(0.01, None, n_seeds=1)
+    # Same mean gain (+0.02): consistent per seed -> helped; scattered per seed -> noise.
+    assert "helped" in sentence([0.82, 0.83, 0.84], [0.80, 0.81, 0.82])
+    assert "not distinguishable from seed noise" in sentence([0.86, 0.80, 0.83], [0.80, 0.84, 0.79])
+    assert "hurt" in sentence([0.78, 0.79, 0.80], [0.80, 0.81, 0.82])
+    assert "95 % interval [+0.0200, +0.0200]" in sentence([0.82, 0.83, 0.84], [0.80, 0.81, 0.82])
+    assert "use at least 2 seeds" in sentence([0.82], [0.80])
