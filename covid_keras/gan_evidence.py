@@ -262,13 +262,23 @@ def evaluate_evidence(
 def evaluate_run_evidence(run_dir, data_spec, settings: EvidenceSettings | None = None, which="latest",
                           weights_dir=None, out_dir=None, log=print) -> dict:
     """`evaluate_evidence` on a GAN run folder; loads only the splits it needs (no test for "validation")."""
-    from covid_keras import gan_training  # imported here: the protocol on arrays needs no GAN code
+    # Imported here: the protocol on arrays needs no GAN code.
+    from covid_keras import gan_training, translation_gan
 
     settings = settings or EvidenceSettings()
-    generator, config, class_names = gan_training.load_generator(run_dir, which=which)
-    guide = gan_training.load_class_guide(run_dir) if config.class_guide_weight > 0 else None
     splits = ("train", "validation") + (("test",) if settings.split == "test" else ())
-    real = load_real_splits(data_spec, int(generator.output_shape[1]), splits)
+    if translation_gan.is_translation_run(run_dir):
+        translator, config, class_names = translation_gan.load_translation_run(run_dir)
+        real = load_real_splits(data_spec, config.image_size, splits)
+        # It edits real train images only: the bank never holds a held-out image.
+        bank = real["train"]
+        generator = translation_gan.source_sampler(translator, bank.images.astype(np.float32) / 127.5 - 1.0,
+                                                   bank.labels, config.num_classes)
+        guide = None
+    else:
+        generator, config, class_names = gan_training.load_generator(run_dir, which=which)
+        guide = gan_training.load_class_guide(run_dir) if config.class_guide_weight > 0 else None
+        real = load_real_splits(data_spec, int(generator.output_shape[1]), splits)
     report = evaluate_evidence(generator, real, class_names, settings, guide=guide, weights_dir=weights_dir, log=log)
     report.update(run_dir=str(run_dir), checkpoint=which, run_config=config.to_dict(), data=str(data_spec))
     if out_dir is not None:

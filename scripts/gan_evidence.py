@@ -51,8 +51,9 @@ def main(argv=None) -> int:
     if (out / "evidence.json").exists():
         print(f"error: {out / 'evidence.json'} exists; choose another --out", file=sys.stderr)
         return 2
-    if not (pathlib.Path(args.run_dir) / "config.json").is_file():
-        print(f"error: --run-dir {args.run_dir} is not a GAN run (no config.json)", file=sys.stderr)
+    run_dir = pathlib.Path(args.run_dir)
+    if not ((run_dir / "config.json").is_file() or (run_dir / "translation.json").is_file()):
+        print(f"error: --run-dir {args.run_dir} is not a GAN run (no config.json or translation.json)", file=sys.stderr)
         return 2
     try:
         settings = gan_evidence.EvidenceSettings(
