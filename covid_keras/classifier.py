@@ -124,6 +124,8 @@ class ClassifierConfig:
                 raise ValueError(f"{field} must be at least 1, got {getattr(self, field)}")
         if self.fine_tune_layers < 0:
             raise ValueError(f"fine_tune_layers must be >= 0, got {self.fine_tune_layers}")
+        if self.weights not in (None, "none", "imagenet"):
+            resolve_weights_file(self.weights, self.spec)  # a missing file fails here, before any data is read
 
     @property
     def spec(self) -> BackboneSpec:
@@ -780,6 +782,8 @@ REQUIRED_METADATA = ("backbone", "image_size", "class_names", "weights")
 
 
 def load_classifier_metadata(model_dir: str | os.PathLike) -> dict:
+    if not pathlib.Path(model_dir).is_dir():
+        raise FileNotFoundError(f"classifier directory {model_dir} does not exist")
     path = pathlib.Path(model_dir) / METADATA_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: not a classifier directory written by save_classifier")
@@ -799,12 +803,12 @@ def load_classifier_metadata(model_dir: str | os.PathLike) -> dict:
 def load_classifier(model_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
     """(model, metadata) of a directory written by `save_classifier`."""
     model_dir = pathlib.Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"classifier directory {model_dir} does not exist")
     metadata = load_classifier_metadata(model_dir)
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path} is missing: not a classifier directory written by save_classifier")
+    if model_path.stat().st_size == 0:  # Keras would call it "File not found"
+        raise ValueError(f"{model_path} is empty (0 bytes): not a saved Keras model")
     try:
         model = keras.models.load_model(model_path)
     except Exception as error:

@@ -155,8 +155,10 @@ def _decode_image_file(data: tf.Tensor, index: tf.Tensor, image_size: int) -> tf
     """One encoded PNG/JPEG (any size; grey, RGB or RGBA) -> float32 [S, S, 3] RGB in [0, 255]."""
     head = tf.strings.substr(data, 0, len(PNG_MAGIC))
     is_png_or_jpeg = tf.logical_or(tf.equal(head, PNG_MAGIC), tf.io.is_jpeg(data))
+    # The first bytes as numbers: raw, a GIF's would make the message invalid UTF-8 for the client.
+    first_bytes = tf.io.decode_raw(head, tf.uint8)
     message = tf.strings.format(
-        "image_bytes[{}] is not a PNG or JPEG file (it starts with {})", (index, tf.strings.substr(data, 0, 16))
+        "image_bytes[{}] is not a PNG or JPEG file (its first bytes are {})", (index, first_bytes), summarize=8
     )
     check = tf.debugging.Assert(is_png_or_jpeg, [message])
     with tf.control_dependencies([check]):

@@ -6,6 +6,8 @@
   `tensorflow-serving-api` package, imported only when used).
 - `LocalModel`: runs the same REST body or gRPC request through a SavedModel loaded in this
   process, converting JSON the way TF Serving does, so everything works without a server.
+- `classify_files`: files -> (file, P(COVID), label) through either; a file the model refuses
+  (`InvalidInputError`) is named in the error.
 
 TensorFlow itself is imported only by the gRPC and in-process paths: the REST client is
 plain Python.
@@ -30,6 +32,10 @@ BINARY_OUTPUT_SUFFIX = "_bytes"
 
 class ServingError(RuntimeError):
     """The server (or the in-process model) rejected a request; the message says why."""
+
+
+class InvalidInputError(ServingError):
+    """The model refused the request's content (HTTP 400, InvalidArgument), not a server failure."""
 
 
 # --------------------------------------------------------------------------- REST
@@ -105,7 +111,9 @@ def post_predict(
             detail = json.loads(detail).get("error", detail)
         except (json.JSONDecodeError, AttributeError):
             pass
-        raise ServingError(f"{url}: HTTP {error.code}: {detail}") from None
+        # TF Serving answers 400 for INVALID_ARGUMENT: the signature refused the input.
+        kind = InvalidInputError if error.code == 400 else ServingError
+        raise kind(f"{url}: HTTP {error.code}: {detail}") from None
     except urllib.error.URLError as error:
         raise ServingError(f"cannot reach {url}: {error.reason}") from None
 
@@ -294,7 +302,7 @@ class LocalModel:
         try:
             outputs = function(**tensors)
         except (tf.errors.InvalidArgumentError, TypeError, ValueError) as error:
-            raise ServingError(_short_error(error)) from None
+            raise InvalidInputError(_short_error(error)) from None
         return {name: tensor.numpy() for name, tensor in outputs.items()}
 
     def predict_json(self, body: Mapping[str, Any]) -> dict:
@@ -368,12 +376,37 @@ def classify_files(
         raise ValueError("give exactly one of server (with model_name) or saved_model")
     if server is not None and not model_name:
         raise ValueError("a server needs the model_name to call")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    for path in paths:  # before the model loads
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image file {path} does not exist or is not a file")
     local = LocalModel(saved_model) if saved_model is not None else None
+
+    def predict(batch: list) -> list:
+        body = classify_request(read_files(batch))
+        return parse_predictions(local.predict_json(body) if local else post_predict(server, model_name, body, version))
+
     results = []
     for start in range(0, len(paths), batch_size):
         batch = list(paths[start : start + batch_size])
-        body = classify_request(read_files(batch))
-        response = local.predict_json(body) if local else post_predict(server, model_name, body, version)
-        for path, prediction in zip(batch, parse_predictions(response)):
+        try:
+            predictions = predict(batch)
+        except InvalidInputError as error:
+            raise _naming_the_file(predict, batch, error) from None
+        for path, prediction in zip(batch, predictions):
             results.append((str(path), float(prediction["covid_probability"]), prediction["label"]))
     return results
+
+
+def _naming_the_file(predict, batch: list, error: InvalidInputError) -> InvalidInputError:
+    """The error of the first file of `batch` that the model refuses on its own.
+
+    The model answers for a whole batch, and a decoder's error need not say which item it was.
+    """
+    for path in batch if len(batch) > 1 else ():
+        try:
+            predict([path])
+        except InvalidInputError as alone:
+            return InvalidInputError(f"{path}: {alone}")
+    return InvalidInputError(f"{', '.join(map(str, batch))}: {error}")

@@ -9,7 +9,9 @@
 The generated images (GEN/<class>/*.png, from scripts/generate.py) are added to the train split
 only; validation and test stay real (checked on the file names before any training). Backbone
 features are computed once per backbone and shared by every seed and both settings.
-Writes OUT/results.json, OUT/results.md and OUT/test_accuracy.png.
+Writes OUT/results.json, OUT/results.md and OUT/test_accuracy.png. A non-empty OUT is refused
+unless --overwrite; OUT appears only once the results are written (a crashed run's features are
+kept beside it, and the same command picks them up).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import classifier, data, experiment  # noqa: E402
+from covid_keras import classifier, cli, data, experiment  # noqa: E402
 from covid_keras.backbones import BACKBONES  # noqa: E402
 
 DATA_CONFIGS = data.CONFIGS
@@ -29,7 +31,7 @@ QUICK = {"data": "phantom_small", "image_size": 75, "seeds": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generated", required=True, metavar="DIR", help="generated images, DIR/<class>/*.png")
     parser.add_argument("--quick", action="store_true",
                         help=f"small run: {QUICK['data']} data, {QUICK['image_size']} px, {QUICK['seeds']} seeds")
@@ -50,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--unbalanced", action="store_true",
                         help="keep every real image (default: classes cut to equal counts per split, as the study)")
     parser.add_argument("--feature-cache", default=None, help="feature cache folder (default OUT/feature_cache)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new results are written")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1))
     args = parser.parse_args(argv)
     for name in ("seeds", "per_class", "image_size", "epochs", "batch_size"):
@@ -62,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    inputs = {"--generated": args.generated, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
+              "--weights": args.weights, "--tuned": args.tuned, "--feature-cache": args.feature_cache}
+    out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)
     quick = QUICK if args.quick else {}
     try:
         config = experiment.ExperimentConfig(
@@ -78,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             tuned_dir=args.tuned,
         )
         cache = classifier.FeatureCache(args.feature_cache) if args.feature_cache else None
-        experiment.run_experiment(config, args.out, cache=cache, verbose=args.verbose)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        with out.writing(resumable=True) as folder:  # resumable: the default feature cache lives in it
+            experiment.run_experiment(config, folder, cache=cache, verbose=args.verbose)
+    except RuntimeError as error:  # a failure of the run, not misuse: exit code 1
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(open(os.path.join(args.out, experiment.RESULTS_MD)).read())
@@ -87,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -15,11 +15,11 @@ import contextlib
 import json
 import sys
 
-from covid_keras import classifier, data
+from covid_keras import classifier, cli, data
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a classifier folder written by train_classifier.py")
     parser.add_argument("--data", required=True, nargs="+", metavar=("CONFIG", "PATH"),
                         help="a data config and, for folder / radiography, its path: e.g. --data folder ROOT")
@@ -37,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     config, path = args.data[0], (args.data[1] if len(args.data) == 2 else None)
+    classifier.load_classifier_metadata(args.model)  # a wrong --model fails before the data is read
     with contextlib.redirect_stdout(sys.stderr):  # keep progress bars off the JSON
         spec = data.DataSpec.parse(config, path, args.data_dir)
         examples = data.load_split(spec, args.split)
@@ -47,4 +48,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

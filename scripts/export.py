@@ -4,18 +4,20 @@
 
 Each model lands in <base>/<name>/<version>/ (the next free version; nothing is
 overwritten) with its model card in assets.extra/model_card.json, and
-<base>/models.config is rewritten to serve every model under <base>.
+<base>/models.config is rewritten to serve every model under <base>. Every classifier folder is
+checked before the first export, so a mistyped one exports nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from covid_keras import export
+from covid_keras import classifier, cli, export
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--classifier", action="append", default=[], metavar="DIR",
         help="saved classifier folder (model.keras + classifier.json); repeat for several",
@@ -39,6 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # --base only grows (a new version per export, never overwritten), so it may hold anything.
+    cli.check_folder(args.base, "--base")
+    for path in args.classifier:
+        classifier.load_classifier_metadata(path)
     results = [export.export_classifier_dir(path, args.base, args.name) for path in args.classifier]
     results += [export.export_gan_run(path, args.base, args.name) for path in args.gan_run]
     for result in results:
@@ -47,4 +53,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from covid_keras import serving
+from covid_keras import cli, serving
+
+
+# A server's (or the model's) refusal is the user's to fix too: a wrong URL, model name or file.
+USER_ERRORS = (serving.ServingError,)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", metavar="URL", help="TF Serving REST address, e.g. http://localhost:8501")
     where.add_argument(
@@ -24,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--model", help="model name on the server (required with --server)")
     parser.add_argument("--version", type=int, help="model version on the server (default: the server's latest)")
-    parser.add_argument("--batch-size", type=int, default=32, help="files per request (default: %(default)s)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="files per request (default: %(default)s)")
     parser.add_argument("files", nargs="+", help="PNG or JPEG files")
     args = parser.parse_args(argv)
     if args.server and not args.model:
@@ -34,22 +38,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        results = serving.classify_files(
-            args.files,
-            server=args.server,
-            model_name=args.model,
-            version=args.version,
-            saved_model=args.saved_model,
-            batch_size=args.batch_size,
-        )
-    except (serving.ServingError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    results = serving.classify_files(
+        args.files,
+        server=args.server,
+        model_name=args.model,
+        version=args.version,
+        saved_model=args.saved_model,
+        batch_size=args.batch_size,
+    )
     for path, probability, label in results:
         print(f"{path}\t{probability:.6f}\t{label}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main, errors=USER_ERRORS))

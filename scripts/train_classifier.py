@@ -9,19 +9,21 @@ Defaults are the study's presets (Adam, the backbone's study learning rate, 3 ep
 given) and only the head is trained on them; --fine-tune N then also trains the top N layers
 of the backbone. Writes OUT/model.keras, OUT/classifier.json (backbone, weights and their
 sha256, training settings, metrics per split) and OUT/roc.png, and prints the metrics as JSON.
+A non-empty OUT is refused unless --overwrite; OUT appears only once the model is saved whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from covid_keras import classifier, data, tuning
+from covid_keras import classifier, cli, data, tuning
 from covid_keras.backbones import BACKBONES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
     parser.add_argument("--data", required=True, choices=data.CONFIGS, help="the data config")
     parser.add_argument("--data-path", help="folder: the ROOT/<class>/[images/]*.png tree")
@@ -32,9 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weights", default="imagenet",
                         help="imagenet (Keras download), a notop .weights.h5 FILE, a DIR of the files written by "
                              "../shared/tools/backbone_weights.py, or none (random init; tests only)")
-    parser.add_argument("--image-size", type=int, default=classifier.STUDY_IMAGE_SIZE)
-    parser.add_argument("--epochs", type=int, default=classifier.STUDY_EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=classifier.STUDY_BATCH_SIZE)
+    parser.add_argument("--image-size", type=cli.positive_int, default=classifier.STUDY_IMAGE_SIZE)
+    parser.add_argument("--epochs", type=cli.positive_int, default=classifier.STUDY_EPOCHS)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=classifier.STUDY_BATCH_SIZE)
     parser.add_argument("--learning-rate", type=float,
                         help="head learning rate (default: the study's 1e-3 / 1e-4 / 1e-5 for vgg16 / resnet50 / "
                              "inception_v3)")
@@ -44,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "and optimizer")
     parser.add_argument("--fine-tune", type=int, default=0, metavar="N",
                         help="after the head, also train the top N backbone layers (BatchNorm stays frozen)")
-    parser.add_argument("--fine-tune-epochs", type=int, help="default: --epochs")
+    parser.add_argument("--fine-tune-epochs", type=cli.positive_int, help="default: --epochs")
     parser.add_argument("--fine-tune-learning-rate", type=float, help="default: a tenth of the head's rate")
     parser.add_argument("--keep-epoch", default="last", choices=classifier.KEEP_EPOCH,
                         help="last (the study's) or best_validation: the weights of the epoch with the lowest val loss "
@@ -54,13 +56,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "and its mirror's P(COVID) (frozen backbone only)")
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="output folder")
-    return parser.parse_args(argv)
+    parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
+    args = parser.parse_args(argv)
+    if args.data_path and args.manual_dir:
+        parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
+    return args
 
 
 def data_spec(args: argparse.Namespace) -> data.DataSpec:
-    if args.data_path and args.manual_dir:
-        raise SystemExit("give either --data-path (folder) or --manual-dir (radiography), not both")
     return data.DataSpec.parse(args.data, args.data_path or args.manual_dir, args.data_dir)
 
 
@@ -70,6 +74,9 @@ def weights_argument(value: str) -> str | None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    inputs = {"--data-path": args.data_path, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
+              "--weights": args.weights, "--hyperparameters": args.hyperparameters, "--feature-cache": args.feature_cache}
+    out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
     spec = data_spec(args)
     config = classifier.ClassifierConfig(
         backbone=args.backbone,
@@ -92,11 +99,12 @@ def main(argv=None) -> dict:
     cache = classifier.FeatureCache(args.feature_cache) if args.feature_cache else None
     trained = classifier.train_classifier(config, splits, cache=cache)
     description = {"config": spec.config, "path": spec.path, "balanced": args.balanced}
-    out = classifier.save_classifier(trained, args.out, data_description=description)
-    summary = {"out": str(out), "weights": trained.extractor.weights_info.to_dict(), "metrics": trained.metrics}
+    with out.writing() as folder:
+        classifier.save_classifier(trained, folder, data_description=description)
+    summary = {"out": str(out.path), "weights": trained.extractor.weights_info.to_dict(), "metrics": trained.metrics}
     print(json.dumps(summary, indent=2))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

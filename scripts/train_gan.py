@@ -19,7 +19,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import data, gan_config, runtime  # noqa: E402
+from covid_keras import cli, data, gan_config, runtime  # noqa: E402
 
 
 def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
@@ -46,7 +46,7 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="3", choices=sorted(gan_config.PRESETS), help="the report's run preset (default 3)")
     parser.add_argument("--data", default="phantom", choices=data.CONFIGS, help="which covid_xray TFDS config (default phantom)")
     parser.add_argument("--manual-dir", "--data-path", dest="data_path", default=None,
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_dir = args.run_dir or os.path.join("runs", f"run{args.run}-{args.data}-{config.image_size}px")
+    # Only that it can be a folder: an existing run is resumed (gan_training refuses another's).
+    cli.check_folder(run_dir, "--run-dir")
     verbose = int(args.verbose) if args.verbose.isdigit() else args.verbose
     print(f"GAN run {args.run} on {args.data}: {config.image_size} px, batch {config.batch_size}, "
           f"{config.epochs} epochs -> {os.path.abspath(run_dir)}")
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             config, spec, run_dir, verbose=verbose, jit_compile=jit, precision=args.precision,
             time_budget_s=None if args.minutes is None else 60 * args.minutes, init_from=args.init_from,
         )
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except FloatingPointError as e:  # the run failed (NaN losses), not its command: exit code 1
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"done: {result.epochs_done}/{config.epochs} epochs in {result.run_dir} "
@@ -101,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

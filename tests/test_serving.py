@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from covid_keras import export, serving
+from covid_keras import cli, export, serving
 from covid_keras.labels import BINARY_CLASSES
 from test_export import IMAGE_SIZE, build_tiny_classifier, build_tiny_generator, encode
 
@@ -168,8 +168,9 @@ def rest_server(local_classifier):
 
 
 def run_script(name, argv, capsys):
+    """The script's main as its command line runs it: through cli.run, with the script's own user errors."""
     module = runpy.run_path(str(SCRIPTS / name), run_name="script_under_test")
-    code = module["main"](argv)
+    code = cli.run(module["main"], argv, errors=module.get("USER_ERRORS", ()))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -194,7 +195,8 @@ def test_rest_errors_are_reported(rest_server, files, capsys):
     code, out, err = run_script(
         "predict.py", ["--server", rest_server, "--model", "classifier", str(files["not_an_image"])], capsys
     )
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {files['not_an_image']}: ") and err.count("\n") == 1
     assert "HTTP 400" in err and "image_bytes[0] is not a PNG or JPEG file" in err
     with pytest.raises(serving.ServingError, match="Servable not found"):
         serving.post_predict(rest_server, "missing", serving.classify_request([b"x"]))
@@ -272,7 +274,7 @@ def test_export_script_with_classifier_and_gan_run(tmp_path, monkeypatch, capsys
     base = tmp_path / "saved_models"
     argv = ["--classifier", str(classifier_dir), "--gan-run", str(run_dir), "--base", str(base)]
     code, out, _ = run_script("export.py", argv, capsys)
-    assert code is None and loaded_runs == [str(run_dir)]
+    assert code == 0 and loaded_runs == [str(run_dir)]
     assert "classifier_vgg16 version 1" in out and "gan_run_1 version 1" in out
     card = json.loads((base / "classifier_vgg16" / "1" / "assets.extra" / "model_card.json").read_text())
     assert card["metrics"] == metadata["metrics"] and card["weights"]["sha256"] == "abc"
