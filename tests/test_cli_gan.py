@@ -73,3 +73,14 @@ def test_train_gan_misuse_is_one_line_naming_it(tmp_path, change, named):
                         *(["--run-dir", tmp_path / "run"] if "--run-dir" not in change else []), *change)
     assert_user_error(result, *(name.format(tmp=tmp_path) for name in named))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_gan_evidence_refuses_a_non_run_and_a_non_empty_out_before_any_work(run_dir, tmp_path, earlier_output):
+    not_a_run = run_script("gan_evidence.py", "--run-dir", tmp_path, "--data", "phantom_small", "--out", tmp_path / "r")
+    expected = f"error: --run-dir {tmp_path} is not a GAN run (no config.json or translation.json)"
+    assert assert_user_error(not_a_run) == expected
+    out = earlier_output
+    before = snapshot(out)
+    refused = run_script("gan_evidence.py", "--run-dir", run_dir, "--data", "phantom_small", "--out", out)
+    assert assert_user_error(refused) == f"error: {out} is not empty; pass --overwrite to replace it"
+    assert snapshot(out) == before
