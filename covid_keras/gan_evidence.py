@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from covid_keras import plots, sampling
+from covid_keras import gan_training, plots, sampling, translation_gan
 from covid_keras.evaluation import intervals, memorisation
 from covid_keras.gan_evaluation import (
     ClassifierRecipe,
@@ -262,9 +261,6 @@ def evaluate_evidence(
 def evaluate_run_evidence(run_dir, data_spec, settings: EvidenceSettings | None = None, which="latest",
                           weights_dir=None, out_dir=None, log=print) -> dict:
     """`evaluate_evidence` on a GAN run folder; loads only the splits it needs (no test for "validation")."""
-    # Imported here: the protocol on arrays needs no GAN code.
-    from covid_keras import gan_training, translation_gan
-
     settings = settings or EvidenceSettings()
     splits = ("train", "validation") + (("test",) if settings.split == "test" else ())
     if translation_gan.is_translation_run(run_dir):
@@ -313,8 +309,8 @@ def write_evidence(report: dict, real: Mapping[str, LabelledImages], out_dir) ->
                               title=f"{sample_set.name}: the 8 samples closest to a training image")
         grids.append(path.name)
     report["grids"] = grids
-    _write_atomic(out / "evidence.json", json.dumps(report, indent=1, default=_json_default) + "\n")
-    _write_atomic(out / "evidence.md", evidence_markdown(report))
+    gan_training.atomic_write_text(out / "evidence.json", json.dumps(report, indent=1, default=_json_default) + "\n")
+    gan_training.atomic_write_text(out / "evidence.md", evidence_markdown(report))
     return out
 
 
@@ -322,12 +318,6 @@ def _json_default(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _interval(section: dict) -> str:

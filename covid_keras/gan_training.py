@@ -158,7 +158,7 @@ def build_gan(
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -167,7 +167,7 @@ def _atomic_write_text(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_save_weights(model: keras.Model, path: pathlib.Path) -> None:
+def atomic_save_weights(model: keras.Model, path: pathlib.Path) -> None:
     # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
     tmp = path.with_name(f".tmp-{path.name}")
     model.save_weights(tmp, overwrite=True)
@@ -215,7 +215,7 @@ def _claim_run_dir(run_dir: pathlib.Path, record: dict) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"{run_dir} is not empty and has no {CONFIG_FILE}: refusing to write a GAN run into it")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(config_path, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(config_path, json.dumps(record, indent=2) + "\n")
 
 
 def _read_run_record(run_dir: pathlib.Path) -> dict:
@@ -372,8 +372,8 @@ def _fit_class_guide(gan: ConditionalGAN, config: GanConfig, data_spec: data.Dat
                                   shuffle_seed=None, drop_remainder=False)
     print(f"training the class guide on the real train split ({GUIDE_EPOCHS} epochs at most)")
     report = train_class_guide(gan.class_guide, train_ds, val_ds, seed=config.seed, verbose=verbose)
-    _atomic_save_weights(gan.class_guide, run_dir / GUIDE_WEIGHTS)  # for filtering samples later (load_class_guide)
-    _atomic_write_text(run_dir / GUIDE_REPORT, json.dumps(report, indent=2) + "\n")
+    atomic_save_weights(gan.class_guide, run_dir / GUIDE_WEIGHTS)  # for filtering samples later (load_class_guide)
+    atomic_write_text(run_dir / GUIDE_REPORT, json.dumps(report, indent=2) + "\n")
     accuracy, split = guide_accuracy(report)
     print(f"class guide: accuracy {accuracy:.3f} on real {split} images "
           f"(best epoch {report['best_epoch']} of {report['epochs_run']}); now frozen")
@@ -490,17 +490,17 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         checkpoints = self.run_dir / CHECKPOINT_DIR
         checkpoints.mkdir(parents=True, exist_ok=True)
         train_state = f"train_state-epoch{completed:05d}{_WEIGHTS_SUFFIX}"
-        _atomic_save_weights(self.model, checkpoints / train_state)
+        atomic_save_weights(self.model, checkpoints / train_state)
         # The generator a user samples from: the moving average when the run keeps one.
-        _atomic_save_weights(self.model.sampling_generator, self.run_dir / GENERATOR_WEIGHTS)
-        _atomic_save_weights(self.model.discriminator, self.run_dir / DISCRIMINATOR_WEIGHTS)
+        atomic_save_weights(self.model.sampling_generator, self.run_dir / GENERATOR_WEIGHTS)
+        atomic_save_weights(self.model.discriminator, self.run_dir / DISCRIMINATOR_WEIGHTS)
         if completed % self.keep_every == 0:
             snapshots = self.run_dir / SNAPSHOT_DIR
             snapshots.mkdir(exist_ok=True)
-            _atomic_save_weights(self.model.sampling_generator, snapshots / f"generator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
-            _atomic_save_weights(self.model.discriminator, snapshots / f"discriminator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
+            atomic_save_weights(self.model.sampling_generator, snapshots / f"generator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
+            atomic_save_weights(self.model.discriminator, snapshots / f"discriminator-epoch{completed:05d}{_WEIGHTS_SUFFIX}")
         # The commit point: until state.json moves, the previous resume point is the valid one.
-        _atomic_write_text(checkpoints / STATE_FILE, json.dumps({"epoch": completed, "train_state": train_state}) + "\n")
+        atomic_write_text(checkpoints / STATE_FILE, json.dumps({"epoch": completed, "train_state": train_state}) + "\n")
         for old in checkpoints.glob(f"train_state-epoch*{_WEIGHTS_SUFFIX}"):
             if old.name != train_state:
                 old.unlink()
@@ -609,7 +609,7 @@ def train_gan(
     else:
         if init_from is not None:
             source_epoch = initialise_from_run(gan, init_from)
-            _atomic_write_text(run_dir / INIT_REPORT, json.dumps({"run_dir": init_from, "epoch": source_epoch}) + "\n")
+            atomic_write_text(run_dir / INIT_REPORT, json.dumps({"run_dir": init_from, "epoch": source_epoch}) + "\n")
             print(f"starting from the weights of {init_from} at its epoch {source_epoch}")
         if gan.class_guide is not None:
             with strategy.scope():

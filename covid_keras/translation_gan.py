@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import time
 
@@ -33,6 +32,7 @@ import tensorflow as tf
 
 from covid_keras import augment, data, plots
 from covid_keras.gan import ClassConditionalAffine, GanLoss, build_discriminator
+from covid_keras.gan_training import atomic_save_weights, atomic_write_text
 
 CONFIG_FILE = "translation.json"
 WEIGHTS_FILE = "translator.weights.h5"
@@ -276,15 +276,7 @@ def source_sampler(translator: keras.Model, bank_images: np.ndarray, bank_labels
 
 
 def _atomic_json(path: pathlib.Path, values: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _atomic_weights(model: keras.Model, path: pathlib.Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save_weights(tmp, overwrite=True)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 class _SaveEveryEpoch(keras.callbacks.Callback):
@@ -296,8 +288,8 @@ class _SaveEveryEpoch(keras.callbacks.Callback):
         self.start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        _atomic_weights(self.model.translator, self.run_dir / WEIGHTS_FILE)
-        _atomic_weights(self.model.discriminator, self.run_dir / DISCRIMINATOR_WEIGHTS_FILE)
+        atomic_save_weights(self.model.translator, self.run_dir / WEIGHTS_FILE)
+        atomic_save_weights(self.model.discriminator, self.run_dir / DISCRIMINATOR_WEIGHTS_FILE)
         self.record.update(epochs_done=epoch + 1, seconds=time.monotonic() - self.start,
                            last_logs={k: float(v) for k, v in (logs or {}).items()})
         _atomic_json(self.run_dir / CONFIG_FILE, self.record)
