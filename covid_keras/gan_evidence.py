@@ -44,6 +44,7 @@ from covid_keras.gan_evaluation import (
     train_classifier,
     tstr_classifier_seed,
 )
+from covid_keras.formatting import significant
 from covid_keras.independent_judge import ImagenetJudge
 
 PROTOCOL = "gan-evidence/1"
@@ -349,13 +350,13 @@ def evidence_markdown(report: dict) -> str:
         d = tstr[f"{kind}_minus_trtr"]
         lines.append(f"| TSTR ({kind}) | {_interval(tstr[kind])} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |")
     kid = report["kid"]
-    lines += ["", f"KID x 1e3 on {kid['extractor']['name']} ({kid['extractor']['weights']}), per class:", "",
+    lines += ["", f"KID on {kid['extractor']['name']} ({kid['extractor']['weights']}), per class:", "",
               "| samples | vs " + split + " | vs train |", "|---|---|---|"]
     for kind in kinds:
-        cells = [", ".join(f"{n} {v['mean'] * 1e3:.2f}" for n, v in kid[key][kind]["per_class"].items())
+        cells = [", ".join(f"{n} {significant(v['mean'])}" for n, v in kid[key][kind]["per_class"].items())
                  for key in (f"vs_{split}", "vs_train")]
         lines.append(f"| {kind} | {cells[0]} | {cells[1]} |")
-    floor = ", ".join(f"{n} {v['mean'] * 1e3:.2f}" for n, v in kid[f"{split}_vs_train"]["per_class"].items())
+    floor = ", ".join(f"{n} {significant(v['mean'])}" for n, v in kid[f"{split}_vs_train"]["per_class"].items())
     lines.append(f"| real {split} (floor) | | {floor} |")
     lines += ["", "| samples | memorisation ratio | near copies (chance 0.05) | flagged |", "|---|---|---|---|"]
     for kind in kinds:
