@@ -1175,7 +1175,7 @@ def write_report(
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "metrics.json", "markdown": out_dir / "summary.md"}
-    paths["json"].write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    paths["json"].write_text(json.dumps(result, indent=2, default=json_default) + "\n")
     paths["markdown"].write_text(markdown_summary(result))
     if real is not None and generated is not None:
         for label, name in enumerate(class_names or result["class_names"]):
@@ -1191,7 +1191,7 @@ def write_report(
     return {k: str(v) for k, v in paths.items()}
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     if isinstance(value, pathlib.Path):

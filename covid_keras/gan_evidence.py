@@ -37,6 +37,8 @@ from covid_keras.gan_evaluation import (
     LabelledImages,
     balanced_labels,
     build_extractor,
+    generate_images,
+    json_default,
     kid_per_class,
     load_real_splits,
     predict_classes,
@@ -113,11 +115,9 @@ def draw_sample_sets(generator, class_names, per_class, seed, guide=None, min_co
     return sets
 
 
-def _synthetic_set(generator, counts, seed, guide, min_confidence):
+def _synthetic_set(generator, counts, seed, image_filter):
     labels = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    image_filter = None if guide is None else sampling.ConfidenceFilter(guide, min_confidence, name="guide")
-    images, _ = sampling.draw(generator, labels, np.random.default_rng(seed), image_filter=image_filter)
-    return to_uint8_images(images), labels.astype(np.int64)
+    return generate_images(generator, labels, seed, image_filter=image_filter), labels.astype(np.int64)
 
 
 def tstr_versus_trtr(generator, real: Mapping[str, LabelledImages], split: str, class_names, settings,
@@ -133,6 +133,7 @@ def tstr_versus_trtr(generator, real: Mapping[str, LabelledImages], split: str, 
     counts = np.bincount(train.labels, minlength=num_classes)
     kinds = ["unfiltered"] + (["filtered"] if guide is not None else [])
     correct = {kind: [] for kind in ["trtr"] + kinds}
+    guide_filter = None if guide is None else sampling.ConfidenceFilter(guide, settings.min_guide_confidence, name="guide")
     judge = None
     for i in range(settings.classifiers):
         recipe = dataclasses.replace(settings.recipe, seed=tstr_classifier_seed(settings.recipe.seed, i))
@@ -142,11 +143,10 @@ def tstr_versus_trtr(generator, real: Mapping[str, LabelledImages], split: str, 
         judge = judge if i else model
         for kind in kinds:
             log(f"TSTR classifier {i + 1}/{settings.classifiers} on {kind} samples")
-            kind_guide = guide if kind == "filtered" else None
-            base = 10_000 * (i + 1) + settings.seed * 100 + (50 if kind_guide is not None else 0)
-            synthetic_train = _synthetic_set(generator, counts, base + 1, kind_guide, settings.min_guide_confidence)
-            synthetic_val = _synthetic_set(generator, np.maximum(counts // 4, 2), base + 2, kind_guide,
-                                           settings.min_guide_confidence)
+            image_filter = guide_filter if kind == "filtered" else None
+            base = 10_000 * (i + 1) + settings.seed * 100 + (50 if image_filter is not None else 0)
+            synthetic_train = _synthetic_set(generator, counts, base + 1, image_filter)
+            synthetic_val = _synthetic_set(generator, np.maximum(counts // 4, 2), base + 2, image_filter)
             model, _ = train_classifier(*synthetic_train, *synthetic_val, num_classes, recipe)
             correct[kind].append(_correct(predict_classes(model, scored.images), scored.labels))
     result = {"n_classifiers": settings.classifiers, "recipe": dataclasses.asdict(settings.recipe),
@@ -310,15 +310,9 @@ def write_evidence(report: dict, real: Mapping[str, LabelledImages], out_dir) ->
                               title=f"{sample_set.name}: the 8 samples closest to a training image")
         grids.append(path.name)
     report["grids"] = grids
-    gan_training.atomic_write_text(out / "evidence.json", json.dumps(report, indent=1, default=_json_default) + "\n")
+    gan_training.atomic_write_text(out / "evidence.json", json.dumps(report, indent=1, default=json_default) + "\n")
     gan_training.atomic_write_text(out / "evidence.md", evidence_markdown(report))
     return out
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def _interval(section: dict) -> str:
