@@ -8,6 +8,8 @@ InceptionV3: scale to [-1, 1]). The study skipped it; every pipeline and export 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 from typing import Callable
 
 import keras
@@ -62,3 +64,24 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         raise ValueError(
             f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}"
         ) from None
+
+
+def default_weights_dir() -> pathlib.Path:
+    """Where local ImageNet weight files live: $COVID_KERAS_WEIGHTS_DIR, else `<project>/../weights`."""
+    env = os.environ.get("COVID_KERAS_WEIGHTS_DIR")
+    if env:
+        return pathlib.Path(env)
+    return pathlib.Path(__file__).resolve().parents[1].parent / "weights"
+
+
+def local_weights_file(name: str, weights_dir: str | os.PathLike | None = None) -> pathlib.Path:
+    """`name`'s local ImageNet weights file in `weights_dir` (default `default_weights_dir()`); raises
+    FileNotFoundError naming the file and how to make it when it is missing."""
+    folder = pathlib.Path(weights_dir) if weights_dir else default_weights_dir()
+    path = folder / get_backbone_spec(name).weights_file
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {name} ImageNet weights: {path} does not exist "
+            f"(make it with `python ../shared/tools/backbone_weights.py {folder}`, or pass --weights-dir)"
+        )
+    return path

@@ -38,6 +38,7 @@ import keras
 import tensorflow as tf
 
 from covid_keras import augment
+from covid_keras.backbones import get_backbone_spec
 
 # Below this the Dense layers that make the base map are wasteful; above it, huge.
 MAX_BASE_SIZE = 32
@@ -345,6 +346,9 @@ def build_discriminator(
 GUIDE_AUGMENT = ("translation",)
 # What the generator minimises of the guide (see ConditionalGAN).
 CLASS_GUIDE_LOSSES = ("cross_entropy", "feature_matching")
+# The guide's network: a small CNN trained from scratch, or frozen ImageNet ResNet50 features with a
+# trained head. VGG16 is left out on purpose: it is the independent judge's network (gan_evidence).
+CLASS_GUIDE_BACKBONES = ("cnn", "resnet50")
 
 
 def build_class_guide(
@@ -372,6 +376,58 @@ def build_class_guide(
         x = keras.layers.LeakyReLU(leaky_relu_slope, name=f"guide_lrelu_{i}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="guide_pool")(x)
     x = keras.layers.Dropout(dropout, name="guide_dropout")(x)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="guide_logits")(x)
+    return keras.Model(image, logits, name=name)
+
+
+class ImagenetInput(keras.layers.Layer):
+    """Grey images in [-1, 1] (the generator's range) -> `backbone`'s input: RGB resized to `size`, then
+    its own `preprocess_input`. Differentiable, so the generator's gradient flows through it."""
+
+    def __init__(self, backbone: str, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.size = int(size)
+        self._preprocess = get_backbone_spec(backbone).preprocess
+
+    def call(self, images):
+        rgb = tf.repeat((tf.cast(images, "float32") + 1.0) * 127.5, 3, axis=-1)
+        resized = tf.image.resize(rgb, (self.size, self.size), method="bilinear")
+        return self._preprocess(resized)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, 3)
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone, "size": self.size}
+
+
+def build_imagenet_class_guide(
+    image_size: int,
+    num_classes: int,
+    backbone: str = "resnet50",
+    input_size: int = 128,
+    weights: str | None = None,
+    dropout: float = 0.3,
+    name: str = "class_guide",
+) -> keras.Model:
+    """A class guide on frozen ImageNet features: images [B, S, S, 1] in [-1, 1] -> class logits [B, C].
+
+    The backbone (its globally average-pooled last block, `weights` a local ImageNet file or None
+    for loading a trained guide later) stays frozen; only the Dense head is trained on real images
+    (`frozen_pretrained` tells `train_class_guide`). Its features are ImageNet's, not ones learnt
+    from 840 X-rays, so a generator that matches their class statistics must change what any
+    ImageNet network sees, not one small CNN's quirks.
+    """
+    image = keras.Input((image_size, image_size, 1), name="image")
+    x = ImagenetInput(backbone, input_size, name="guide_imagenet_input")(image)
+    base = get_backbone_spec(backbone).constructor(
+        include_top=False, weights=weights, input_shape=(input_size, input_size, 3), pooling="avg"
+    )
+    base.trainable = False
+    base.frozen_pretrained = True
+    features = base(x, training=False)
+    x = keras.layers.Dropout(dropout, name="guide_dropout")(features)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="guide_logits")(x)
     return keras.Model(image, logits, name=name)
 

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from covid_keras import augment, plots, sampling
 from covid_keras.augment import RandomBlur  # build_small_cnn's `augment` argument hides the module
-from covid_keras.backbones import get_backbone_spec
+from covid_keras.backbones import default_weights_dir, get_backbone_spec
 from covid_keras.evaluation import roc_auc
 from covid_keras.formatting import fixed, significant
 
@@ -167,14 +167,6 @@ IMAGENET_INPUT_SIZES = {"inception_v3": 299, "resnet50": 224, "vgg16": 224}
 EXTRACTORS = ("inception_v3", "resnet50", "vgg16", "random_conv")
 # Keras' own cache file for InceptionV3 ImageNet weights (present only where it was downloaded once).
 KERAS_INCEPTION_CACHE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
-
-
-def default_weights_dir() -> pathlib.Path:
-    """Where local ImageNet weight files live: $COVID_KERAS_WEIGHTS_DIR, else `<project>/../weights`."""
-    env = os.environ.get("COVID_KERAS_WEIGHTS_DIR")
-    if env:
-        return pathlib.Path(env)
-    return pathlib.Path(__file__).resolve().parents[1].parent / "weights"
 
 
 def _keras_cached_inception() -> pathlib.Path | None:

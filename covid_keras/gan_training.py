@@ -39,11 +39,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import augment, data, plots, runtime, sampling
+from covid_keras import augment, backbones, data, plots, runtime, sampling
 from covid_keras.gan import (
     GUIDE_AUGMENT,
     ConditionalGAN,
     build_class_guide,
+    build_imagenet_class_guide,
     build_discriminator,
     build_generator,
     resolve_discriminator_padding,
@@ -121,7 +122,13 @@ def class_guide_for(config: GanConfig) -> keras.Model | None:
     """The (untrained) class guide `config` asks for, or None."""
     if config.class_guide_weight <= 0:
         return None
-    return build_class_guide(config.image_size, config.num_classes)
+    if config.class_guide_backbone == "cnn":
+        return build_class_guide(config.image_size, config.num_classes)
+    # The ImageNet weights are loaded before the head is trained (`_fit_class_guide`); a trained
+    # guide comes back whole from its weights file or the train state.
+    return build_imagenet_class_guide(
+        config.image_size, config.num_classes, config.class_guide_backbone, config.class_guide_input_size
+    )
 
 
 def build_gan(
@@ -332,6 +339,9 @@ def train_class_guide(
     those weights. -> {"epochs_run", "best_epoch", "train_accuracy", "val_accuracy" (None without val_ds)}.
     """
     keras.utils.set_random_seed(seed)
+    pretrained = [layer for layer in guide.layers if getattr(layer, "frozen_pretrained", False)]
+    if pretrained:
+        return _train_head_on_frozen_features(guide, train_ds, val_ds, epochs)
     guide.trainable = True
     trainer = keras.Sequential([keras.Input(guide.input_shape[1:]), _GuideShift(seed), guide], name="class_guide_trainer")
     trainer.compile(
@@ -347,13 +357,46 @@ def train_class_guide(
         ]
     history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose).history
     guide.trainable = False
-    monitored = history["val_loss"] if val_ds is not None else history["loss"]
+    return _guide_report(history, val_ds is not None)
+
+
+def _train_head_on_frozen_features(guide: keras.Model, train_ds, val_ds, epochs: int) -> dict:
+    """A guide whose backbone is frozen ImageNet features: those features are computed once per
+    image (unshifted: they are globally pooled) and only the Dense head is fitted on them, which
+    takes seconds where running the backbone every epoch takes minutes on a CPU."""
+    head_layers = guide.layers[-2:]  # Dropout, Dense (build_imagenet_class_guide)
+    features_of = keras.Model(guide.input, head_layers[0].input)
+
+    def features(ds):
+        if ds is None:
+            return None
+        pairs = [(features_of.predict_on_batch(x), y.numpy()) for x, y in ds]
+        return np.concatenate([f for f, _ in pairs]), np.concatenate([y for _, y in pairs])
+
+    train, val = features(train_ds), features(val_ds)
+    for layer in head_layers:
+        layer.trainable = True
+    head = keras.Sequential([keras.Input(train[0].shape[1:]), *head_layers], name="class_guide_head")
+    head.compile(optimizer=keras.optimizers.Adam(GUIDE_LEARNING_RATE),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    callbacks = []
+    if val is not None:
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=4 * GUIDE_PATIENCE,
+                                                   restore_best_weights=True)]
+    history = head.fit(*train, validation_data=val, epochs=10 * epochs, batch_size=32, shuffle=True,
+                       callbacks=callbacks, verbose=0).history
+    guide.trainable = False
+    return _guide_report(history, val is not None)
+
+
+def _guide_report(history: dict, validated: bool) -> dict:
+    monitored = history["val_loss"] if validated else history["loss"]
     best = int(np.argmin(monitored))
     return {
         "epochs_run": len(monitored),
         "best_epoch": best + 1,
         "train_accuracy": float(history["accuracy"][best]),
-        "val_accuracy": float(history["val_accuracy"][best]) if val_ds is not None else None,
+        "val_accuracy": float(history["val_accuracy"][best]) if validated else None,
     }
 
 
@@ -364,13 +407,18 @@ def guide_accuracy(report: dict) -> tuple[float | None, str]:
     return report.get("train_accuracy"), "train"
 
 
-def _fit_class_guide(gan: ConditionalGAN, config: GanConfig, data_spec: data.DataSpec, train_ds, run_dir, verbose) -> None:
+def _fit_class_guide(gan: ConditionalGAN, config: GanConfig, data_spec: data.DataSpec, train_ds, run_dir, verbose,
+                     weights_dir=None) -> None:
     """Train the run's class guide on the real train split (validation split for early stopping)."""
+    if config.class_guide_backbone != "cnn":
+        path = backbones.local_weights_file(config.class_guide_backbone, weights_dir)
+        gan.class_guide.get_layer(config.class_guide_backbone).load_weights(str(path))
+        print(f"class guide: frozen ImageNet {config.class_guide_backbone} from {path}")
     val_ds = None
     if "validation" in data.prepare(data_spec).info.splits:
         val_ds = data.gan_dataset(data.load_split(data_spec, "validation"), config.image_size, config.batch_size,
                                   shuffle_seed=None, drop_remainder=False)
-    print(f"training the class guide on the real train split ({GUIDE_EPOCHS} epochs at most)")
+    print("training the class guide on the real train split")
     report = train_class_guide(gan.class_guide, train_ds, val_ds, seed=config.seed, verbose=verbose)
     atomic_save_weights(gan.class_guide, run_dir / GUIDE_WEIGHTS)  # for filtering samples later (load_class_guide)
     atomic_write_text(run_dir / GUIDE_REPORT, json.dumps(report, indent=2) + "\n")
@@ -571,6 +619,7 @@ def train_gan(
     precision: str = "auto",
     time_budget_s: float | None = None,
     init_from: str | os.PathLike | None = None,
+    weights_dir: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train (or resume) the GAN run in `run_dir` on `data_spec`'s train split.
 
@@ -581,6 +630,7 @@ def train_gan(
     of the run's record, since it changes the results beyond float tolerance. `time_budget_s`
     stops after the epoch that crosses it (see `TimeBudget`). `init_from`: a fresh run starts from
     that run's latest weights (`initialise_from_run`), e.g. to add a class guide to a trained GAN.
+    `weights_dir`: local ImageNet weights for a pretrained class guide (`backbones.local_weights_file`).
     """
     run_dir = pathlib.Path(run_dir)
     precision, jit_compile = runtime.resolve(precision, jit_compile)
@@ -613,7 +663,7 @@ def train_gan(
             print(f"starting from the weights of {init_from} at its epoch {source_epoch}")
         if gan.class_guide is not None:
             with strategy.scope():
-                _fit_class_guide(gan, config, data_spec, gan_ds, run_dir, verbose)
+                _fit_class_guide(gan, config, data_spec, gan_ds, run_dir, verbose, weights_dir)
     _truncate_csv(run_dir / LOSS_CSV, initial_epoch)
 
     nan_guard = StopOnNonFiniteLoss()

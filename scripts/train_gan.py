@@ -41,6 +41,7 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
             "discriminator_conditioning": gan_config.DISCRIMINATOR_CONDITIONINGS,
             "discriminator_norm": gan_config.DISCRIMINATOR_NORMS,
             "class_guide_loss": gan_config.CLASS_GUIDE_LOSSES,
+            "class_guide_backbone": gan_config.CLASS_GUIDE_BACKBONES,
         }.get(field.name)
         parser.add_argument(flag, type=type(default), default=None, choices=choices, help=help_text)
 
@@ -60,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Keras dtype policy (auto: the fastest measured for this device kind)")
     parser.add_argument("--init-from", default=None, metavar="RUN_DIR",
                         help="start a new run from another run's latest weights (G, its average, D; fresh optimizers)")
+    parser.add_argument("--weights-dir", default=None,
+                        help="local ImageNet weights for --class-guide-backbone resnet50 "
+                             "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
     overrides = parser.add_argument_group("preset overrides")
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         result = gan_training.train_gan(
             config, spec, run_dir, verbose=verbose, jit_compile=jit, precision=args.precision,
             time_budget_s=None if args.minutes is None else 60 * args.minutes, init_from=args.init_from,
+            weights_dir=args.weights_dir,
         )
     except FloatingPointError as e:  # the run failed (NaN losses), not its command: exit code 1
         print(f"error: {e}", file=sys.stderr)
