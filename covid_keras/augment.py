@@ -138,3 +138,51 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-x**2 / (2 * sigma**2))
     return (kernel / kernel.sum()).astype(np.float32)
+
+
+class ClassicAugmenter:
+    """Offline copies of real images, the augmentation every practitioner already uses: a left-right
+    flip (half the copies), a small rotation, a shift, a zoom, brightness and contrast, from Keras
+    preprocessing layers with fixed seeds.
+
+    `copies(images, k)` returns k augmented copies of every image (uint8 grey [N, H, W, 1] in,
+    uint8 [k, N, H, W, 1] out); the same images, k and seed give the same copies, and copy j of
+    an image does not depend on how many copies are asked for. The copies are ordinary images, so
+    a frozen backbone's features of them can be computed once and cached.
+    """
+
+    def __init__(self, rotation_degrees: float = 5.0, shift: float = 0.05, zoom: float = 0.1,
+                 brightness: float = 0.1, contrast: float = 0.1, seed: int = 0):
+        self.settings = {"rotation_degrees": float(rotation_degrees), "shift": float(shift), "zoom": float(zoom),
+                         "brightness": float(brightness), "contrast": float(contrast), "seed": int(seed)}
+
+    def _layers(self, copy_index: int) -> keras.Sequential:
+        s = self.settings
+        seed = s["seed"] * 10_007 + copy_index * 101
+        return keras.Sequential([
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(s["rotation_degrees"] / 360.0, fill_mode="nearest", seed=seed + 1),
+            keras.layers.RandomTranslation(s["shift"], s["shift"], fill_mode="nearest", seed=seed + 2),
+            keras.layers.RandomZoom(s["zoom"], s["zoom"], fill_mode="nearest", seed=seed + 3),
+            keras.layers.RandomBrightness(s["brightness"], value_range=(0, 255), seed=seed + 4),
+            keras.layers.RandomContrast(s["contrast"], seed=seed + 5),
+        ], name=f"classic_augmentation_{copy_index}")
+
+    def copies(self, images: np.ndarray, count: int, batch_size: int = 64) -> np.ndarray:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images [N, H, W, C], got {images.dtype} {images.shape}")
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        out = np.zeros((count,) + images.shape, np.uint8)
+        for copy_index in range(count):
+            layers = self._layers(copy_index)
+            for start in range(0, len(images), batch_size):
+                batch = tf.constant(images[start : start + batch_size], tf.float32)
+                augmented = layers(batch, training=True)
+                out[copy_index, start : start + batch_size] = np.clip(np.round(np.asarray(augmented)), 0, 255)
+        return out
+
+    def describe(self) -> dict:
+        return {"kind": "keras preprocessing layers: RandomFlip(horizontal), RandomRotation, RandomTranslation, "
+                        "RandomZoom, RandomBrightness, RandomContrast", **self.settings}

@@ -108,9 +108,17 @@ class ClassifierConfig:
     # P(COVID) is the mean over an image and its mirror (test-time augmentation). Both come from
     # cached features, so it needs a frozen backbone.
     mirror: bool = False
+    # Beyond the study: every image is brought down to this side and back up inside the model
+    # (`DegradeResolution`), so real images are seen at a GAN's resolution; None keeps them sharp.
+    degrade_to: int | None = None
     seed: int = 0
 
     def __post_init__(self):
+        if self.degrade_to is not None and not 1 <= self.degrade_to <= self.image_size:
+            raise ValueError(f"degrade_to must be between 1 and image_size ({self.image_size}), got {self.degrade_to}")
+        if self.degrade_to is not None and self.fine_tune_layers:
+            raise ValueError("degrade_to needs a frozen backbone; it cannot be combined with "
+                             f"fine_tune_layers={self.fine_tune_layers}")
         if self.mirror and self.fine_tune_layers:
             raise ValueError("mirror needs a frozen backbone (cached features); it cannot be combined with "
                              f"fine_tune_layers={self.fine_tune_layers}")
@@ -232,6 +240,31 @@ def _build_cut_base(spec: BackboneSpec, image_size: int, weights) -> tuple[keras
     return base, "file", str(path.resolve())
 
 
+@keras.saving.register_keras_serializable(package="covid_keras")
+class DegradeResolution(keras.layers.Layer):
+    """[B, S, S, C] -> the same images brought down to `size` px (antialiased) and back up to S (bilinear).
+
+    Resizing is linear and the backbones' preprocessing subtracts a constant per channel, so
+    degrading after the preprocessing is the same as before it. Inside a saved classifier it makes
+    any full-size image look as a `size`-px one does, whatever produced it.
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, images):
+        full = tf.shape(images)[1:3]
+        small = tf.image.resize(images, (self.size, self.size), method="bilinear", antialias=True)
+        return tf.cast(tf.image.resize(small, full, method="bilinear"), images.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
 class FeatureSet(NamedTuple):
     features: np.ndarray  # float32 [N, h, w, c]: the backbone's output at the cut layer
     labels: np.ndarray  # float32 [N]: 1.0 is COVID
@@ -243,14 +276,20 @@ class FeatureSet(NamedTuple):
 class FeatureExtractor:
     """A frozen backbone cut at the study's layer, with the record of its weights."""
 
-    def __init__(self, backbone: str, image_size: int = STUDY_IMAGE_SIZE, weights: str | None = "imagenet"):
+    def __init__(self, backbone: str, image_size: int = STUDY_IMAGE_SIZE, weights: str | None = "imagenet",
+                 degrade_to: int | None = None):
         self.spec = get_backbone_spec(backbone)
         check_image_size(self.spec, image_size)
         self.image_size = image_size
+        self.degrade_to = degrade_to
         base, name, path = _build_cut_base(self.spec, image_size, weights)
         self.model = keras.Model(
             base.input, base.get_layer(self.spec.cut_layer).output, name=f"{backbone}_{self.spec.cut_layer}"
         )
+        if degrade_to is not None:
+            image = keras.Input((image_size, image_size, 3), name="preprocessed_image")
+            degraded = DegradeResolution(degrade_to, name=f"degrade_to_{degrade_to}px")(image)
+            self.model = keras.Model(image, self.model(degraded), name=f"{self.model.name}_from_{degrade_to}px")
         self.model.trainable = False
         self._partial_models: dict[str, keras.Model] = {}
         self.weights_info = WeightsInfo(
@@ -318,6 +357,8 @@ class FeatureExtractor:
             "weights_values_sha256": self.weights_info.values_sha256,
             "examples_sha256": examples_fingerprint(examples),
         }
+        if self.degrade_to is not None:  # absent otherwise, so earlier caches keep their keys
+            identity["degrade_to"] = self.degrade_to
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -471,7 +512,9 @@ class TrainedClassifier:
             "backbone": self.config.backbone,
             "cut_layer": self.extractor.spec.cut_layer,
             "image_size": self.config.image_size,
-            "input": f"RGB image, {self.config.image_size}x{self.config.image_size}, after the backbone's preprocess_input",
+            "input": f"RGB image, {self.config.image_size}x{self.config.image_size}, after the backbone's preprocess_input"
+                     + (f"; brought down to {self.config.degrade_to} px and back inside the model"
+                        if self.config.degrade_to is not None else ""),
             "output": f"P({POSITIVE_CLASS})",
             "class_names": list(BINARY_CLASSES),
             "weights": self.extractor.weights_info.to_dict(),
@@ -699,7 +742,7 @@ def train_classifier(
     if "train" not in splits:
         raise ValueError(f"splits needs a 'train' entry, got {sorted(splits)}")
     keras.utils.set_random_seed(config.seed)
-    extractor = FeatureExtractor(config.backbone, config.image_size, config.weights)
+    extractor = FeatureExtractor(config.backbone, config.image_size, config.weights, config.degrade_to)
     progress_verbose = 0 if verbose == 0 else 1
     split = split_above(extractor.model, config.fine_tune_layers) if config.fine_tune_layers else None
     below = None

@@ -143,10 +143,14 @@ def load_split(spec: DataSpec, split: str, balanced: bool = False) -> tf.data.Da
         keys.append(name.decode())
         labels.append(int(label))
     keep = sorted(sources.balanced_keys(keys, labels))
-    return _keep_files(ds, keep)
+    return keep_files(ds, keep)
 
 
-def _keep_files(ds: tf.data.Dataset, keep: list[str]) -> tf.data.Dataset:
+def keep_files(ds: tf.data.Dataset, keep) -> tf.data.Dataset:
+    """The examples of `ds` whose file name is in `keep`, in `ds`'s order (its cardinality known)."""
+    keep = sorted(set(keep))
+    if not keep:
+        return ds.take(0)
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(keep, tf.string), tf.ones(len(keep), tf.int32)),
         default_value=0,
@@ -155,7 +159,13 @@ def _keep_files(ds: tf.data.Dataset, keep: list[str]) -> tf.data.Dataset:
     return ds.apply(tf.data.experimental.assert_cardinality(len(keep)))
 
 
-def _resized_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
+def file_names_and_labels(ds: tf.data.Dataset) -> list[tuple[str, int]]:
+    """(file name, label) of every example of `ds`, in order, without decoding the images."""
+    pairs = ds.map(lambda e: (e["file_name"], e["label"]))
+    return [(name.decode(), int(label)) for name, label in pairs.as_numpy_iterator()]
+
+
+def resized_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
     """Antialiased resize to [S, S, C], back to uint8 so a cache holds 1 byte per pixel."""
     resized = tf.image.resize(image, (image_size, image_size), antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
@@ -185,7 +195,7 @@ def gan_dataset(
     shuffle_seed=None keeps the input order.
     """
     images = ds.map(
-        lambda e: (_resized_uint8(e["image"], image_size), tf.cast(e["label"], tf.int32)),
+        lambda e: (resized_uint8(e["image"], image_size), tf.cast(e["label"], tf.int32)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if cache:
@@ -215,7 +225,7 @@ def classifier_dataset(
     """
     preprocess = backbones.get_backbone_spec(backbone).preprocess
     images = ds.map(
-        lambda e: (_resized_uint8(e["image"], image_size), tf.cast(e["label"], tf.float32)),
+        lambda e: (resized_uint8(e["image"], image_size), tf.cast(e["label"], tf.float32)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if cache:
@@ -249,7 +259,7 @@ def with_generated(train_ds: tf.data.Dataset, generated_dir: str, data_dir: str 
 
 def preview_images(ds: tf.data.Dataset, per_class: int, num_classes: int, image_size: int = 128) -> np.ndarray:
     """The first `per_class` images of each class, resized: uint8 [num_classes, per_class, S, S, 1]."""
-    resized = ds.map(lambda e: (_resized_uint8(e["image"], image_size), e["label"]))
+    resized = ds.map(lambda e: (resized_uint8(e["image"], image_size), e["label"]))
     rows: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     for image, label in resized.as_numpy_iterator():
         if len(rows[label]) < per_class:

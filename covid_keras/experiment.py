@@ -144,11 +144,6 @@ def is_generated_name(file_name: str) -> bool:
     return file_name.startswith(data.GENERATED_PREFIX) or GENERATED_FILE_NAME.search(file_name) is not None
 
 
-def file_names_and_labels(ds: tf.data.Dataset) -> list[tuple[str, int]]:
-    pairs = ds.map(lambda e: (e["file_name"], e["label"]))
-    return [(name.decode(), int(label)) for name, label in pairs.as_numpy_iterator()]
-
-
 def check_split_contents(
     real: Mapping[str, tf.data.Dataset], generated: tf.data.Dataset | None = None
 ) -> dict[str, dict]:
@@ -160,7 +155,7 @@ def check_split_contents(
     """
     contents = {}
     for split, ds in real.items():
-        pairs = file_names_and_labels(ds)
+        pairs = data.file_names_and_labels(ds)
         leaked = [name for name, _ in pairs if is_generated_name(name)]
         if leaked:
             raise SyntheticLeakError(
@@ -169,7 +164,7 @@ def check_split_contents(
             )
         contents[split] = _counts(pairs)
     if generated is not None:
-        pairs = file_names_and_labels(generated)
+        pairs = data.file_names_and_labels(generated)
         unmarked = [name for name, _ in pairs if not name.startswith(data.GENERATED_PREFIX)]
         if unmarked:
             raise SyntheticLeakError(
@@ -185,16 +180,6 @@ def _counts(pairs: Sequence[tuple[str, int]]) -> dict:
     for _, label in pairs:
         per_class[BINARY_CLASSES[label]] += 1
     return {"n": len(pairs), "per_class": per_class}
-
-
-def _keep_files(ds: tf.data.Dataset, keep: Iterable[str]) -> tf.data.Dataset:
-    keep = sorted(keep)
-    if not keep:
-        return ds.take(0)
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(keep), tf.ones(len(keep), tf.int32)), default_value=0
-    )
-    return ds.filter(lambda e: table.lookup(e["file_name"]) > 0)
 
 
 def first_per_class(pairs: Sequence[tuple[str, int]], per_class: int | None) -> list[str]:
@@ -231,7 +216,7 @@ def load_experiment_splits(config: ExperimentConfig) -> ExperimentSplits:
     prefix = re.escape(data.GENERATED_PREFIX)
     generated = augmented.filter(lambda e: tf.strings.regex_full_match(e["file_name"], f"{prefix}.*"))
     if config.per_class is not None:
-        generated = _keep_files(generated, first_per_class(file_names_and_labels(generated), config.per_class))
+        generated = data.keep_files(generated, first_per_class(data.file_names_and_labels(generated), config.per_class))
     contents = check_split_contents({"train": train, "validation": validation, "test": test}, generated)
     if contents["generated"]["n"] == 0:
         raise ValueError(f"no generated image could be read from {config.generated_dir} (expected DIR/<class>/*.png)")

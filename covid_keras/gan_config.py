@@ -73,6 +73,9 @@ class GanConfig:
 
     # Optimisation.
     batch_size: int = 8
+    # 0: an epoch is one pass over the train split. N > 0: an epoch is N // batch_size steps over the
+    # split repeated as often as needed, so runs on train subsets of any size take the same steps.
+    epoch_images: int = 0
     epochs: int = 750  # the report shows ~600-740 epochs; samples were taken from epoch 740
     optimizer: str = "adam"
     learning_rate: float = 2e-4
@@ -121,6 +124,8 @@ class GanConfig:
             raise ValueError(
                 f"GanConfig.mode_seeking_weight > 0 compares pairs of fakes: batch_size must be >= 2, got {self.batch_size}"
             )
+        if self.epoch_images < 0 or 0 < self.epoch_images < self.batch_size:
+            raise ValueError(f"GanConfig.epoch_images must be 0 or >= batch_size ({self.batch_size}), got {self.epoch_images}")
         if self.class_guide_weight < 0:
             raise ValueError(f"GanConfig.class_guide_weight must be >= 0, got {self.class_guide_weight}")
         for name in ("class_guide_from_epoch", "class_guide_ramp_epochs"):

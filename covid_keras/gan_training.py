@@ -182,7 +182,8 @@ def atomic_save_weights(model: keras.Model, path: pathlib.Path) -> None:
 
 
 def _run_record(
-    config: GanConfig, data_spec: data.DataSpec, class_names: Sequence[str], precision: str, init_from: str | None
+    config: GanConfig, data_spec: data.DataSpec, class_names: Sequence[str], precision: str, init_from: str | None,
+    train_files: Sequence[str] | None = None,
 ) -> dict:
     record = {
         "gan": config.to_dict(),
@@ -192,7 +193,30 @@ def _run_record(
     }
     if init_from is not None:  # absent otherwise, so older run dirs keep matching their command
         record["init_from"] = init_from
+    if train_files is not None:  # the whole list: a run on a subset says which images it saw
+        record["data"]["train_files"] = sorted(train_files)
     return record
+
+
+def train_subset(train: tf.data.Dataset, train_files: Sequence[str], split_name: str = "train") -> tf.data.Dataset:
+    """The examples of `train` named in `train_files`; a name that is not in the split is refused,
+    so a GAN for a subset can never be handed a validation or test image."""
+    present = {name for name, _ in data.file_names_and_labels(train)}
+    outside = sorted(set(train_files) - present)
+    if outside:
+        shown = ", ".join(outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else "")
+        raise ValueError(f"{len(outside)} train_files are not in the {split_name} split: {shown}")
+    return data.keep_files(train, train_files)
+
+
+def _epoch_dataset(train: tf.data.Dataset, config: GanConfig) -> tf.data.Dataset:
+    """The GAN's batches for one epoch (see GanConfig.epoch_images)."""
+    if not config.epoch_images:
+        return data.gan_dataset(train, config.image_size, config.batch_size, shuffle_seed=config.seed)
+    count = int(train.cardinality())
+    repeats = max(1, -(-config.epoch_images // max(count, 1)))
+    batches = data.gan_dataset(train.repeat(repeats), config.image_size, config.batch_size, shuffle_seed=config.seed)
+    return batches.take(config.epoch_images // config.batch_size)
 
 
 def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -620,6 +644,7 @@ def train_gan(
     time_budget_s: float | None = None,
     init_from: str | os.PathLike | None = None,
     weights_dir: str | os.PathLike | None = None,
+    train_files: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train (or resume) the GAN run in `run_dir` on `data_spec`'s train split.
 
@@ -631,6 +656,8 @@ def train_gan(
     stops after the epoch that crosses it (see `TimeBudget`). `init_from`: a fresh run starts from
     that run's latest weights (`initialise_from_run`), e.g. to add a class guide to a trained GAN.
     `weights_dir`: local ImageNet weights for a pretrained class guide (`backbones.local_weights_file`).
+    `train_files`: train only on these train-split images (and fit the guide on them alone); a
+    name outside the train split is refused. The list is part of the run's record.
     """
     run_dir = pathlib.Path(run_dir)
     precision, jit_compile = runtime.resolve(precision, jit_compile)
@@ -642,10 +669,12 @@ def train_gan(
     _check_two_classes(data_spec, class_names)
     config = dataclasses.replace(config, num_classes=len(class_names))
     init_from = None if init_from is None else str(init_from)
-    _claim_run_dir(run_dir, _run_record(config, data_spec, class_names, precision, init_from))
-
     train = data.load_split(data_spec, "train", balanced=config.balanced)
-    gan_ds = data.gan_dataset(train, config.image_size, config.batch_size, shuffle_seed=config.seed)
+    if train_files is not None:
+        train = train_subset(train, train_files)
+    _claim_run_dir(run_dir, _run_record(config, data_spec, class_names, precision, init_from, train_files))
+
+    gan_ds = _epoch_dataset(train, config)
     steps_per_epoch = _count_batches(gan_ds)
     if steps_per_epoch == 0:
         raise ValueError(f"the train split of {data_spec.config!r} has fewer images than batch_size={config.batch_size}")

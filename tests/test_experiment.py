@@ -49,9 +49,9 @@ def tiny_config(tiny, **overrides) -> experiment.ExperimentConfig:
 def test_generated_images_reach_train_only(tiny):
     splits = experiment.load_experiment_splits(tiny_config(tiny, per_class=3))
     for split in ("train", "validation", "test"):
-        names = [name for name, _ in experiment.file_names_and_labels(getattr(splits, split))]
+        names = [name for name, _ in data.file_names_and_labels(getattr(splits, split))]
         assert names and not any(experiment.is_generated_name(n) for n in names), split
-    generated = [name for name, _ in experiment.file_names_and_labels(splits.generated)]
+    generated = [name for name, _ in data.file_names_and_labels(splits.generated)]
     assert len(generated) == 6  # per_class=3 of the folder's 4 per class
     assert all(name.startswith(data.GENERATED_PREFIX) for name in generated)
     assert splits.contents["generated"]["per_class"] == {"Normal": 3, "COVID": 3}
