@@ -14,7 +14,6 @@ import tensorflow as tf
 from covid_keras import augmentation_study as study
 from covid_keras import classifier, cli, data, gan_training
 from covid_keras.augment import ClassicAugmenter
-from covid_keras.evaluation import intervals
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -1,31 +1,5 @@
-"""The study's question, asked properly: does a GAN make a better COVID classifier, against classic
-augmentation, when real images are scarce?
-
-For each number n of real train images per class (drawn from the train split with a recorded
-seed; validation and test stay the full real splits):
-
-- a GAN is trained on exactly those 2n images (its class guide too), for the same number of
-  generator steps at every n (`GanConfig.epoch_images`), at the smallest n for several seeds;
-- frozen-backbone classifiers (the project's head recipe, several seeds) are trained in arms that
-  add the same number of rows where they add any:
-
-      real           the 2n real images
-      classic        + offline Keras-augmented copies of them (`augment.ClassicAugmenter`)
-      gan            + generated images, r x n per class
-      gan_filtered   + generated images the GAN's own class guide gives P >= min_guide_confidence
-      classic_gan    + half classic copies, half generated images
-      real_full_resolution   the real arm without the degradation below, to show what it costs
-
-  and, at the smallest n, the ratio sweep: classic and gan at every ratio r.
-
-Every image a classifier sees, real or generated, goes the same way: resized to the backbone's
-input, brought down to the GAN's resolution and back up (`classifier.DegradeResolution`, inside
-the saved model), so sharpness cannot tell real from generated.
-
-A study folder holds everything and resumes: subsets, GAN runs (resumable themselves), samples,
-classic copies, a feature cache, one saved classifier per (cell, seed), then results.json,
-results.md and test_accuracy_vs_n.png. Rerunning reuses every finished piece.
-"""
+"""`AugmentationStudy`: the stages of a study in its folder (subsets, GANs, samples, classifiers,
+report), each reusing what an earlier run of the same study left."""
 
 from __future__ import annotations
 
@@ -34,9 +8,7 @@ import hashlib
 import json
 import os
 import pathlib
-import platform
 import shutil
-import subprocess
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -44,144 +16,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import classifier, data, evaluation, gan_config, gan_training, plots, sampling
+from covid_keras import classifier, data, evaluation, gan_training, plots, sampling
 from covid_keras.augment import ClassicAugmenter
-from covid_keras.classifier import ClassifierConfig, FeatureCache, FeatureExtractor, FeatureSet
-from covid_keras.evaluation import intervals
+from covid_keras.augmentation_study.config import (
+    FIGURE, FORMAT_VERSION, GAN_ARMS, RESULTS_JSON, RESULTS_MD, STUDY_FILE, StudyConfig, n_name, scarce_subset,
+)
+from covid_keras.augmentation_study.report import provenance, results_markdown, save_figure, summarise
+from covid_keras.classifier import FeatureCache, FeatureExtractor, FeatureSet
 from covid_keras.labels import BINARY_CLASSES
-
-FORMAT_VERSION = 1
-STUDY_FILE = "study.json"
-RESULTS_JSON = "results.json"
-RESULTS_MD = "results.md"
-FIGURE = "test_accuracy_vs_n.png"
-ALL = "all"  # the n of the whole train split
-ARMS = ("real", "classic", "gan", "gan_filtered", "classic_gan", "real_full_resolution")
-GAN_ARMS = ("gan", "gan_filtered", "classic_gan")
-ARM_TITLES = {
-    "real": "real only",
-    "classic": "real + classic augmentation",
-    "gan": "real + GAN",
-    "gan_filtered": "real + GAN, guide-filtered",
-    "classic_gan": "real + classic + GAN",
-    "real_full_resolution": "real only, full resolution",
-}
-REPORTED = ("accuracy", "auc", "sensitivity", "specificity")
-
-
-@dataclasses.dataclass
-class StudyConfig:
-    """What the study runs. `sizes`: real train images per class, "all" for the whole split.
-
-    gan_preset / gan_overrides: the GAN (a `gan_config` preset and GanConfig fields); every n gets
-    `gan_epochs` epochs of `epoch_images` images, hence the same generator steps. ratio: generated
-    (or classic) rows added per real row in the main arms; ratio_sweep: the ratios tried at the
-    smallest n. weights: the backbone's weights (file or folder; None: random, tests only).
-    """
-
-    data: data.DataSpec
-    weights: str | None
-    sizes: tuple = (50, 100, ALL)
-    backbone: str = "vgg16"
-    image_size: int = 224
-    classifier_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    classifier_epochs: int = 12
-    classifier_batch_size: int = 32
-    learning_rate: float = 1e-4
-    gan_preset: str = "guided"
-    gan_overrides: dict = dataclasses.field(default_factory=dict)
-    gan_epochs: int = 60
-    epoch_images: int = 832
-    gan_seeds: tuple[int, ...] = (0,)
-    smallest_n_gan_seeds: tuple[int, ...] = (0, 1)
-    gan_precision: str = "auto"
-    ratio: int = 1
-    ratio_sweep: tuple[int, ...] = (1, 4, 16)
-    min_guide_confidence: float = 0.9
-    subset_seed: int = 0
-    augment_seed: int = 0
-    sample_seed: int = 0
-    weights_dir: str | None = None  # ImageNet weights for a pretrained class guide
-
-    def __post_init__(self):
-        self.sizes = tuple(ALL if s == ALL else int(s) for s in self.sizes)
-        self.classifier_seeds = tuple(int(s) for s in self.classifier_seeds)
-        self.gan_seeds = tuple(int(s) for s in self.gan_seeds)
-        self.smallest_n_gan_seeds = tuple(int(s) for s in self.smallest_n_gan_seeds)
-        self.ratio_sweep = tuple(int(r) for r in self.ratio_sweep)
-        if not self.sizes or any(s != ALL and s < 1 for s in self.sizes):
-            raise ValueError(f"sizes must be positive numbers of images per class or '{ALL}', got {self.sizes}")
-        if len(self.classifier_seeds) < 2:
-            raise ValueError("classifier_seeds: at least 2, for a paired interval")
-        if self.ratio < 1 or any(r < 1 for r in self.ratio_sweep):
-            raise ValueError("ratio and ratio_sweep must be >= 1")
-        if self.ratio not in self.ratio_sweep:
-            self.ratio_sweep = tuple(sorted({*self.ratio_sweep, self.ratio}))
-        self.gan_config()  # a bad preset or override fails here, before any work
-
-    def gan_config(self, seed: int = 0) -> gan_config.GanConfig:
-        return gan_config.from_preset(self.gan_preset, **{
-            **self.gan_overrides, "epochs": self.gan_epochs, "epoch_images": self.epoch_images, "seed": seed})
-
-    @property
-    def gan_image_size(self) -> int:
-        return self.gan_config().image_size
-
-    @property
-    def smallest(self):
-        numbers = [s for s in self.sizes if s != ALL]
-        return min(numbers) if numbers else ALL
-
-    def seeds_of_gan(self, n) -> tuple[int, ...]:
-        return self.smallest_n_gan_seeds if n == self.smallest else self.gan_seeds
-
-    def classifier_config(self, seed: int, degrade: bool = True) -> ClassifierConfig:
-        return ClassifierConfig(
-            self.backbone, weights=self.weights, image_size=self.image_size, epochs=self.classifier_epochs,
-            batch_size=self.classifier_batch_size, learning_rate=self.learning_rate, keep_epoch="best_validation",
-            degrade_to=self.gan_image_size if degrade else None, seed=seed,
-        )
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["data"] = dataclasses.asdict(self.data)
-        values["sizes"] = [str(s) for s in self.sizes]
-        return values
-
-
-def quick_config(weights: str | None = None) -> StudyConfig:
-    """A study that runs end to end on the built-in phantoms in a few minutes (CI's profile)."""
-    return StudyConfig(
-        data.DataSpec("phantom_small"), weights=weights, sizes=(6, ALL), image_size=48,
-        classifier_seeds=(0, 1), classifier_epochs=3, classifier_batch_size=8, gan_preset="guided",
-        gan_overrides=dict(image_size=32, batch_size=8, generator_filters=(32, 16), discriminator_filters=(16, 32, 32),
-                           base_channels=16, class_guide_from_epoch=1, class_guide_ramp_epochs=0,
-                           sample_every=2, checkpoint_every=2),
-        gan_epochs=2, epoch_images=16, gan_seeds=(0,), smallest_n_gan_seeds=(0, 1), ratio=1, ratio_sweep=(1, 2),
-        min_guide_confidence=0.01,  # a tiny GAN's guide is unsure of everything; this only exercises the path
-    )
-
-
-# --- the scarce subsets ----------------------------------------------------------------------
-
-
-def scarce_subset(pairs: Sequence[tuple[str, int]], n, seed: int) -> list[str]:
-    """n file names per class from (file name, label) pairs of the train split, stable for a seed.
-
-    Each class's names are ordered by a seeded hash and the first n kept, so the choice does not
-    depend on the order of `pairs`, and the subset at a smaller n lies inside the one at a larger.
-    """
-    by_class: dict[int, list[str]] = {}
-    for name, label in pairs:
-        by_class.setdefault(int(label), []).append(name)
-    chosen = []
-    for label in sorted(by_class):
-        names = sorted(by_class[label], key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).hexdigest())
-        if n != ALL and len(names) < n:
-            raise ValueError(f"n={n} per class, but class {label} has only {len(names)} train images")
-        chosen += names if n == ALL else names[:n]
-    return sorted(chosen)
-
 
 # --- the study folder --------------------------------------------------------------------------
 
@@ -220,10 +62,6 @@ def claim_study_dir(out: pathlib.Path, config: StudyConfig) -> None:
         raise ValueError(f"{out} is not empty and holds no {STUDY_FILE}: refusing to write a study into it")
     out.mkdir(parents=True, exist_ok=True)
     _atomic_json(path, record)
-
-
-def _n_name(n) -> str:
-    return f"n{n}"
 
 
 # --- images as examples ------------------------------------------------------------------------
@@ -300,7 +138,7 @@ class AugmentationStudy:
         subsets = {}
         for n in self.config.sizes:
             files = scarce_subset(pairs, n, self.config.subset_seed)
-            path = folder / f"{_n_name(n)}.json"
+            path = folder / f"{n_name(n)}.json"
             if path.exists():
                 saved = json.loads(path.read_text())["files"]
                 if saved != files:
@@ -308,7 +146,7 @@ class AugmentationStudy:
             else:
                 _atomic_json(path, {"n_per_class": str(n), "seed": self.config.subset_seed, "files": files})
             subsets[n] = files
-            self.log(f"{_n_name(n)}: {len(files)} real train images")
+            self.log(f"{n_name(n)}: {len(files)} real train images")
         return subsets
 
     def train_gans(self, subsets: Mapping) -> dict:
@@ -316,7 +154,7 @@ class AugmentationStudy:
         runs = {}
         for n in self.config.sizes:
             for seed in self.config.seeds_of_gan(n):
-                run_dir = self.out / "gans" / f"{_n_name(n)}-seed{seed}"
+                run_dir = self.out / "gans" / f"{n_name(n)}-seed{seed}"
                 gan_config_ = self.config.gan_config(seed)
                 if gan_training.completed_epochs(run_dir) < gan_config_.epochs:
                     self.log(f"GAN {run_dir.name}: {gan_config_.epochs * (gan_config_.epoch_images // gan_config_.batch_size)} "
@@ -395,7 +233,7 @@ class AugmentationStudy:
     def _gan_pool(self, n, seed: int, kind: str, samples: Mapping) -> "Pool":
         def make():
             images, labels, _ = samples[(n, seed, kind)]
-            names = [f"generated/{_n_name(n)}-seed{seed}-{kind}/{i:05d}" for i in range(len(labels))]
+            names = [f"generated/{n_name(n)}-seed{seed}-{kind}/{i:05d}" for i in range(len(labels))]
             return _resized(images, self.config.image_size), labels, names
         return self.pool(("gan", n, seed, kind), make)
 
@@ -511,8 +349,8 @@ class AugmentationStudy:
         record = {
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
-            "subsets": {str(n): {"files": files, "file_list": f"subsets/{_n_name(n)}.json"} for n, files in subsets.items()},
-            "gan_runs": {f"{_n_name(n)}-seed{s}": {"run_dir": str(d), "generator_steps": _generator_steps(d)}
+            "subsets": {str(n): {"files": files, "file_list": f"subsets/{n_name(n)}.json"} for n, files in subsets.items()},
+            "gan_runs": {f"{n_name(n)}-seed{s}": {"run_dir": str(d), "generator_steps": _generator_steps(d)}
                          for (n, s), d in gan_runs.items()},
             "cells": results,
             "summary": summary,
@@ -561,7 +399,7 @@ class Pool:
 
 
 def cell_name(cell: Mapping) -> str:
-    name = f"{_n_name(cell['n'])}-{cell['arm']}"
+    name = f"{n_name(cell['n'])}-{cell['arm']}"
     if cell["arm"] not in ("real", "real_full_resolution"):
         name += f"-x{cell['ratio']}"
     if cell.get("gan_seed") is not None:
@@ -577,159 +415,3 @@ def _generator_steps(run_dir: pathlib.Path) -> int | None:
     return gan_training.completed_epochs(run_dir) * (config.epoch_images // config.batch_size)
 
 
-# --- statistics --------------------------------------------------------------------------------
-
-
-def _seed_values(cell: Mapping, metric: str) -> dict[int, float]:
-    return {int(s): v["test"][metric] for s, v in cell["seeds"].items() if v["test"][metric] is not None}
-
-
-def _arm_groups(results: Mapping, config: StudyConfig) -> dict:
-    """(n, arm, ratio) -> list of cells (one per GAN seed, or one)."""
-    groups: dict = {}
-    for cell in results.values():
-        groups.setdefault((str(cell["n"]), cell["arm"], cell["ratio"]), []).append(cell)
-    return groups
-
-
-def _pooled_per_seed(cells: Sequence[Mapping], metric: str) -> dict[int, float]:
-    """Per classifier seed, the mean over the GAN seeds' cells (one value per seed to pair)."""
-    per_seed: dict[int, list[float]] = {}
-    for cell in cells:
-        for seed, value in _seed_values(cell, metric).items():
-            per_seed.setdefault(seed, []).append(value)
-    return {seed: float(np.mean(values)) for seed, values in sorted(per_seed.items())}
-
-
-def summarise(results: Mapping, config: StudyConfig) -> list[dict]:
-    """One row per (n, arm, ratio): mean ± sd per metric over classifier (x GAN) seeds, a 95 %
-    interval for test accuracy over seeds and test images, and paired differences against real
-    only and against classic at the same n and ratio."""
-    groups = _arm_groups(results, config)
-    rows = []
-    for (n, arm, ratio), cells in groups.items():
-        row = {"n": n, "arm": arm, "ratio": ratio, "gan_seeds": [c["gan_seed"] for c in cells if c["gan_seed"] is not None],
-               "rows": cells[0]["rows"], "metrics": {}}
-        for metric in REPORTED:
-            values = [v for c in cells for v in _seed_values(c, metric).values()]
-            row["metrics"][metric] = {"mean": float(np.mean(values)) if values else None,
-                                      "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                                      "n": len(values)}
-        correct = [v["test_correct"] for c in cells for v in c["seeds"].values()]
-        row["test_accuracy_interval"] = intervals.mean_interval(correct, shared_items=True, num_resamples=1000)
-        row["paired"] = {}
-        for baseline_arm, baseline_ratio in (("real", 0), ("classic", ratio)):
-            baseline = groups.get((n, baseline_arm, baseline_ratio))
-            if baseline is None or (baseline_arm, baseline_ratio) == (arm, ratio) or arm == "real_full_resolution":
-                continue
-            row["paired"][baseline_arm] = {}
-            for metric in REPORTED:
-                mine, theirs = _pooled_per_seed(cells, metric), _pooled_per_seed(baseline, metric)
-                seeds = sorted(set(mine) & set(theirs))
-                if len(seeds) >= 2:
-                    row["paired"][baseline_arm][metric] = intervals.paired_difference(
-                        [mine[s] for s in seeds], [theirs[s] for s in seeds])
-        rows.append(row)
-    order = {arm: i for i, arm in enumerate(ARMS)}
-    rows.sort(key=lambda r: (_n_order(r["n"]), order[r["arm"]], r["ratio"]))
-    return rows
-
-
-def _n_order(n: str) -> float:
-    return float("inf") if n == ALL else float(n)
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _paired_text(paired: Mapping | None) -> str:
-    if not paired:
-        return "–"
-    mark = {"better": " (better)", "worse": " (worse)"}.get(paired["verdict"], "")
-    return f"{paired['mean']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}]{mark}"
-
-
-def results_markdown(record: Mapping) -> str:
-    config = record["config"]
-    lines = [
-        "# Does the GAN help? The augmentation study",
-        "",
-        f"Data `{config['data']['config']}`; frozen {config['backbone']} at {config['image_size']} px, every image "
-        f"brought down to the GAN's resolution and back inside the model (but the full-resolution row); "
-        f"head recipe: lr {config['learning_rate']:g}, {config['classifier_epochs']} epochs, batch "
-        f"{config['classifier_batch_size']}, the epoch of lowest validation loss kept; classifier seeds "
-        f"{config['classifier_seeds']}. GAN preset `{config['gan_preset']}`, {config['gan_epochs']} epochs of "
-        f"{config['epoch_images']} images at every n. Test split scored once per classifier.",
-        "",
-        "Test figures: mean ± sd over classifier seeds (and GAN seeds where there are several); the 95 % interval "
-        "of accuracy covers seeds and test images; Δ is the paired per-seed difference with its 95 % t interval, "
-        "marked better/worse only when the interval excludes 0.",
-        "",
-        "| n per class | arm | × | rows | test accuracy | 95 % interval | AUC | sensitivity | specificity "
-        "| Δ acc vs real | Δ acc vs classic |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in record["summary"]:
-        m = row["metrics"]
-        cell = lambda k: f"{_fmt(m[k]['mean'])} ± {_fmt(m[k]['sd'])}"  # noqa: E731
-        interval = row["test_accuracy_interval"]
-        seeds = f" (GAN seeds {row['gan_seeds']})" if len(row["gan_seeds"]) > 1 else ""
-        lines.append(
-            f"| {row['n']} | {ARM_TITLES[row['arm']]}{seeds} | {row['ratio'] or ''} | {row['rows']} | {cell('accuracy')} "
-            f"| [{interval['low']:.3f}, {interval['high']:.3f}] | {cell('auc')} | {cell('sensitivity')} "
-            f"| {cell('specificity')} | {_paired_text(row['paired'].get('real', {}).get('accuracy'))} "
-            f"| {_paired_text(row['paired'].get('classic', {}).get('accuracy'))} |"
-        )
-    lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in record["timings_s"].items()),
-              "", f"Provenance: {json.dumps(record['provenance'])}", ""]
-    return "\n".join(lines)
-
-
-def save_figure(summary: Sequence[Mapping], config: StudyConfig, path: pathlib.Path) -> None:
-    """Test accuracy against n for each arm at the main ratio, with 95 % bands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = [str(s) for s in config.sizes]
-    x_of = {n: i for i, n in enumerate(sizes)}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm in ARMS:
-        rows = [r for r in summary if r["arm"] == arm and r["ratio"] in (0, config.ratio)]
-        if not rows:
-            continue
-        rows.sort(key=lambda r: x_of[r["n"]])
-        xs = [x_of[r["n"]] for r in rows]
-        ax.plot(xs, [r["test_accuracy_interval"]["mean"] for r in rows], marker="o", label=ARM_TITLES[arm])
-        ax.fill_between(xs, [r["test_accuracy_interval"]["low"] for r in rows],
-                        [r["test_accuracy_interval"]["high"] for r in rows], alpha=0.15)
-    ax.set_xticks(range(len(sizes)), [s if s != ALL else "all" for s in sizes])
-    ax.set_xlabel("real train images per class")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{config.backbone}, GAN preset {config.gan_preset}: mean and 95 % interval")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    partial = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(partial, dpi=120)
-    plt.close(fig)
-    os.replace(partial, path)
-
-
-def provenance() -> dict:
-    """Package versions, git commit, CPU and load: what a reader needs to place the timings."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=pathlib.Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "cpu": cpu,
-            "cpus": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "git_commit": commit, "gpus": len(tf.config.list_physical_devices("GPU"))}

@@ -1,0 +1,175 @@
+"""A study's numbers: per-arm summaries with intervals and paired differences, the Markdown table,
+the accuracy-against-n figure, and the provenance of the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+from typing import Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from covid_keras.augmentation_study.config import ALL, ARM_TITLES, ARMS, REPORTED, StudyConfig
+from covid_keras.evaluation import intervals
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def _seed_values(cell: Mapping, metric: str) -> dict[int, float]:
+    return {int(s): v["test"][metric] for s, v in cell["seeds"].items() if v["test"][metric] is not None}
+
+
+def _arm_groups(results: Mapping, config: StudyConfig) -> dict:
+    """(n, arm, ratio) -> list of cells (one per GAN seed, or one)."""
+    groups: dict = {}
+    for cell in results.values():
+        groups.setdefault((str(cell["n"]), cell["arm"], cell["ratio"]), []).append(cell)
+    return groups
+
+
+def _pooled_per_seed(cells: Sequence[Mapping], metric: str) -> dict[int, float]:
+    """Per classifier seed, the mean over the GAN seeds' cells (one value per seed to pair)."""
+    per_seed: dict[int, list[float]] = {}
+    for cell in cells:
+        for seed, value in _seed_values(cell, metric).items():
+            per_seed.setdefault(seed, []).append(value)
+    return {seed: float(np.mean(values)) for seed, values in sorted(per_seed.items())}
+
+
+def summarise(results: Mapping, config: StudyConfig) -> list[dict]:
+    """One row per (n, arm, ratio): mean ± sd per metric over classifier (x GAN) seeds, a 95 %
+    interval for test accuracy over seeds and test images, and paired differences against real
+    only and against classic at the same n and ratio."""
+    groups = _arm_groups(results, config)
+    rows = []
+    for (n, arm, ratio), cells in groups.items():
+        row = {"n": n, "arm": arm, "ratio": ratio, "gan_seeds": [c["gan_seed"] for c in cells if c["gan_seed"] is not None],
+               "rows": cells[0]["rows"], "metrics": {}}
+        for metric in REPORTED:
+            values = [v for c in cells for v in _seed_values(c, metric).values()]
+            row["metrics"][metric] = {"mean": float(np.mean(values)) if values else None,
+                                      "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                                      "n": len(values)}
+        correct = [v["test_correct"] for c in cells for v in c["seeds"].values()]
+        row["test_accuracy_interval"] = intervals.mean_interval(correct, shared_items=True, num_resamples=1000)
+        row["paired"] = {}
+        for baseline_arm, baseline_ratio in (("real", 0), ("classic", ratio)):
+            baseline = groups.get((n, baseline_arm, baseline_ratio))
+            if baseline is None or (baseline_arm, baseline_ratio) == (arm, ratio) or arm == "real_full_resolution":
+                continue
+            row["paired"][baseline_arm] = {}
+            for metric in REPORTED:
+                mine, theirs = _pooled_per_seed(cells, metric), _pooled_per_seed(baseline, metric)
+                seeds = sorted(set(mine) & set(theirs))
+                if len(seeds) >= 2:
+                    row["paired"][baseline_arm][metric] = intervals.paired_difference(
+                        [mine[s] for s in seeds], [theirs[s] for s in seeds])
+        rows.append(row)
+    order = {arm: i for i, arm in enumerate(ARMS)}
+    rows.sort(key=lambda r: (_n_order(r["n"]), order[r["arm"]], r["ratio"]))
+    return rows
+
+
+def _n_order(n: str) -> float:
+    return float("inf") if n == ALL else float(n)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _paired_text(paired: Mapping | None) -> str:
+    if not paired:
+        return "–"
+    mark = {"better": " (better)", "worse": " (worse)"}.get(paired["verdict"], "")
+    return f"{paired['mean']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}]{mark}"
+
+
+def results_markdown(record: Mapping) -> str:
+    config = record["config"]
+    lines = [
+        "# Does the GAN help? The augmentation study",
+        "",
+        f"Data `{config['data']['config']}`; frozen {config['backbone']} at {config['image_size']} px, every image "
+        f"brought down to the GAN's resolution and back inside the model (but the full-resolution row); "
+        f"head recipe: lr {config['learning_rate']:g}, {config['classifier_epochs']} epochs, batch "
+        f"{config['classifier_batch_size']}, the epoch of lowest validation loss kept; classifier seeds "
+        f"{config['classifier_seeds']}. GAN preset `{config['gan_preset']}`, {config['gan_epochs']} epochs of "
+        f"{config['epoch_images']} images at every n. Test split scored once per classifier.",
+        "",
+        "Test figures: mean ± sd over classifier seeds (and GAN seeds where there are several); the 95 % interval "
+        "of accuracy covers seeds and test images; Δ is the paired per-seed difference with its 95 % t interval, "
+        "marked better/worse only when the interval excludes 0.",
+        "",
+        "| n per class | arm | × | rows | test accuracy | 95 % interval | AUC | sensitivity | specificity "
+        "| Δ acc vs real | Δ acc vs classic |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in record["summary"]:
+        m = row["metrics"]
+        cell = lambda k: f"{_fmt(m[k]['mean'])} ± {_fmt(m[k]['sd'])}"  # noqa: E731
+        interval = row["test_accuracy_interval"]
+        seeds = f" (GAN seeds {row['gan_seeds']})" if len(row["gan_seeds"]) > 1 else ""
+        lines.append(
+            f"| {row['n']} | {ARM_TITLES[row['arm']]}{seeds} | {row['ratio'] or ''} | {row['rows']} | {cell('accuracy')} "
+            f"| [{interval['low']:.3f}, {interval['high']:.3f}] | {cell('auc')} | {cell('sensitivity')} "
+            f"| {cell('specificity')} | {_paired_text(row['paired'].get('real', {}).get('accuracy'))} "
+            f"| {_paired_text(row['paired'].get('classic', {}).get('accuracy'))} |"
+        )
+    lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in record["timings_s"].items()),
+              "", f"Provenance: {json.dumps(record['provenance'])}", ""]
+    return "\n".join(lines)
+
+
+def save_figure(summary: Sequence[Mapping], config: StudyConfig, path: pathlib.Path) -> None:
+    """Test accuracy against n for each arm at the main ratio, with 95 % bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [str(s) for s in config.sizes]
+    x_of = {n: i for i, n in enumerate(sizes)}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm in ARMS:
+        rows = [r for r in summary if r["arm"] == arm and r["ratio"] in (0, config.ratio)]
+        if not rows:
+            continue
+        rows.sort(key=lambda r: x_of[r["n"]])
+        xs = [x_of[r["n"]] for r in rows]
+        ax.plot(xs, [r["test_accuracy_interval"]["mean"] for r in rows], marker="o", label=ARM_TITLES[arm])
+        ax.fill_between(xs, [r["test_accuracy_interval"]["low"] for r in rows],
+                        [r["test_accuracy_interval"]["high"] for r in rows], alpha=0.15)
+    ax.set_xticks(range(len(sizes)), [s if s != ALL else "all" for s in sizes])
+    ax.set_xlabel("real train images per class")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{config.backbone}, GAN preset {config.gan_preset}: mean and 95 % interval")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    partial = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(partial, dpi=120)
+    plt.close(fig)
+    os.replace(partial, path)
+
+
+def provenance() -> dict:
+    """Package versions, git commit, CPU and load: what a reader needs to place the timings."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=pathlib.Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "cpu": cpu,
+            "cpus": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "git_commit": commit, "gpus": len(tf.config.list_physical_devices("GPU"))}
