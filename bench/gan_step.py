@@ -17,6 +17,9 @@ import os
 import platform
 import time
 
+from covid_keras.gan import presets as gan_presets
+from covid_keras.gan import training as gan_training
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,9 +51,9 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from covid_keras import gan_config, gan_training
+    
 
-    config = gan_config.from_preset(args.run, image_size=args.image_size, batch_size=args.batch_size, d_every=args.d_every)
+    config = gan_presets.from_preset(args.run, image_size=args.image_size, batch_size=args.batch_size, d_every=args.d_every)
     keras.utils.set_random_seed(0)
     model = gan_training.build_gan(config, steps_per_epoch=100, jit_compile=args.jit)
     rng = np.random.default_rng(0)

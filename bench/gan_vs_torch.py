@@ -32,8 +32,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from covid_keras import gan_training  # noqa: E402
-from covid_keras.gan_config import from_preset  # noqa: E402
+from covid_keras.gan import training as gan_training
+from covid_keras.gan.presets import from_preset
 
 STUDY_TRAIN_IMAGES = 4340  # 2170 per class (reference-facts.md)
 # Tolerances of the equality check (Keras vs torch from identical weights and inputs).

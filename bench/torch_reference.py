@@ -2,7 +2,7 @@
 
 The layers are those of `covid_keras.gan` (itself the study's architecture): the generator's
 ConvTranspose blocks use PyTorch's padding/output_padding where Keras crops, with the crops of
-`gan.upsampling_plan`, so both output exactly `image_size`. The step is the study's loop as
+`gan_networks.upsampling_plan`, so both output exactly `image_size`. The step is the study's loop as
 `ConditionalGAN.train_step` runs it: G steps every batch (D in train mode, loss against "real"),
 D steps when `step % d_every == 0` on the real batch and the same detached fakes,
 loss (BCE(real, 1) + BCE(fake, 0)) / 2. D returns a logit; BCE-with-logits is the study's
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from covid_keras.gan import resolve_discriminator_padding, upsampling_plan
+from covid_keras.gan.networks import resolve_discriminator_padding, upsampling_plan
 
-_BN = dict(momentum=0.1, eps=1e-5)  # = Keras momentum 0.9, epsilon 1e-5 (covid_keras.gan._BN)
+_BN = dict(momentum=0.1, eps=1e-5)  # = Keras momentum 0.9, epsilon 1e-5 (covid_keras.gan.networks._BN)
 
 
 class Generator(nn.Module):

@@ -534,6 +534,15 @@ def _history_dict(history: keras.callbacks.History, prefix: str = "") -> dict[st
     return {f"{prefix}{name}": [float(v) for v in values] for name, values in history.history.items()}
 
 
+def check_both_classes(labels: np.ndarray, split: str) -> None:
+    """A binary classifier learns nothing from one class (and its test accuracy would mean nothing)."""
+    present = {int(round(float(v))) for v in np.unique(labels)}
+    missing = [BINARY_CLASSES[i] for i in (0, 1) if i not in present]
+    if missing:
+        raise ValueError(f"the {split} split has no {' and no '.join(missing)} images: a COVID-vs-Normal "
+                         "classifier needs both classes in train and validation")
+
+
 def train_head(
     head: keras.Model,
     config: ClassifierConfig,
@@ -761,6 +770,9 @@ def train_classifier(
         # Fine-tuning on images predicts from images, so it needs the cut features only to train the head.
         feature_splits = [name for name in splits if not config.fine_tune_layers or name in ("train", "validation")]
         features = {name: extractor.features(splits[name], cache, verbose=progress_verbose) for name in feature_splits}
+    for name in ("train", "validation"):
+        if name in features:
+            check_both_classes(features[name].labels, name)
     mirrored, train = None, features["train"]
     if config.mirror:
         mirrored = {name: extractor.features(data.mirrored(examples), cache, verbose=progress_verbose)

@@ -78,12 +78,20 @@ def _folder_id(path: str) -> str:
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
             for name in sorted(filenames):
-                stat = os.stat(os.path.join(dirpath, name))
+                stat = _stat_or_link(os.path.join(dirpath, name))
                 listing.update(f"{os.path.relpath(os.path.join(dirpath, name), path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     elif os.path.exists(path):
         stat = os.stat(path)
         listing.update(f"{stat.st_size}|{stat.st_mtime_ns}".encode())
     return f"{hashlib.sha1(path.encode()).hexdigest()[:16]}-{listing.hexdigest()[:8]}"
+
+
+def _stat_or_link(path: str) -> os.stat_result:
+    """The file's stat, or the link's own for a dangling link or a loop (the build skips and reports it)."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return os.lstat(path)
 
 
 def builder(spec: DataSpec) -> covid_xray.Builder:

@@ -29,16 +29,21 @@ import os
 import pathlib
 import re
 import time
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from covid_keras import classifier, data, evaluation, generate, plots, tuning
-from covid_keras.evaluation import intervals
 from covid_keras.backbones import BACKBONES, get_backbone_spec
-from covid_keras.classifier import ClassifierConfig, FeatureCache, FeatureExtractor, FeatureSet
+from covid_keras.classifier import (
+    ClassifierConfig,
+    FeatureCache,
+    FeatureExtractor,
+    FeatureSet,
+)
+from covid_keras.evaluation import intervals
 from covid_keras.labels import BINARY_CLASSES
 
 DEFAULT_BACKBONES = tuple(BACKBONES)

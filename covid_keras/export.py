@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import keras
 import tensorflow as tf
 
+from covid_keras import files
 from covid_keras.backbones import get_backbone_spec
 from covid_keras.labels import BINARY_CLASSES, POSITIVE_CLASS
 
@@ -82,28 +83,62 @@ def check_model_name(name: str) -> str:
 def write_models_config(
     base_dir: str | os.PathLike = DEFAULT_BASE_DIR, serving_root: str = DEFAULT_SERVING_ROOT
 ) -> pathlib.Path:
-    """Rewrite `models.config` (model_config_list text format) for every model under base_dir.
+    """Add every model under base_dir to `models.config` (model_config_list text format).
 
-    `serving_root` is where the server sees base_dir (the docker mount point).
+    Entries already in the file are kept as they are, with whatever a user added to them (a
+    `model_version_policy`, labels, another base_path), and so are entries for models that live
+    elsewhere; only models it does not name yet are appended. `serving_root` is where the server
+    sees base_dir (the docker mount point). A file that is not a model_config_list is refused,
+    not replaced.
     """
     base_dir = pathlib.Path(base_dir)
+    path = base_dir / MODELS_CONFIG
+    existing = parse_models_config(path.read_text(), path) if path.exists() else []
+    named = {name for name, _ in existing}
     names = sorted(
         p.name for p in base_dir.iterdir() if p.is_dir() and _MODEL_NAME.match(p.name) and existing_versions(p)
     )
-    entries = "".join(
+    blocks = [block for _, block in existing] + [
         "  config {\n"
         f'    name: "{name}"\n'
         f'    base_path: "{serving_root.rstrip("/")}/{name}"\n'
         '    model_platform: "tensorflow"\n'
         "  }\n"
-        for name in names
-    )
-    path = base_dir / MODELS_CONFIG
+        for name in names if name not in named
+    ]
     # Written to a temporary file and renamed, since a server may poll this file.
-    tmp = path.with_name(f".{MODELS_CONFIG}.tmp")
-    tmp.write_text("model_config_list {\n" + entries + "}\n")
-    os.replace(tmp, path)
+    files.atomic_write_text(path, "model_config_list {\n" + "".join(blocks) + "}\n")
     return path
+
+
+_CONFIG_NAME = re.compile(r'\bname\s*:\s*"([^"]*)"')
+
+
+def parse_models_config(text: str, path: str | os.PathLike = MODELS_CONFIG) -> list[tuple[str, str]]:
+    """(model name, its whole `config { ... }` block as written) for each entry of a models.config."""
+    body = re.sub(r"#[^\n]*", "", text).strip()
+    match = re.fullmatch(r"model_config_list\s*:?\s*\{(.*)\}", body, flags=re.S)
+    if not match:
+        raise ValueError(f"{path} is not a TF Serving model_config_list; fix or move it, it was left as it is")
+    inner, blocks, depth, start = match.group(1), [], 0, None
+    for i, char in enumerate(inner):
+        if char == "{":
+            if depth == 0:
+                start = inner.rfind("config", 0, i)
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth < 0:
+                break
+            if depth == 0 and start is not None and start >= 0:
+                block = inner[start : i + 1]
+                name = _CONFIG_NAME.search(block)
+                if not name:
+                    raise ValueError(f"{path}: a config entry has no name; fix it, the file was left as it is")
+                blocks.append((name.group(1), "  " + block.strip() + "\n"))
+    if depth != 0:
+        raise ValueError(f"{path} has unbalanced braces; fix it, the file was left as it is")
+    return blocks
 
 
 def _write_new_version(archive: keras.export.ExportArchive, base_dir, name, card: dict) -> ExportResult:
@@ -445,7 +480,7 @@ def export_classifier_dir(
 
 def export_gan_run(run_dir: str | os.PathLike, base_dir=DEFAULT_BASE_DIR, name: str | None = None) -> ExportResult:
     """Export the generator of a GAN run folder (`runs/<name>/`)."""
-    from covid_keras.gan_training import load_generator
+    from covid_keras.gan.training import load_generator
 
     generator, config, class_names = load_generator(run_dir)
     config_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else vars(config)

@@ -33,7 +33,7 @@ from covid_keras.formatting import fixed, points, significant
 
 FIDELITY_GOAL = 0.10  # class fidelity at most this far below the judge's real test accuracy
 TSTR_GOAL = 0.15  # TSTR at most this far below TRTR
-# A run folder's config file: gan_training.CONFIG_FILE (not imported: that would load TensorFlow).
+# A run folder's config file: gan_run_dir.CONFIG_FILE (not imported: that would load TensorFlow).
 RUN_CONFIG_FILE = "config.json"
 
 

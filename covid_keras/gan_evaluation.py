@@ -41,11 +41,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import augment, plots, sampling
-from covid_keras.augment import RandomBlur  # build_small_cnn's `augment` argument hides the module
+from covid_keras import augment, plots
+from covid_keras.augment import (
+    RandomBlur,  # build_small_cnn's `augment` argument hides the module
+)
 from covid_keras.backbones import default_weights_dir, get_backbone_spec
 from covid_keras.evaluation import roc_auc
 from covid_keras.formatting import fixed, significant
+from covid_keras.gan import diffaugment, sampling
+from covid_keras.gan import run_dir as gan_run_dir
 
 SPLITS = ("train", "validation", "test")
 
@@ -574,9 +578,9 @@ def class_signal_under_augmentation(
     """
     as_float = to_uint8_images(images).astype(np.float32) / 127.5 - 1.0
     accuracy = {"none": class_fidelity(judge, images, labels, class_names)["overall"]}
-    variants = [(policy, (policy,)) for policy in augment.POLICIES] + [("all", augment.POLICIES)]
+    variants = [(policy, (policy,)) for policy in diffaugment.POLICIES] + [("all", diffaugment.POLICIES)]
     for name, policies in variants:
-        augmented = augment.diff_augment(tf.constant(as_float), policies, tf.constant([seed, 0]))
+        augmented = diffaugment.diff_augment(tf.constant(as_float), policies, tf.constant([seed, 0]))
         accuracy[name] = class_fidelity(judge, np.clip(augmented.numpy(), -1.0, 1.0), labels, class_names)["overall"]
     return accuracy
 
@@ -853,7 +857,9 @@ def load_run_generator(run_dir: str | os.PathLike, which: str | int | Checkpoint
 
     `which`: "latest", an epoch number, or a `Checkpoint` (loaded by its epoch).
     """
-    from covid_keras import gan_training  # imported here: evaluation on arrays needs no GAN code
+    from covid_keras.gan import (
+        training as gan_training,  # imported here: evaluation on arrays needs no GAN code
+    )
 
     if isinstance(which, Checkpoint):
         which = which.epoch
@@ -1042,11 +1048,11 @@ def run_class_guide(run_dir: str | os.PathLike, config) -> dict | None:
     """The class guide the run's generator was trained against (`config`: its GanConfig, or None
     when unknown): {"weight", "loss", and class_guide.json's accuracy figures}, or None for an unguided
     run. Fidelity under a guide must say so."""
-    from covid_keras import gan_training
+    
 
     if config is None or config.class_guide_weight <= 0:
         return None
-    report_path = pathlib.Path(run_dir) / gan_training.GUIDE_REPORT
+    report_path = pathlib.Path(run_dir) / gan_run_dir.GUIDE_REPORT
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     return {"weight": float(config.class_guide_weight), "loss": config.class_guide_loss, **report}
 
@@ -1351,7 +1357,7 @@ def _summary_header(result: dict) -> list[str]:
                      "a policy near chance hides the classes from a conditional discriminator")
     guide = result.get("class_guide")
     if guide:
-        from covid_keras.gan_training import guide_accuracy  # imported here: evaluation on arrays needs no GAN code
+        from covid_keras.gan.guide import guide_accuracy
 
         accuracy, split = guide_accuracy(guide)
         lines.append(

@@ -29,8 +29,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from covid_keras import gan_training, plots, sampling, translation_gan
+from covid_keras import files, plots, translation_gan
 from covid_keras.evaluation import intervals, memorisation
+from covid_keras.formatting import significant
+from covid_keras.gan import sampling
+from covid_keras.gan import training as gan_training
 from covid_keras.gan_evaluation import (
     ClassifierRecipe,
     FeatureExtractor,
@@ -46,7 +49,6 @@ from covid_keras.gan_evaluation import (
     train_classifier,
     tstr_classifier_seed,
 )
-from covid_keras.formatting import significant
 from covid_keras.independent_judge import ImagenetJudge
 
 PROTOCOL = "gan-evidence/1"
@@ -310,8 +312,8 @@ def write_evidence(report: dict, real: Mapping[str, LabelledImages], out_dir) ->
                               title=f"{sample_set.name}: the 8 samples closest to a training image")
         grids.append(path.name)
     report["grids"] = grids
-    gan_training.atomic_write_text(out / "evidence.json", json.dumps(report, indent=1, default=json_default) + "\n")
-    gan_training.atomic_write_text(out / "evidence.md", evidence_markdown(report))
+    files.atomic_write_text(out / "evidence.json", json.dumps(report, indent=1, default=json_default) + "\n")
+    files.atomic_write_text(out / "evidence.md", evidence_markdown(report))
     return out
 
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from covid_keras import sampling
+from covid_keras.gan import sampling
 
 
 def _check_empty(class_dirs: Sequence[pathlib.Path]) -> None:

@@ -13,7 +13,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from covid_keras.gan_evaluation import FeatureExtractor, build_extractor, to_uint8_images
+from covid_keras.gan_evaluation import (
+    FeatureExtractor,
+    build_extractor,
+    to_uint8_images,
+)
 
 JUDGE_BACKBONES = ("vgg16", "resnet50")
 

@@ -34,9 +34,10 @@ from typing import Any, Mapping, Sequence
 
 import keras
 
-from covid_keras import classifier, experiment, gan_config, plots
+from covid_keras import classifier, experiment, plots
 from covid_keras import data as xray_data  # `reproduce(data=...)` is a config name
 from covid_keras.backbones import get_backbone_spec
+from covid_keras.gan import presets as gan_presets
 from covid_keras.labels import BINARY_CLASSES
 
 GAN_DIR = "gan"
@@ -162,9 +163,11 @@ def _announce(notes: Sequence[str]) -> None:
 
 
 def train_gan_stage(profile: Profile, spec: xray_data.DataSpec, run_dir: pathlib.Path, verbose) -> dict:
-    from covid_keras import gan_training  # the GAN stack loads only when a GAN is trained
+    from covid_keras.gan import (
+        training as gan_training,  # the GAN stack loads only when a GAN is trained
+    )
 
-    config = gan_config.from_preset(profile.gan_run, **profile.gan_overrides)
+    config = gan_presets.from_preset(profile.gan_run, **profile.gan_overrides)
     result = gan_training.train_gan(config, spec, run_dir, verbose=verbose)
     return {
         "run_dir": str(run_dir),
@@ -181,7 +184,8 @@ def _png_counts(folder: pathlib.Path, class_names: Sequence[str]) -> dict[str, i
 
 def generate_stage(out_dir: pathlib.Path, gan: Mapping, per_class: int, seed: int, verbose: int = 1) -> dict:
     """Write per_class images per class to OUT/generated/, unless the same set is already complete."""
-    from covid_keras import gan_training, generate
+    from covid_keras import generate
+    from covid_keras.gan import training as gan_training
 
     folder, record_path = out_dir / GENERATED_DIR, out_dir / GENERATED_RECORD
     wanted = {"gan_run_dir": gan["run_dir"], "gan_epochs": gan["epochs_done"], "per_class": per_class, "seed": seed}
@@ -336,7 +340,7 @@ def reproduce(
         per_class=per_class or chosen.per_class,
         gan_run=gan_run or chosen.gan_run,
     )
-    gan_config.from_preset(chosen.gan_run)  # an unknown preset fails here, before any work
+    gan_presets.from_preset(chosen.gan_run)  # an unknown preset fails here, before any work
     out_dir = pathlib.Path(out_dir).resolve()
     report_dir = out_dir / REPORT_DIR
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Smaller images carry no usable chest X-ray (and every backbone here needs at least 32 px).
+MIN_IMAGE_SIDE = 32
 SPLIT_NAMES = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 MASK_FOLDER = "masks"
@@ -408,11 +410,17 @@ def _read_item(tree, file, class_name, image_folder, classes):
     extension = os.path.splitext(file)[1].lower()
     if extension not in IMAGE_EXTENSIONS:
         return None, f"not an image file (extension {extension or 'none'!r})", None
-    data = tree.read(file)
+    try:
+        data = tree.read(file)
+    except OSError as error:  # a dangling symlink, a symlink loop, no permission, ...
+        return None, f"unreadable file: {error.strerror or type(error).__name__}", None
     try:
         decoded = decode_grey(data)
     except UnreadableImageError as error:
         return None, str(error), None
+    height, width = decoded.pixels.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        return None, f"image too small: {width}x{height} px (the minimum is {MIN_IMAGE_SIDE} px a side)", None
     key = f"{class_name}/{file[len(image_folder) + 1:]}"
     if _is_plain_grey_png(data, decoded):
         png = lambda: tree.read(file)  # noqa: E731  the file is stored as it is: no re-encoding
@@ -535,7 +543,9 @@ def phantom_source(
     progress: Callable[[int, int], None] | None = None,
 ) -> PreparedSource:
     """The synthetic phantoms (covid_keras.phantom), split and de-duplicated like files on disk."""
-    from covid_keras import phantom  # imported here: reading files never needs the renderer
+    from covid_keras import (
+        phantom,  # imported here: reading files never needs the renderer
+    )
 
     items = []
     total = per_class * len(classes)

@@ -30,9 +30,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import augment, data, plots
-from covid_keras.gan import ClassConditionalAffine, GanLoss, build_discriminator
-from covid_keras.gan_training import atomic_save_weights, atomic_write_text
+from covid_keras import data, files, plots
+from covid_keras.files import atomic_save_weights
+from covid_keras.gan import diffaugment
+from covid_keras.gan.model import GanLoss
+from covid_keras.gan.networks import ClassConditionalAffine, build_discriminator
 
 CONFIG_FILE = "translation.json"
 WEIGHTS_FILE = "translator.weights.h5"
@@ -71,7 +73,7 @@ class TranslationConfig:
         for name in ("num_classes", "batch_size", "d_every", "epochs", "residual_blocks"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TranslationConfig.{name} must be >= 1, got {getattr(self, name)}")
-        augment.check_policies(self.diff_augment)
+        diffaugment.check_policies(self.diff_augment)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -159,7 +161,7 @@ class TranslationGAN(keras.Model):
 
     def _discriminate(self, images, labels, seed):
         if self.diff_augment:
-            images = augment.diff_augment(images, self.diff_augment, seed)
+            images = diffaugment.diff_augment(images, self.diff_augment, seed)
         outputs = self.discriminator([images, labels], training=True)
         return (outputs[0], outputs[1]) if self.aux_class_weight > 0 else (outputs, None)
 
@@ -275,10 +277,6 @@ def source_sampler(translator: keras.Model, bank_images: np.ndarray, bank_labels
     return keras.Model([noise, label], translator([source, label], training=False), name="translation_sampler")
 
 
-def _atomic_json(path: pathlib.Path, values: dict) -> None:
-    atomic_write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
-
-
 class _SaveEveryEpoch(keras.callbacks.Callback):
     def __init__(self, run_dir: pathlib.Path, record: dict, budget_seconds: float | None):
         super().__init__()
@@ -292,7 +290,7 @@ class _SaveEveryEpoch(keras.callbacks.Callback):
         atomic_save_weights(self.model.discriminator, self.run_dir / DISCRIMINATOR_WEIGHTS_FILE)
         self.record.update(epochs_done=epoch + 1, seconds=time.monotonic() - self.start,
                            last_logs={k: float(v) for k, v in (logs or {}).items()})
-        _atomic_json(self.run_dir / CONFIG_FILE, self.record)
+        files.atomic_write_json(self.run_dir / CONFIG_FILE, self.record, sort_keys=True)
         if self.budget is not None and time.monotonic() - self.start > self.budget:
             self.model.stop_training = True
 
@@ -311,7 +309,7 @@ def train_translation_gan(config: TranslationConfig, data_spec, run_dir, minutes
     model = build_translation_gan(config)
     record = {"kind": "translation", "config": config.to_dict(), "data": str(data_spec),
               "class_names": list(data.class_names(data_spec)), "epochs_done": 0}
-    _atomic_json(run_dir / CONFIG_FILE, record)
+    files.atomic_write_json(run_dir / CONFIG_FILE, record, sort_keys=True)
     budget = None if minutes is None else 60.0 * minutes
     model.fit(train, epochs=config.epochs, verbose=verbose, callbacks=[_SaveEveryEpoch(run_dir, record, budget)])
     images, labels = next(iter(data.gan_dataset(data.load_split(data_spec, "train"), config.image_size, 8,

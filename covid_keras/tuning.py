@@ -27,7 +27,12 @@ import keras_tuner
 import tensorflow as tf
 
 from covid_keras import classifier
-from covid_keras.classifier import ClassifierConfig, FeatureCache, FeatureExtractor, FeatureSet
+from covid_keras.classifier import (
+    ClassifierConfig,
+    FeatureCache,
+    FeatureExtractor,
+    FeatureSet,
+)
 
 LEARNING_RATE_RANGE = (1e-5, 1e-2)
 OPTIMIZER_CHOICES = ("adam", "sgd", "rmsprop")

@@ -24,6 +24,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import cli  # noqa: E402
+from covid_keras.gan import presets as gan_presets
 
 
 def _size(text: str):
@@ -64,10 +65,10 @@ def main(argv=None) -> int:
         raise cli.UsageError("--weights is required (a folder from ../shared/tools/backbone_weights.py), "
                              "unless --quick")
     cli.check_folder(args.out, "--out")
-    from covid_keras import augmentation_study, data, gan_config
+    from covid_keras import augmentation_study, data
 
-    if args.gan_preset is not None and args.gan_preset not in gan_config.PRESETS:
-        raise cli.UsageError(f"--gan-preset: unknown {args.gan_preset!r}; choose one of {sorted(gan_config.PRESETS)}")
+    if args.gan_preset is not None and args.gan_preset not in gan_presets.PRESETS:
+        raise cli.UsageError(f"--gan-preset: unknown {args.gan_preset!r}; choose one of {sorted(gan_presets.PRESETS)}")
     try:
         if args.quick:
             config = augmentation_study.quick_config(weights=args.weights)

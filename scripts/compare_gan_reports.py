@@ -8,7 +8,7 @@ Reports of one configuration (run folder, checkpoint, sample filter, TSTR blur) 
 --seed values are pooled: class fidelity against the judge, TSTR against TRTR, each with its
 margin to the goal and the standard error over reports. Runs that differ only in their training seed are then
 pooled over training seeds. Prints the Markdown; with --out also writes OUT/comparison.json and
-OUT/comparison.md.
+OUT/comparison.md (a non-empty OUT is refused unless --overwrite).
 """
 
 from __future__ import annotations
@@ -18,33 +18,30 @@ import json
 import pathlib
 import sys
 
-from covid_keras import gan_comparison
+from covid_keras import cli, gan_comparison
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", nargs="+", help="evaluate_gan.py output folders (or their metrics.json)")
-    parser.add_argument("--out", help="folder for comparison.json and comparison.md")
+    parser.add_argument("--out", help="folder for comparison.json and comparison.md (a non-empty one is refused unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        comparison = gan_comparison.compare_paths(args.reports)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    out = cli.OutputFolder(args.out, args.overwrite) if args.out else None
+    comparison = gan_comparison.compare_paths(args.reports)
     text = gan_comparison.markdown(comparison)
     print(text)
-    if args.out:
-        out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
-        (out / "comparison.md").write_text(text)
-        print(f"written: {out}/comparison.json, {out}/comparison.md")
+    if out is not None:
+        with out.writing() as folder:
+            (pathlib.Path(folder) / "comparison.json").write_text(json.dumps(comparison, indent=2))
+            (pathlib.Path(folder) / "comparison.md").write_text(text)
+        print(f"written: {out.path}/comparison.json, {out.path}/comparison.md")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

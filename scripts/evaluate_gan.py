@@ -7,18 +7,23 @@
 Writes OUT/metrics.json, OUT/summary.md, OUT/grid_<class>.png (real above generated), and
 OUT/kid_over_training.png and OUT/fidelity_over_training.png when the run kept several checkpoints. The judge classifier it trains
 is saved as OUT/judge.keras: pass it with --judge when evaluating another run, so both runs are
-judged by the same classifier.
+judged by the same classifier. A non-empty OUT is refused unless --overwrite; the report appears
+there only once it is complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 
-from covid_keras import data, gan_evaluation, gan_training
+from covid_keras import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from covid_keras import data  # for the choices below
+
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="the GAN run folder (runs/<name>)")
     parser.add_argument("--which", default="latest", help="'latest' (default) or the epoch of a kept snapshot (weights/generator-epoch<N>)")
     parser.add_argument("--real", required=True, choices=data.CONFIGS, help="the real data config")
@@ -51,12 +56,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="evaluate only samples the run's class guide gives their class at least this "
                              "probability (0-1; guided runs only): the generator plus a rejection filter")
     parser.add_argument("--seed", type=int, default=0, help="seed of noise, subsets and classifier training")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (a non-empty one is refused unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
+    out = cli.OutputFolder(args.out, args.overwrite, inputs={"--run-dir": args.run_dir})
+    if not (pathlib.Path(args.run_dir) / "config.json").is_file():
+        raise cli.UsageError(f"--run-dir {args.run_dir} is not a GAN run (no config.json)")
+    from covid_keras import data, gan_evaluation
+    from covid_keras.gan import training as gan_training
+
     spec = data.DataSpec.parse(args.real, args.real_path, args.data_dir)
     recipe = gan_evaluation.ClassifierRecipe(epochs=args.judge_epochs, seed=args.seed)
     settings = gan_evaluation.EvaluationSettings(
@@ -77,10 +89,11 @@ def main(argv=None) -> None:
     image_filter = None
     if args.min_guide_confidence is not None:
         image_filter = gan_training.class_guide_filter(args.run_dir, args.min_guide_confidence)
-    result = gan_evaluation.evaluate_gan(
-        args.run_dir, spec, extractor=extractor, judge=args.judge, settings=settings,
-        which=int(args.which) if args.which.isdigit() else args.which, out_dir=args.out, image_filter=image_filter,
-    )
+    with out.writing() as folder:
+        result = gan_evaluation.evaluate_gan(
+            args.run_dir, spec, extractor=extractor, judge=args.judge, settings=settings,
+            which=int(args.which) if args.which.isdigit() else args.which, out_dir=folder, image_filter=image_filter,
+        )
     fidelity = result["class_fidelity"]
     print(f"extractor {result['extractor']['name']} ({result['extractor']['weights']})")
     print(f"KID mean over classes {result['kid']['mean_over_classes']:.5f}")
@@ -93,8 +106,9 @@ def main(argv=None) -> None:
         spread = "" if tstr["tstr_accuracy_sd"] is None else (
             f" ± {tstr['tstr_accuracy_sd']:.3f} over {tstr['n_tstr_classifiers']} classifiers")
         print(f"TSTR {tstr['tstr_accuracy']:.3f}{spread} vs TRTR {tstr['trtr_accuracy']:.3f}")
-    print(f"report: {args.out}/summary.md")
+    print(f"report: {out.path / 'summary.md'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

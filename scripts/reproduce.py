@@ -20,9 +20,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import data, gan_config  # noqa: E402
+from covid_keras import data  # noqa: E402
 from covid_keras.backbones import BACKBONES  # noqa: E402
 from covid_keras.reproduce import reproduce  # noqa: E402
+from covid_keras.gan import presets as gan_presets
 
 DATA_CONFIGS = data.CONFIGS
 BACKBONE_NAMES = tuple(BACKBONES)
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: all three")
     parser.add_argument("--per-class", type=int, default=None,
                         help="generated images per class (default 1000, quick 50)")
-    parser.add_argument("--gan-run", default=None, choices=sorted(gan_config.PRESETS),
+    parser.add_argument("--gan-run", default=None, choices=sorted(gan_presets.PRESETS),
                         help="GAN preset (default 3, the study's; 'stable' and 'guided' are ours)")
     parser.add_argument("--out", default=None, help="output folder (default runs/reproduce or runs/reproduce-quick)")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="progress bars (1) or not (0)")

@@ -19,7 +19,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import cli, data, gan_config, runtime  # noqa: E402
+from covid_keras import cli, data, runtime  # noqa: E402
+from covid_keras.gan import config as gan_config, presets as gan_presets, run_dir as gan_run_dir  # noqa: E402
 
 
 def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
@@ -48,7 +49,7 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="3", choices=sorted(gan_config.PRESETS), help="the report's run preset (default 3)")
+    parser.add_argument("--run", default="3", choices=sorted(gan_presets.PRESETS), help="the report's run preset (default 3)")
     parser.add_argument("--data", default="phantom", choices=data.CONFIGS, help="which covid_xray TFDS config (default phantom)")
     parser.add_argument("--manual-dir", "--data-path", dest="data_path", default=None,
                         help="the Kaggle download for radiography, the ROOT/<class>/ tree for folder")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     names = {f.name for f in dataclasses.fields(gan_config.GanConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     try:
-        config = gan_config.from_preset(args.run, **overrides)
+        config = gan_presets.from_preset(args.run, **overrides)
         spec = data.DataSpec.parse(args.data, args.data_path, args.data_dir)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GAN run {args.run} on {args.data}: {config.image_size} px, batch {config.batch_size}, "
           f"{config.epochs} epochs -> {os.path.abspath(run_dir)}")
 
-    from covid_keras import gan_training
+    from covid_keras.gan import training as gan_training
 
     try:
         jit = {"auto": "auto", "on": True, "off": False}[args.jit]
@@ -102,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"done: {result.epochs_done}/{config.epochs} epochs in {result.run_dir} "
-          f"(config.json, {gan_training.LOSS_CSV}, {gan_training.SAMPLES_DIR}/, {gan_training.LOSS_CURVE}, "
-          f"{gan_training.GENERATOR_WEIGHTS}, {gan_training.CHECKPOINT_DIR}/)")
+          f"(config.json, {gan_run_dir.LOSS_CSV}, {gan_run_dir.SAMPLES_DIR}/, {gan_run_dir.LOSS_CURVE}, "
+          f"{gan_run_dir.GENERATOR_WEIGHTS}, {gan_run_dir.CHECKPOINT_DIR}/)")
     return 0
 
 

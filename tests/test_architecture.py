@@ -84,3 +84,14 @@ def test_imports_are_read(tmp_path, source, expected):
     path = tmp_path / "module.py"
     path.write_text(source)
     assert project_imports(path) == expected
+
+
+def test_gan_config_presets_and_run_folders_load_without_tensorflow(project_root):
+    """Scripts check a GAN config and read a run folder before TensorFlow loads (and `--help` is fast)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import covid_keras.gan.config, covid_keras.gan.presets, covid_keras.gan.run_dir, "
+            "covid_keras.files, covid_keras.cli; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=project_root, check=True)
+    assert out.stdout.strip() == "[]"

@@ -12,8 +12,10 @@ import pytest
 import tensorflow as tf
 
 from covid_keras import augmentation_study as study
-from covid_keras import classifier, cli, data, gan_training
+from covid_keras import classifier, cli, data
 from covid_keras.augment import ClassicAugmenter
+from covid_keras.gan import run_dir as gan_run_dir
+from covid_keras.gan import training as gan_training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -149,7 +151,7 @@ def test_quick_study_end_to_end_and_resumed(tmp_path, capsys):
     assert by_cell[(6, 1)] == {2 * real_rows[6]} and by_cell[(6, 2)] == {3 * real_rows[6]}
     # Each GAN trained on its subset only, for the same number of steps.
     for name, run in record["gan_runs"].items():
-        saved = json.loads((pathlib.Path(run["run_dir"]) / gan_training.CONFIG_FILE).read_text())
+        saved = json.loads((pathlib.Path(run["run_dir"]) / gan_run_dir.CONFIG_FILE).read_text())
         n = name.split("-")[0]
         assert saved["data"]["train_files"] == record["subsets"][n[1:]]["files"]
     assert len({run["generator_steps"] for run in record["gan_runs"].values()}) == 1

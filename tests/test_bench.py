@@ -10,12 +10,11 @@ import subprocess
 import sys
 
 import numpy as np
-
 import torch  # the benchmarks' reference: a test extra (covid-keras[bench]), never a package dependency
 
 from bench import gan_vs_torch, torch_reference
 from bench.__main__ import BENCHMARKS, last_json_object, summarize
-from covid_keras import gan
+from covid_keras.gan import networks as gan_networks
 
 SIZE = 64
 G_FILTERS = (16, 8, 8, 4)
@@ -23,8 +22,8 @@ D_FILTERS = (8, 8, 8, 8, 8)
 
 
 def _small_pair():
-    keras_g = gan.build_generator(SIZE, noise_dim=16, embedding_dim=6, filters=G_FILTERS, base_channels=8)
-    keras_d = gan.build_discriminator(SIZE, embedding_dim=6, filters=D_FILTERS, dropout=0.0)
+    keras_g = gan_networks.build_generator(SIZE, noise_dim=16, embedding_dim=6, filters=G_FILTERS, base_channels=8)
+    keras_d = gan_networks.build_discriminator(SIZE, embedding_dim=6, filters=D_FILTERS, dropout=0.0)
     torch_g = torch_reference.Generator(SIZE, noise_dim=16, embedding_dim=6, filters=G_FILTERS, base_channels=8)
     torch_d = torch_reference.Discriminator(SIZE, embedding_dim=6, filters=D_FILTERS, dropout=0.0)
     return keras_g, keras_d, torch_g, torch_d

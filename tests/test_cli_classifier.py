@@ -12,8 +12,13 @@ import sys
 import time
 
 import pytest
-
-from test_cli import PROJECT_ROOT, assert_user_error, earlier_output, run_script, snapshot  # noqa: F401
+from test_cli import (  # noqa: F401
+    PROJECT_ROOT,
+    assert_user_error,
+    earlier_output,
+    run_script,
+    snapshot,
+)
 
 TRAIN = ["--backbone", "vgg16", "--data", "phantom_small", "--weights", "none", "--image-size", "32", "--epochs", "1"]
 
@@ -136,3 +141,19 @@ def test_augment_experiment_without_generated_images_leaves_nothing(tmp_path):
                         "--out", tmp_path / "out")
     assert_user_error(result, tmp_path / "gen")
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_train_classifier_refuses_one_class_data(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        folder = tmp_path / "tree" / "COVID"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    result = run_script("train_classifier.py", "--backbone", "vgg16", "--weights", "none", "--image-size", "32",
+                        "--epochs", "1", "--data", "folder", "--data-path", tmp_path / "tree",
+                        "--data-dir", tmp_path / "tfds", "--out", tmp_path / "out")
+    assert_user_error(result, "has no Normal images", "needs both classes")
+    assert not (tmp_path / "out").exists()

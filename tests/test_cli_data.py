@@ -3,7 +3,6 @@ code 2, no traceback, an existing --preview file untouched unless --overwrite.
 """
 
 import pytest
-
 from test_cli import assert_user_error, run_script
 
 

@@ -4,10 +4,11 @@ folder is resumed, not refused (tests/test_gan_training.py kills and resumes it)
 """
 
 import pytest
-
-from covid_keras import data, gan_training
 from test_cli import assert_user_error, earlier_output, run_script, snapshot  # noqa: F401
 from test_gan_training import TINY, tiny_config
+
+from covid_keras import data
+from covid_keras.gan import training as gan_training
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from covid_keras import export
 from test_cli import assert_user_error, run_script, snapshot
 from test_export import IMAGE_SIZE, build_tiny_classifier, encode
+
+from covid_keras import export
 
 
 @pytest.fixture(scope="module")

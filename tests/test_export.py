@@ -373,3 +373,35 @@ def test_export_rejects_mismatched_arguments(exported, tmp_path):
     with pytest.raises(ValueError, match="model name"):
         export.export_classifier(classifier, backbone=BACKBONE, image_size=IMAGE_SIZE, name="a/b", base_dir=tmp_path)
     assert not list(tmp_path.glob("*/[0-9]*")), "a rejected export left a version behind"
+
+
+def test_models_config_keeps_a_users_entries_and_policies(tmp_path):
+    for name in ("vgg16", "resnet50"):
+        (tmp_path / name / "1").mkdir(parents=True)
+    hand_written = (
+        "model_config_list {\n"
+        "  config {\n"
+        '    name: "vgg16"\n'
+        '    base_path: "/models/vgg16"\n'
+        '    model_platform: "tensorflow"\n'
+        "    model_version_policy { specific { versions: 1 } }\n"
+        "  }\n"
+        '  config { name: "elsewhere" base_path: "/data/elsewhere" model_platform: "tensorflow" }\n'
+        "}\n"
+    )
+    (tmp_path / export.MODELS_CONFIG).write_text(hand_written)
+    text = export.write_models_config(tmp_path).read_text()
+    assert "model_version_policy { specific { versions: 1 } }" in text
+    assert 'config { name: "elsewhere" base_path: "/data/elsewhere" model_platform: "tensorflow" }' in text
+    names = [name for name, _ in export.parse_models_config(text)]
+    assert names == ["vgg16", "elsewhere", "resnet50"]  # kept in order, the new model appended once
+    assert export.write_models_config(tmp_path).read_text() == text  # idempotent
+
+
+def test_a_models_config_that_is_not_one_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "vgg16" / "1").mkdir(parents=True)
+    broken = "model_config_list { config { name: \"vgg16\" \n"
+    (tmp_path / export.MODELS_CONFIG).write_text(broken)
+    with pytest.raises(ValueError, match="unbalanced|not a TF Serving"):
+        export.write_models_config(tmp_path)
+    assert (tmp_path / export.MODELS_CONFIG).read_text() == broken

@@ -1,4 +1,4 @@
-"""The conditional GAN's models, train step and config (covid_keras.gan, covid_keras.gan_config)."""
+"""The conditional GAN's models, train step and config (covid_keras.gan: networks, model, config, presets)."""
 
 import json
 import math
@@ -12,16 +12,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_keras import gan, gan_config, gan_evaluation
+from covid_keras import gan_evaluation
+from covid_keras.gan import config as gan_config
+from covid_keras.gan import model as gan_model
+from covid_keras.gan import networks as gan_networks
+from covid_keras.gan import presets as gan_presets
 
 TINY = dict(noise_dim=16, num_classes=2, embedding_dim=4)
 
 
 def tiny_gan(size=32, d_every=3, dropout=0.0, seed=1):
     keras.utils.set_random_seed(seed)
-    generator = gan.build_generator(size, filters=(8, 8, 8), base_channels=8, **TINY)
-    discriminator = gan.build_discriminator(size, 2, 4, (8,) * 5, dropout=dropout)
-    model = gan.ConditionalGAN(generator, discriminator, noise_dim=16, num_classes=2, d_every=d_every)
+    generator = gan_networks.build_generator(size, filters=(8, 8, 8), base_channels=8, **TINY)
+    discriminator = gan_networks.build_discriminator(size, 2, 4, (8,) * 5, dropout=dropout)
+    model = gan_model.ConditionalGAN(generator, discriminator, noise_dim=16, num_classes=2, d_every=d_every)
     model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.SGD(0.05, momentum=0.9))
     return model
 
@@ -35,8 +39,8 @@ def tiny_batches(size=32, batch=4, batches=1):
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_generator_and_discriminator_shapes(size):
-    generator = gan.build_generator(size, filters=(8, 8, 8), base_channels=8, **TINY)
-    discriminator = gan.build_discriminator(size, 2, 4, (8,) * 5)
+    generator = gan_networks.build_generator(size, filters=(8, 8, 8), base_channels=8, **TINY)
+    discriminator = gan_networks.build_discriminator(size, 2, 4, (8,) * 5)
     noise = np.random.default_rng(0).standard_normal((2, 16)).astype("float32")
     images = np.asarray(generator([noise, np.array([0, 1], "int32")]))
     assert images.shape == (2, size, size, 1)
@@ -46,12 +50,12 @@ def test_generator_and_discriminator_shapes(size):
 
 @pytest.mark.parametrize("run", ["1", "2", "3"])
 def test_preset_sizes_build_exactly(run):
-    config = gan_config.from_preset(run)
-    generator = gan.build_generator(
+    config = gan_presets.from_preset(run)
+    generator = gan_networks.build_generator(
         config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
         config.generator_filters, config.base_channels,
     )
-    discriminator = gan.build_discriminator(config.image_size, config.num_classes, config.embedding_dim,
+    discriminator = gan_networks.build_discriminator(config.image_size, config.num_classes, config.embedding_dim,
                                             config.discriminator_filters, padding=config.discriminator_padding)
     assert generator.output_shape == (None, config.image_size, config.image_size, 1)
     assert discriminator.output_shape == (None, 1)
@@ -63,7 +67,7 @@ def test_preset_sizes_build_exactly(run):
 
 @pytest.mark.parametrize("size", [32, 33, 64, 97, 128, 150, 224, 299, 300])
 def test_upsampling_plan_reaches_every_size(size):
-    base, crops = gan.upsampling_plan(size, 4)
+    base, crops = gan_networks.upsampling_plan(size, 4)
     for crop in crops:  # replay the plan: k4 s2 "valid" makes 2n + 2, minus the crop
         base = 2 * base + 2 - crop
     assert base + 1 == size
@@ -71,7 +75,7 @@ def test_upsampling_plan_reaches_every_size(size):
 
 @pytest.mark.parametrize("size", [32, 33, 64, 150])
 def test_resize_upsampling_builds_every_size_without_transposed_strides(size):
-    generator = gan.build_generator(size, filters=(8, 8, 8), base_channels=8, upsampling="resize", **TINY)
+    generator = gan_networks.build_generator(size, filters=(8, 8, 8), base_channels=8, upsampling="resize", **TINY)
     assert generator.output_shape == (None, size, size, 1)
     strided = [layer.name for layer in generator.layers if getattr(layer, "strides", (1, 1)) != (1, 1)]
     assert strided == []  # only the final stride-1 transposed conv is left
@@ -80,7 +84,7 @@ def test_resize_upsampling_builds_every_size_without_transposed_strides(size):
 def grid_power_share(upsampling: str) -> float:
     """Share of the generator's output power at the period-2 and period-4 frequencies, at init."""
     keras.utils.set_random_seed(0)
-    generator = gan.build_generator(64, filters=(32, 16, 8), base_channels=8, upsampling=upsampling, **TINY)
+    generator = gan_networks.build_generator(64, filters=(32, 16, 8), base_channels=8, upsampling=upsampling, **TINY)
     noise = np.random.default_rng(0).standard_normal((32, 16)).astype("float32")
     images = np.asarray(generator([noise, np.zeros(32, "int32")]))
     return sum(gan_evaluation.periodic_power_share(images, period) for period in gan_evaluation.CHECKERBOARD_PERIODS)
@@ -94,15 +98,15 @@ def test_resize_upsampling_paints_no_checkerboard():
 
 def test_impossible_sizes_are_clear_errors():
     with pytest.raises(ValueError, match="too small for 4 upsampling blocks"):
-        gan.build_generator(8, filters=(8, 8, 8, 8))
+        gan_networks.build_generator(8, filters=(8, 8, 8, 8))
     with pytest.raises(ValueError, match="base map"):
-        gan.build_generator(1000, filters=(8, 8, 8))
+        gan_networks.build_generator(1000, filters=(8, 8, 8))
     with pytest.raises(ValueError, match="generator upsampling.*'bilinear'"):
-        gan.build_generator(32, filters=(8, 8, 8), upsampling="bilinear")
+        gan_networks.build_generator(32, filters=(8, 8, 8), upsampling="bilinear")
     with pytest.raises(ValueError, match="too small"):
-        gan.build_discriminator(32, 2, 4, (8,) * 5, padding="valid")
-    assert gan.resolve_discriminator_padding(32, 5) == "same"
-    assert gan.resolve_discriminator_padding(64, 5) == "valid"
+        gan_networks.build_discriminator(32, 2, 4, (8,) * 5, padding="valid")
+    assert gan_networks.resolve_discriminator_padding(32, 5) == "same"
+    assert gan_networks.resolve_discriminator_padding(64, 5) == "valid"
 
 
 def test_discriminator_steps_once_every_k_and_its_loss_is_not_diluted():
@@ -123,7 +127,7 @@ def test_discriminator_steps_once_every_k_and_its_loss_is_not_diluted():
 
 def test_get_config_round_trip():
     model = tiny_gan(d_every=7)
-    clone = gan.ConditionalGAN.from_config(model.get_config())
+    clone = gan_model.ConditionalGAN.from_config(model.get_config())
     assert clone.d_every == 7 and clone.noise_dim == 16 and clone.num_classes == 2
     assert clone.generator.count_params() == model.generator.count_params()
     assert clone.discriminator.count_params() == model.discriminator.count_params()
@@ -181,7 +185,7 @@ def test_mirrored_strategy_matches_single_device():
 
 
 def test_presets_follow_the_report_text():
-    run1, run2, run3 = (gan_config.from_preset(r) for r in ("1", "2", "3"))
+    run1, run2, run3 = (gan_presets.from_preset(r) for r in ("1", "2", "3"))
     assert (run1.optimizer, run1.learning_rate, run1.momentum, run1.image_size, run1.batch_size) == ("sgd", 0.01, 0.9, 300, 4)
     assert set(run1.generator_filters) == {64}
     assert (run2.optimizer, run2.learning_rate, run2.image_size, run2.batch_size) == ("sgd", 0.001, 150, 8)
@@ -192,13 +196,13 @@ def test_presets_follow_the_report_text():
 
 
 def test_config_overrides_json_and_errors(tmp_path):
-    config = gan_config.from_preset("3", image_size=64, epochs=2, generator_filters=[8, 8])
+    config = gan_presets.from_preset("3", image_size=64, epochs=2, generator_filters=[8, 8])
     assert (config.image_size, config.epochs, config.generator_filters) == (64, 2, (8, 8))
     config.save(tmp_path / "c.json")
     assert gan_config.GanConfig.load(tmp_path / "c.json") == config
     with pytest.raises(ValueError, match=r"unknown GAN run '4'.*\['1', '2', '3', 'guided', 'guided_resnet50', 'stable'\]"):
-        gan_config.from_preset("4")
+        gan_presets.from_preset("4")
     with pytest.raises(ValueError, match="GanConfig.optimizer"):
-        gan_config.from_preset("3", optimizer="rmsprop")
+        gan_presets.from_preset("3", optimizer="rmsprop")
     with pytest.raises(ValueError, match="unknown GanConfig field"):
-        gan_config.from_preset("3", colour=True)
+        gan_presets.from_preset("3", colour=True)

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from covid_keras import gan_comparison as gc
+from covid_keras import cli, gan_comparison as gc
 
 
 def report(seed, *, fidelity=0.8, judge=0.9, tstr=(0.75, 0.77), trtr=0.9, run_dir="/runs/guided",
@@ -197,5 +197,11 @@ def test_script_writes_the_comparison_and_names_a_missing_report(tmp_path, proje
     assert saved["configurations"][0]["n_tstr_classifiers"] == 4
     assert (out / "comparison.md").read_text() in capsys.readouterr().out
 
-    assert script.main([str(tmp_path / "guided-e0"), str(tmp_path / "missing")]) == 1
+    assert cli.run(script.main, [str(tmp_path / "guided-e0"), str(tmp_path / "missing")]) == 2
     assert "missing: no such report folder or file" in capsys.readouterr().err
+    # An existing --out is kept unless --overwrite.
+    before = (out / "comparison.json").read_bytes()
+    assert cli.run(script.main, [str(tmp_path / "guided-e0"), "--out", str(out)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err and (out / "comparison.json").read_bytes() == before
+    assert cli.run(script.main, [str(tmp_path / "guided-e0"), "--out", str(out), "--overwrite"]) == 0
+    assert [row["name"] for row in json.loads((out / "comparison.json").read_text())["reports"]] == ["guided-e0"]

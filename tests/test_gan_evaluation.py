@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid_keras import data, gan_comparison, gan_training
-from covid_keras.augment import RandomBlur
-from covid_keras.gan_config import from_preset
+from covid_keras import data, gan_comparison
 from covid_keras import gan_evaluation as ge
+from covid_keras.augment import RandomBlur
+from covid_keras.gan import run_dir as gan_run_dir
+from covid_keras.gan.presets import from_preset
 from tests.tiny import SIZE, TINY_RECIPE, blob_dataset, blob_images, stand_in_generator  # noqa: F401
+
 
 @pytest.fixture(scope="module")
 def extractor():
@@ -432,6 +434,7 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     """scripts/evaluate_gan.py end to end on phantom_small; the run's generators are stand-ins."""
     run_dir = tmp_path / "run"
     (run_dir / "weights").mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")  # what makes a folder a run; the stand-ins below read nothing
     for epoch in (10, 20):
         (run_dir / "weights" / f"generator-epoch{epoch:05d}.weights.h5").touch()
     loaded, generators = [], {}
@@ -477,7 +480,7 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     assert result["run_config"] == run_config.to_dict()
     (row,) = gan_comparison.compare_paths([out])["reports"]
     assert row["training_seed"] == 7
-    assert gan_comparison.RUN_CONFIG_FILE == gan_training.CONFIG_FILE
+    assert gan_comparison.RUN_CONFIG_FILE == gan_run_dir.CONFIG_FILE
     assert "tstr_trtr" not in result
 
     with pytest.raises(ValueError, match="differ from the real data"):

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_keras import augment, gan, gan_config, gan_evaluation, gan_training, runtime
+from covid_keras import gan_evaluation, runtime
+from covid_keras.gan import config as gan_config
+from covid_keras.gan import diffaugment
+from covid_keras.gan import guide as gan_guide
+from covid_keras.gan import model as gan_model
+from covid_keras.gan import networks as gan_networks
+from covid_keras.gan import presets as gan_presets
+from covid_keras.gan import run_dir as gan_run_dir
+from covid_keras.gan import training as gan_training
 
 SIZE = 32
 
@@ -20,13 +28,13 @@ def tiny_stable_config(**overrides):
         image_size=SIZE, noise_dim=16, embedding_dim=4, base_channels=8, generator_filters=(8, 8, 8),
         discriminator_filters=(8, 8, 8, 8, 8), batch_size=4, epochs=1,
     )
-    return gan_config.from_preset("stable", **{**values, **overrides})
+    return gan_presets.from_preset("stable", **{**values, **overrides})
 
 
 def randomize_class_affines(generator):
     """Give every class-conditional BN per-class weights (they start as the identity for all classes)."""
     for layer in generator.layers:
-        if isinstance(layer, gan.ClassConditionalAffine):
+        if isinstance(layer, gan_networks.ClassConditionalAffine):
             layer.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in layer.get_weights()])
 
 
@@ -43,16 +51,16 @@ def reals(batch=4, seed=0):
 def test_each_policy_changes_images_deterministically_and_passes_gradients():
     images = tf.constant(reals()[0])
     seed = tf.constant([3, 4], tf.int64)
-    assert augment.diff_augment(images, (), seed) is images
-    for policy in augment.POLICIES:
-        out = augment.diff_augment(images, (policy,), seed)
+    assert diffaugment.diff_augment(images, (), seed) is images
+    for policy in diffaugment.POLICIES:
+        out = diffaugment.diff_augment(images, (policy,), seed)
         assert out.shape == images.shape
         assert not np.allclose(out, images), policy
-        np.testing.assert_array_equal(out, augment.diff_augment(images, (policy,), seed))  # stateless
-        assert not np.allclose(out, augment.diff_augment(images, (policy,), tf.constant([3, 5], tf.int64))), policy
+        np.testing.assert_array_equal(out, diffaugment.diff_augment(images, (policy,), seed))  # stateless
+        assert not np.allclose(out, diffaugment.diff_augment(images, (policy,), tf.constant([3, 5], tf.int64))), policy
         with tf.GradientTape() as tape:
             tape.watch(images)
-            total = tf.reduce_sum(augment.diff_augment(images, (policy,), seed) ** 2)
+            total = tf.reduce_sum(diffaugment.diff_augment(images, (policy,), seed) ** 2)
         gradient = tape.gradient(total, images)
         assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0, policy
 
@@ -61,17 +69,17 @@ def test_translation_moves_pixels_and_cutout_blanks_a_square():
     image = np.zeros((1, 16, 16, 1), "float32")
     image[0, 8, 8, 0] = 1.0
     seed = tf.constant([0, 1], tf.int64)
-    moved = augment.diff_augment(tf.constant(image), ("translation",), seed).numpy()
+    moved = diffaugment.diff_augment(tf.constant(image), ("translation",), seed).numpy()
     assert moved.sum() in (0.0, 1.0) and moved.max() <= 1.0  # shifted (or off the edge), never duplicated
     ones = np.ones((8, 16, 16, 1), "float32")
-    cut = augment.diff_augment(tf.constant(ones), ("cutout",), seed).numpy()
+    cut = diffaugment.diff_augment(tf.constant(ones), ("cutout",), seed).numpy()
     blanked = (cut == 0).reshape(8, -1).sum(axis=1)
     assert np.all(blanked > 0) and np.all(blanked <= 8 * 8)
 
 
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown DiffAugment policy.*'flip'"):
-        augment.check_policies(("color", "flip"))
+        diffaugment.check_policies(("color", "flip"))
     with pytest.raises(ValueError, match="diff_augment"):
         tiny_stable_config(diff_augment=("flip",))
 
@@ -115,12 +123,12 @@ def test_augmentation_reaches_every_discriminator_input_and_never_the_generator_
 
 def test_hinge_and_bce_losses():
     real, fake = tf.constant([[2.0], [0.5]]), tf.constant([[-0.5], [1.0]])
-    hinge = gan.GanLoss("hinge")
+    hinge = gan_model.GanLoss("hinge")
     real_loss, fake_loss = hinge.discriminator(real, fake)
     np.testing.assert_allclose(real_loss, [0.0, 0.5])
     np.testing.assert_allclose(fake_loss, [0.5, 2.0])
     np.testing.assert_allclose(hinge.generator(fake), [0.5, -1.0])
-    bce = gan.GanLoss("bce")
+    bce = gan_model.GanLoss("bce")
     real_loss, fake_loss = bce.discriminator(real, fake)
     np.testing.assert_allclose(real_loss, -np.log(1 / (1 + np.exp(-np.array([2.0, 0.5])))), rtol=1e-6)
     np.testing.assert_allclose(fake_loss, -np.log(1 - 1 / (1 + np.exp(-np.array([-0.5, 1.0])))), rtol=1e-6)
@@ -145,10 +153,10 @@ def test_class_conditioning_separates_labels():
 
 
 def test_aux_weight_needs_an_auxiliary_head():
-    generator = gan.build_generator(SIZE, 16, 2, 4, (8, 8, 8), base_channels=8)
-    discriminator = gan.build_discriminator(SIZE, 2, 4, (8,) * 5)
+    generator = gan_networks.build_generator(SIZE, 16, 2, 4, (8, 8, 8), base_channels=8)
+    discriminator = gan_networks.build_discriminator(SIZE, 2, 4, (8,) * 5)
     with pytest.raises(ValueError, match="auxiliary_classifier"):
-        gan.ConditionalGAN(generator, discriminator, 16, 2, aux_class_weight=1.0)
+        gan_model.ConditionalGAN(generator, discriminator, 16, 2, aux_class_weight=1.0)
 
 
 def test_ema_generator_averages_the_weights():
@@ -187,7 +195,7 @@ def test_stable_run_saves_the_ema_generator_and_logs_class_accuracy(tmp_path):
 
 
 def test_stable_preset_runs_unchanged_at_150px():
-    config = gan_config.from_preset("stable", image_size=150, batch_size=2)
+    config = gan_presets.from_preset("stable", image_size=150, batch_size=2)
     keras.utils.set_random_seed(0)
     model = gan_training.build_gan(config)
     assert model.generator.output_shape == (None, 150, 150, 1)
@@ -246,7 +254,7 @@ def test_stable_generator_exports_for_serving(tmp_path):
 
 
 def test_minibatch_stddev_exposes_a_collapsed_batch():
-    layer = gan.MinibatchStddev()
+    layer = gan_networks.MinibatchStddev()
     same = np.repeat(np.random.default_rng(0).normal(size=(1, 4, 4, 3)).astype("float32"), 4, axis=0)
     varied = np.random.default_rng(1).normal(size=(4, 4, 4, 3)).astype("float32")
     collapsed, spread = layer(same).numpy(), layer(varied).numpy()
@@ -254,7 +262,7 @@ def test_minibatch_stddev_exposes_a_collapsed_batch():
     np.testing.assert_allclose(collapsed[..., :3], same)
     assert collapsed[..., 3].max() < 1e-3 < 0.5 < spread[..., 3].min()
     discriminator = gan_training.discriminator_for(tiny_stable_config(minibatch_std=True))
-    assert any(isinstance(layer, gan.MinibatchStddev) for layer in discriminator.layers)
+    assert any(isinstance(layer, gan_networks.MinibatchStddev) for layer in discriminator.layers)
 
 
 def test_discriminator_learning_rate_multiplier():
@@ -273,7 +281,7 @@ def test_time_budget_stops_after_an_epoch_with_a_final_grid(tmp_path):
         config, data.DataSpec.parse("phantom_small"), tmp_path / "run", verbose=0, time_budget_s=0.0
     )
     assert result.epochs_done == 1  # stopped at the end of the first epoch, resumable from there
-    assert [p.name for p in (tmp_path / "run" / gan_training.SAMPLES_DIR).glob("*.png")] == ["epoch_00001.png"]
+    assert [p.name for p in (tmp_path / "run" / gan_run_dir.SAMPLES_DIR).glob("*.png")] == ["epoch_00001.png"]
 
 
 # --------------------------------------------------------------------------- class guide
@@ -281,7 +289,7 @@ def test_time_budget_stops_after_an_epoch_with_a_final_grid(tmp_path):
 
 def constant_guide(logits=(2.0, 0.0)):
     """A class guide whose logits are `logits` whatever the image (its last layer: zero kernel, that bias)."""
-    guide = gan.build_class_guide(SIZE, 2, filters=(4, 4))
+    guide = gan_guide.build_class_guide(SIZE, 2, filters=(4, 4))
     last = guide.get_layer("guide_logits")
     last.set_weights([np.zeros_like(last.get_weights()[0]), np.asarray(logits, "float32")])
     return guide
@@ -292,7 +300,7 @@ def guided_pair(guide, weight, **guide_options):
     config = tiny_stable_config(ema_decay=0.0)
     keras.utils.set_random_seed(0)
     plain = gan_training.build_gan(config)
-    guided = gan.ConditionalGAN(
+    guided = gan_model.ConditionalGAN(
         keras.models.clone_model(plain.generator), keras.models.clone_model(plain.discriminator),
         config.noise_dim, 2, config.d_every, config.seed, diff_augment=config.diff_augment,
         aux_class_weight=config.aux_class_weight, class_guide=guide, class_guide_weight=weight, **guide_options,
@@ -321,7 +329,7 @@ def test_class_guide_adds_its_weighted_cross_entropy_on_the_fakes_to_the_generat
 
 def test_class_guide_steers_the_generator_and_is_never_trained_by_the_gan():
     keras.utils.set_random_seed(3)
-    guide = gan.build_class_guide(SIZE, 2, filters=(4, 4))
+    guide = gan_guide.build_class_guide(SIZE, 2, filters=(4, 4))
     guide_before = [w.copy() for w in guide.get_weights()]
     plain, guided = guided_pair(guide, 1.0)
     assert guided.class_guide.trainable is False
@@ -332,17 +340,17 @@ def test_class_guide_steers_the_generator_and_is_never_trained_by_the_gan():
         np.testing.assert_array_equal(before, after)
     differs = [not np.allclose(a, b) for a, b in zip(plain.generator.get_weights(), guided.generator.get_weights())]
     assert any(differs)  # the guide's gradient reached the generator
-    restored = gan.ConditionalGAN.from_config(guided.get_config())
+    restored = gan_model.ConditionalGAN.from_config(guided.get_config())
     assert restored.class_guide_weight == 1.0 and restored.class_guide is not None
 
 
 def test_class_guide_weight_and_guide_go_together():
-    generator = gan.build_generator(SIZE, 16, 2, 4, (8, 8, 8), base_channels=8)
-    discriminator = gan.build_discriminator(SIZE, 2, 4, (8,) * 5)
+    generator = gan_networks.build_generator(SIZE, 16, 2, 4, (8, 8, 8), base_channels=8)
+    discriminator = gan_networks.build_discriminator(SIZE, 2, 4, (8,) * 5)
     with pytest.raises(ValueError, match="class_guide_weight"):
-        gan.ConditionalGAN(generator, discriminator, 16, 2, class_guide_weight=1.0)
+        gan_model.ConditionalGAN(generator, discriminator, 16, 2, class_guide_weight=1.0)
     with pytest.raises(ValueError, match="class_guide_weight"):
-        gan.ConditionalGAN(generator, discriminator, 16, 2, class_guide=constant_guide(), class_guide_weight=0.0)
+        gan_model.ConditionalGAN(generator, discriminator, 16, 2, class_guide=constant_guide(), class_guide_weight=0.0)
     with pytest.raises(ValueError, match="class_guide_weight"):
         tiny_stable_config(class_guide_weight=-1.0)
 
@@ -372,7 +380,7 @@ def test_guide_feature_matching_compares_each_classes_mean_and_spread():
 
 def test_a_feature_matching_guide_steers_the_generator_and_is_never_trained():
     keras.utils.set_random_seed(3)
-    guide = gan.build_class_guide(SIZE, 2, filters=(4, 4))
+    guide = gan_guide.build_class_guide(SIZE, 2, filters=(4, 4))
     guide_before = [w.copy() for w in guide.get_weights()]
     plain, guided = guided_pair(guide, 1.0, class_guide_loss="feature_matching")
     images, labels = reals()
@@ -383,13 +391,13 @@ def test_a_feature_matching_guide_steers_the_generator_and_is_never_trained():
     for before, after in zip(guide_before, guide.get_weights()):
         np.testing.assert_array_equal(before, after)
     assert any(not np.allclose(a, b) for a, b in zip(plain.generator.get_weights(), guided.generator.get_weights()))
-    assert gan.ConditionalGAN.from_config(guided.get_config()).class_guide_loss == "feature_matching"
+    assert gan_model.ConditionalGAN.from_config(guided.get_config()).class_guide_loss == "feature_matching"
     config = tiny_stable_config(class_guide_weight=1.0, class_guide_loss="feature_matching")
     assert gan_training.build_gan(config).class_guide_loss == "feature_matching"
     with pytest.raises(ValueError, match="class_guide_loss"):
         tiny_stable_config(class_guide_loss="kl_divergence")
     with pytest.raises(ValueError, match="class_guide_loss"):
-        gan.ConditionalGAN(plain.generator, plain.discriminator, 16, 2, class_guide=guide, class_guide_weight=1.0,
+        gan_model.ConditionalGAN(plain.generator, plain.discriminator, 16, 2, class_guide=guide, class_guide_weight=1.0,
                            class_guide_loss="kl_divergence")
 
 
@@ -406,7 +414,7 @@ def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path, projec
     config = tiny_stable_config(epochs=1, batch_size=8, class_guide_weight=1.0)
     spec = data.DataSpec.parse("phantom_small")
     result = gan_training.train_gan(config, spec, tmp_path / "run", verbose=0)
-    report = json.loads((tmp_path / "run" / gan_training.GUIDE_REPORT).read_text())
+    report = json.loads((tmp_path / "run" / gan_run_dir.GUIDE_REPORT).read_text())
     # Phantom classes differ in plain sight: a guide that learnt nothing would sit at 0.5.
     assert report["val_accuracy"] >= 0.75 and 1 <= report["best_epoch"] <= report["epochs_run"]
     assert "g_guide_accuracy" in result.history
@@ -419,9 +427,9 @@ def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path, projec
     assert gan_training.restore_train_state(fresh, tmp_path / "run") == 1
     for a, b in zip(fresh.class_guide.get_weights(), trained):
         np.testing.assert_array_equal(a, b)  # the guide travels in the resume point
-    written = (tmp_path / "run" / gan_training.GUIDE_REPORT).stat().st_mtime_ns
+    written = (tmp_path / "run" / gan_run_dir.GUIDE_REPORT).stat().st_mtime_ns
     gan_training.train_gan(config, spec, tmp_path / "run", verbose=0)  # finished: nothing is retrained
-    assert (tmp_path / "run" / gan_training.GUIDE_REPORT).stat().st_mtime_ns == written
+    assert (tmp_path / "run" / gan_run_dir.GUIDE_REPORT).stat().st_mtime_ns == written
 
     # The guide alone, for filtering samples: from its own file, or from the resume point of older runs.
     for_filtering = gan_training.load_class_guide(tmp_path / "run")
@@ -440,26 +448,26 @@ def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path, projec
         assert len(written) == 4
         images = np.stack(written)[..., None].astype("float32") / 127.5 - 1.0
         assert (label_probability(images, np.full(4, label)) >= threshold - 0.02).all()  # 8-bit rounding aside
-    (tmp_path / "run" / gan_training.GUIDE_WEIGHTS).unlink()
+    (tmp_path / "run" / gan_run_dir.GUIDE_WEIGHTS).unlink()
     from_train_state = gan_training.load_class_guide(tmp_path / "run")
     for a, b, c in zip(for_filtering.get_weights(), from_train_state.get_weights(), trained):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, c)
-    (tmp_path / "run" / gan_training.CHECKPOINT_DIR / gan_training.STATE_FILE).unlink()
+    (tmp_path / "run" / gan_run_dir.CHECKPOINT_DIR / gan_run_dir.STATE_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="no class guide"):
         gan_training.load_class_guide(tmp_path / "run")
 
 
 def test_class_guide_weight_starts_late_and_ramps_up():
     plain, _ = guided_pair(constant_guide(), 1.0)
-    late = gan.ConditionalGAN(
+    late = gan_model.ConditionalGAN(
         plain.generator, plain.discriminator, 16, 2, class_guide=constant_guide(), class_guide_weight=2.0,
         class_guide_start_step=3, class_guide_ramp_steps=2,
     )
     weights = [float(late.class_guide_weight_at(tf.constant(step, tf.int64))) for step in range(7)]
     np.testing.assert_allclose(weights, [0, 0, 0, 2 / 3, 4 / 3, 2, 2], rtol=1e-6)
     with pytest.raises(ValueError, match="class_guide_start_step"):
-        gan.ConditionalGAN(plain.generator, plain.discriminator, 16, 2, class_guide=constant_guide(),
+        gan_model.ConditionalGAN(plain.generator, plain.discriminator, 16, 2, class_guide=constant_guide(),
                            class_guide_weight=1.0, class_guide_start_step=-1)
     config = tiny_stable_config(class_guide_weight=1.0, class_guide_from_epoch=2, class_guide_ramp_epochs=3)
     built = gan_training.build_gan(config, steps_per_epoch=10)
@@ -492,15 +500,15 @@ def test_a_run_can_start_from_another_runs_weights(tmp_path):
     result = gan_training.train_gan(tiny_stable_config(batch_size=8), spec, tmp_path / "run", verbose=0,
                                     init_from=tmp_path / "source")
     assert result.epochs_done == 1
-    assert json.loads((tmp_path / "run" / gan_training.INIT_REPORT).read_text()) == {
+    assert json.loads((tmp_path / "run" / gan_run_dir.INIT_REPORT).read_text()) == {
         "run_dir": str(tmp_path / "source"), "epoch": 1}
-    record = json.loads((tmp_path / "run" / gan_training.CONFIG_FILE).read_text())
+    record = json.loads((tmp_path / "run" / gan_run_dir.CONFIG_FILE).read_text())
     assert record["init_from"] == str(tmp_path / "source")
 
 
 def test_guide_accuracy_names_the_split_it_was_measured_on():
-    assert gan_training.guide_accuracy({"val_accuracy": 0.9, "train_accuracy": 0.8}) == (0.9, "validation")
-    assert gan_training.guide_accuracy({"val_accuracy": None, "train_accuracy": 0.8}) == (0.8, "train")
+    assert gan_guide.guide_accuracy({"val_accuracy": 0.9, "train_accuracy": 0.8}) == (0.9, "validation")
+    assert gan_guide.guide_accuracy({"val_accuracy": None, "train_accuracy": 0.8}) == (0.8, "train")
 
 
 # --------------------------------------------------------------------------- mode seeking
@@ -559,7 +567,7 @@ def test_mode_seeking_adds_its_weighted_term_to_the_generator_loss_and_steers_it
 def test_mode_seeking_weight_is_configured_checked_and_saved():
     model = seeking_gan(2.0)
     assert model.mode_seeking_weight == 2.0
-    assert gan.ConditionalGAN.from_config(model.get_config()).mode_seeking_weight == 2.0
+    assert gan_model.ConditionalGAN.from_config(model.get_config()).mode_seeking_weight == 2.0
     config = tiny_stable_config(mode_seeking_weight=2.0)
     assert gan_config.GanConfig.from_json(config.to_json()).mode_seeking_weight == 2.0
     with pytest.raises(ValueError, match="mode_seeking_weight"):
@@ -567,7 +575,7 @@ def test_mode_seeking_weight_is_configured_checked_and_saved():
     with pytest.raises(ValueError, match="pairs of fakes: batch_size"):
         tiny_stable_config(mode_seeking_weight=1.0, batch_size=1)  # one fake has no partner: the ratio is 0 / 0
     with pytest.raises(ValueError, match="mode_seeking_weight"):
-        gan.ConditionalGAN(model.generator, model.discriminator, 16, 2, mode_seeking_weight=-0.5)
+        gan_model.ConditionalGAN(model.generator, model.discriminator, 16, 2, mode_seeking_weight=-0.5)
 
 
 def test_mode_seeking_needs_a_pair_of_fakes_on_every_replica():
@@ -588,7 +596,7 @@ def test_generator_upsampling_is_configured_checked_and_saved():
 
 
 def test_guided_preset_is_stable_plus_the_guide_mode_seeking_and_resize():
-    stable, guided = gan_config.from_preset("stable"), gan_config.from_preset("guided")
+    stable, guided = gan_presets.from_preset("stable"), gan_presets.from_preset("guided")
     differences = {f.name for f in dataclasses.fields(stable) if getattr(stable, f.name) != getattr(guided, f.name)}
     assert differences == {"class_guide_weight", "class_guide_loss", "class_guide_from_epoch",
                            "class_guide_ramp_epochs", "mode_seeking_weight", "generator_upsampling"}

@@ -1,4 +1,4 @@
-"""GAN runs (covid_keras.gan_training, covid_keras.generate, scripts/train_gan.py): files, resume, errors."""
+"""GAN runs (covid_keras.gan.training, covid_keras.generate, scripts/train_gan.py): files, resume, errors."""
 
 import csv
 import json
@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid_keras import data, gan, gan_config, gan_training, generate
+from covid_keras import data, generate
+from covid_keras.gan import callbacks as gan_callbacks
+from covid_keras.gan import config as gan_config
+from covid_keras.gan import networks as gan_networks
+from covid_keras.gan import presets as gan_presets
+from covid_keras.gan import run_dir as gan_run_dir
+from covid_keras.gan import training as gan_training
 
 # A 32 px GAN small enough for CPU tests; phantom_small's train split is 120 images = 15 batches of 8.
 TINY = dict(
@@ -25,7 +31,7 @@ STEPS_PER_EPOCH = 15
 
 
 def tiny_config(**overrides):
-    return gan_config.from_preset("3", **{**TINY, **overrides})
+    return gan_presets.from_preset("3", **{**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +53,13 @@ def trained(spec, tmp_path_factory):
 
 
 def _csv_epochs(run_dir):
-    with open(run_dir / gan_training.LOSS_CSV, newline="") as f:
+    with open(run_dir / gan_run_dir.LOSS_CSV, newline="") as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
 def _restored(run_dir, epochs):
     """A fresh GAN with the run's resume point loaded."""
-    record = json.loads((run_dir / gan_training.CONFIG_FILE).read_text())
+    record = json.loads((run_dir / gan_run_dir.CONFIG_FILE).read_text())
     model = gan_training.build_gan(gan_config.GanConfig.from_dict(record["gan"]), STEPS_PER_EPOCH)
     assert gan_training.restore_train_state(model, run_dir) == epochs
     return model
@@ -104,8 +110,8 @@ def test_a_different_config_or_a_foreign_dir_is_refused(trained, spec, tmp_path)
 
 
 def test_nan_losses_stop_and_keep_the_last_good_checkpoint(trained, tmp_path):
-    guard = gan_training.StopOnNonFiniteLoss()
-    checkpoint = gan_training.AtomicCheckpoint(tmp_path, keep_every=1, nan_guard=guard)
+    guard = gan_callbacks.StopOnNonFiniteLoss()
+    checkpoint = gan_callbacks.AtomicCheckpoint(tmp_path, keep_every=1, nan_guard=guard)
     for callback in (guard, checkpoint):
         callback.set_model(trained.gan)
     checkpoint.on_epoch_end(0, {"g_loss": 0.5, "d_loss": 0.7})
@@ -114,7 +120,7 @@ def test_nan_losses_stop_and_keep_the_last_good_checkpoint(trained, tmp_path):
     checkpoint.on_epoch_end(1, {"g_loss": float("nan"), "d_loss": 0.7})
     assert trained.gan.stop_training
     trained.gan.stop_training = False
-    assert gan_training.completed_epochs(tmp_path) == 1
+    assert gan_run_dir.completed_epochs(tmp_path) == 1
     assert not (tmp_path / "weights/generator-epoch00002.weights.h5").exists()
 
 
@@ -128,7 +134,7 @@ def test_load_generator_and_its_errors(trained, tmp_path):
         gan_training.load_generator(tmp_path)
     # A checkpoint of another architecture under the run's name.
     shutil.copy(trained.run_dir / "config.json", tmp_path / "config.json")
-    other = gan.build_generator(32, 16, 2, 4, filters=(8, 16, 8), base_channels=8)
+    other = gan_networks.build_generator(32, 16, 2, 4, filters=(8, 16, 8), base_channels=8)
     other.save_weights(tmp_path / "generator.weights.h5")
     with pytest.raises(ValueError, match=r"generator\.weights\.h5 does not fit"):
         gan_training.load_generator(tmp_path)
@@ -186,7 +192,7 @@ def test_a_killed_run_resumes_with_the_same_command(project_root, data_dir, tmp_
         time.sleep(0.05)
     first.kill()  # SIGKILL: no cleanup, whatever it was writing stays half-written
     first.wait()
-    killed_at = gan_training.completed_epochs(run_dir)
+    killed_at = gan_run_dir.completed_epochs(run_dir)
     assert 1 <= killed_at < epochs
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -194,7 +200,7 @@ def test_a_killed_run_resumes_with_the_same_command(project_root, data_dir, tmp_
     resumed = re.search(r"resuming \S+ from epoch (\d+) \(step (\d+)\)", second.stdout)
     assert resumed, second.stdout[-2000:]
     assert int(resumed.group(1)) == killed_at and int(resumed.group(2)) == killed_at * STEPS_PER_EPOCH
-    assert gan_training.completed_epochs(run_dir) == epochs
+    assert gan_run_dir.completed_epochs(run_dir) == epochs
     assert _csv_epochs(run_dir) == list(range(epochs))
 
     # The K counter and both optimizers carried on across the kill: as if it had never happened.
@@ -203,3 +209,15 @@ def test_a_killed_run_resumes_with_the_same_command(project_root, data_dir, tmp_
     assert int(restored.step_counter.numpy()) == steps
     assert int(restored.g_optimizer.iterations.numpy()) == steps
     assert int(restored.d_optimizer.iterations.numpy()) == math.ceil(steps / 4)
+
+
+def test_a_nan_stop_before_any_checkpoint_says_there_is_none(data_dir, tmp_path, monkeypatch):
+    class NanAtOnce(gan_callbacks.StopOnNonFiniteLoss):
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, {**(logs or {}), "g_loss": float("nan")})
+
+    monkeypatch.setattr(gan_training, "StopOnNonFiniteLoss", NanAtOnce)
+    spec = data.DataSpec("phantom_small", data_dir=str(data_dir))
+    with pytest.raises(FloatingPointError, match="no epoch had completed, so there is no checkpoint to resume from"):
+        gan_training.train_gan(tiny_config(epochs=2), spec, tmp_path / "run", verbose=0)
+    assert gan_training.completed_epochs(tmp_path / "run") == 0

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from test_experiment import write_tree
 
 from covid_keras import experiment, reproduce
-from test_experiment import write_tree
 
 # 32 px everywhere, one GAN epoch with tiny networks, 5 generated images per class (the fewest that
 # give every split of the generated folder's TFDS build an image), one head.

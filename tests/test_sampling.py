@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from covid_keras import gan_evaluation as ge
-from covid_keras import generate, sampling
+from covid_keras import generate
+from covid_keras.gan import sampling
 
 SIZE = 16  # SSIM, in the diversity figures, needs 11 px
 NOISE_DIM = 3

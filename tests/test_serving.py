@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from tensorflow_serving.apis import prediction_service_pb2_grpc
+from test_export import IMAGE_SIZE, build_tiny_classifier, build_tiny_generator, encode
 
 from covid_keras import cli, export, serving
 from covid_keras.labels import BINARY_CLASSES
-from test_export import IMAGE_SIZE, build_tiny_classifier, build_tiny_generator, encode
 
 SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
 
@@ -270,7 +270,7 @@ def test_export_script_with_classifier_and_gan_run(tmp_path, monkeypatch, capsys
             build_tiny_generator(), StandInGanConfig(), list(BINARY_CLASSES)
         )
     )
-    monkeypatch.setitem(sys.modules, "covid_keras.gan_training", fake_gan_training)
+    monkeypatch.setitem(sys.modules, "covid_keras.gan.training", fake_gan_training)
     base = tmp_path / "saved_models"
     argv = ["--classifier", str(classifier_dir), "--gan-run", str(run_dir), "--base", str(base)]
     code, out, _ = run_script("export.py", argv, capsys)

@@ -314,3 +314,30 @@ def test_phantom_source_is_split_like_files():
     item = prepared.splits["test"][0]
     assert item.pixels().shape == (SIZE, SIZE)
     assert sources.pixel_hash(item.pixels()) == item.pixel_hash
+
+
+def test_broken_links_and_tiny_images_are_skipped_and_listed(tmp_path):
+    root = make_tree(tmp_path / "data", {"Normal": 5, "COVID": 5})
+    covid = root / "COVID" / "images"
+    (covid / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (covid / "loop-a.png").symlink_to(covid / "loop-b.png")
+    (covid / "loop-b.png").symlink_to(covid / "loop-a.png")
+    write_png(covid / "one-pixel.png", np.full((1, 1), 128, np.uint8))
+    write_png(covid / "narrow.png", np.full((SIZE, 31), 128, np.uint8))
+
+    prepared = sources.read_image_tree(root, BINARY)
+
+    reasons = {entry["file"]: entry["reason"] for entry in prepared.report["skipped"]}
+    assert "unreadable file" in reasons["COVID/images/dangling.png"]
+    assert "unreadable file" in reasons["COVID/images/loop-a.png"] and "unreadable file" in reasons["COVID/images/loop-b.png"]
+    assert reasons["COVID/images/one-pixel.png"] == "image too small: 1x1 px (the minimum is 32 px a side)"
+    assert "31x32 px" in reasons["COVID/images/narrow.png"]
+    assert len(split_of(prepared)) == 10  # the good images all stay
+
+
+def test_a_folder_with_broken_links_gets_a_stable_id(tmp_path):
+    from covid_keras import data
+
+    root = make_tree(tmp_path / "data", {"Normal": 2, "COVID": 2})
+    (root / "COVID" / "images" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    assert data._folder_id(str(root)) == data._folder_id(str(root))

@@ -28,8 +28,27 @@ results.md and test_accuracy_vs_n.png. Rerunning reuses every finished piece.
 """
 
 from covid_keras.augmentation_study.config import (  # noqa: F401
-    ALL, ARM_TITLES, ARMS, FIGURE, GAN_ARMS, REPORTED, RESULTS_JSON, RESULTS_MD, STUDY_FILE, StudyConfig, quick_config,
+    ALL,
+    ARM_TITLES,
+    ARMS,
+    FIGURE,
+    GAN_ARMS,
+    REPORTED,
+    RESULTS_JSON,
+    RESULTS_MD,
+    STUDY_FILE,
+    StudyConfig,
+    quick_config,
     scarce_subset,
 )
-from covid_keras.augmentation_study.report import results_markdown, save_figure, summarise  # noqa: F401
-from covid_keras.augmentation_study.runner import AugmentationStudy, Pool, cell_name, claim_study_dir  # noqa: F401
+from covid_keras.augmentation_study.report import (  # noqa: F401
+    results_markdown,
+    save_figure,
+    summarise,
+)
+from covid_keras.augmentation_study.runner import (  # noqa: F401
+    AugmentationStudy,
+    Pool,
+    cell_name,
+    claim_study_dir,
+)

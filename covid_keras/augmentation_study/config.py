@@ -6,8 +6,10 @@ import dataclasses
 import hashlib
 from typing import Sequence
 
-from covid_keras import data, gan_config
+from covid_keras import data
 from covid_keras.classifier import ClassifierConfig
+from covid_keras.gan import config as gan_config
+from covid_keras.gan import presets as gan_presets
 
 FORMAT_VERSION = 1
 STUDY_FILE = "study.json"
@@ -79,7 +81,7 @@ class StudyConfig:
         self.gan_config()  # a bad preset or override fails here, before any work
 
     def gan_config(self, seed: int = 0) -> gan_config.GanConfig:
-        return gan_config.from_preset(self.gan_preset, **{
+        return gan_presets.from_preset(self.gan_preset, **{
             **self.gan_overrides, "epochs": self.gan_epochs, "epoch_images": self.epoch_images, "seed": seed})
 
     @property

@@ -14,7 +14,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras.augmentation_study.config import ALL, ARM_TITLES, ARMS, REPORTED, StudyConfig
+from covid_keras.augmentation_study.config import (
+    ALL,
+    ARM_TITLES,
+    ARMS,
+    REPORTED,
+    StudyConfig,
+)
 from covid_keras.evaluation import intervals
 
 # --- statistics --------------------------------------------------------------------------------

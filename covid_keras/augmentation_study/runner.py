@@ -16,20 +16,36 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import classifier, data, evaluation, gan_training, plots, sampling
+from covid_keras import classifier, data, evaluation, files, plots
 from covid_keras.augment import ClassicAugmenter
 from covid_keras.augmentation_study.config import (
-    FIGURE, FORMAT_VERSION, GAN_ARMS, RESULTS_JSON, RESULTS_MD, STUDY_FILE, StudyConfig, n_name, scarce_subset,
+    FIGURE,
+    FORMAT_VERSION,
+    GAN_ARMS,
+    RESULTS_JSON,
+    RESULTS_MD,
+    STUDY_FILE,
+    StudyConfig,
+    n_name,
+    scarce_subset,
 )
-from covid_keras.augmentation_study.report import provenance, results_markdown, save_figure, summarise
+from covid_keras.augmentation_study.report import (
+    provenance,
+    results_markdown,
+    save_figure,
+    summarise,
+)
 from covid_keras.classifier import FeatureCache, FeatureExtractor, FeatureSet
+from covid_keras.gan import run_dir as gan_run_dir
+from covid_keras.gan import sampling
+from covid_keras.gan import training as gan_training
 from covid_keras.labels import BINARY_CLASSES
 
 # --- the study folder --------------------------------------------------------------------------
 
 
 def _atomic_json(path: pathlib.Path, value: Any) -> None:
-    gan_training.atomic_write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
+    files.atomic_write_json(path, value, default=_json_default)
 
 
 def _json_default(value):
@@ -156,7 +172,7 @@ class AugmentationStudy:
             for seed in self.config.seeds_of_gan(n):
                 run_dir = self.out / "gans" / f"{n_name(n)}-seed{seed}"
                 gan_config_ = self.config.gan_config(seed)
-                if gan_training.completed_epochs(run_dir) < gan_config_.epochs:
+                if gan_run_dir.completed_epochs(run_dir) < gan_config_.epochs:
                     self.log(f"GAN {run_dir.name}: {gan_config_.epochs * (gan_config_.epoch_images // gan_config_.batch_size)} "
                              f"generator steps on {len(subsets[n])} images")
                     gan_training.train_gan(gan_config_, self.config.data, run_dir, verbose=0 if not self.verbose else 2,
@@ -358,7 +374,7 @@ class AugmentationStudy:
             "provenance": provenance(),
         }
         _atomic_json(self.out / RESULTS_JSON, record)
-        gan_training.atomic_write_text(self.out / RESULTS_MD, results_markdown(record))
+        files.atomic_write_text(self.out / RESULTS_MD, results_markdown(record))
         save_figure(summary, self.config, self.out / FIGURE)
         return record
 
@@ -409,9 +425,9 @@ def cell_name(cell: Mapping) -> str:
 
 def _generator_steps(run_dir: pathlib.Path) -> int | None:
     try:
-        config, _ = gan_training.read_run_config(run_dir)
+        config, _ = gan_run_dir.read_run_config(run_dir)
     except (OSError, ValueError):
         return None
-    return gan_training.completed_epochs(run_dir) * (config.epoch_images // config.batch_size)
+    return gan_run_dir.completed_epochs(run_dir) * (config.epoch_images // config.batch_size)
 
 

@@ -1,9 +1,8 @@
-"""`GanConfig`: every hyperparameter of a conditional-GAN run, and the study's presets `1`, `2`, `3`.
+"""`GanConfig`: every hyperparameter of a conditional-GAN run, and the names each choice may take.
 
-The presets follow the report's text (see ../shared/docs/reference-facts.md); where the text is
-silent they follow the study's code. New options (losses, conditioning, augmentation) are added as
-fields whose default is the study's behaviour, so old config.json files keep loading and meaning
-the same thing.
+No TensorFlow here: scripts read and check a config (and `--help` shows a preset) before
+TensorFlow loads. New options are fields whose default is the study's behaviour, so old
+config.json files keep loading and meaning the same thing.
 """
 
 from __future__ import annotations
@@ -13,12 +12,19 @@ import json
 import os
 from typing import Any
 
-from covid_keras.augment import POLICIES as DIFF_AUGMENT_POLICIES
-from covid_keras.gan import (  # noqa: F401  (CLASS_GUIDE_BACKBONES: for scripts' choices)
-    CLASS_GUIDE_BACKBONES, CLASS_GUIDE_LOSSES, DISCRIMINATOR_CONDITIONINGS, DISCRIMINATOR_NORMS, GENERATOR_CONDITIONINGS,
-    GENERATOR_UPSAMPLINGS, LOSSES,
-)
-
+# DiffAugment policies (covid_keras.gan.diffaugment), the networks' options (covid_keras.gan.networks),
+# the adversarial losses and the class guide's (covid_keras.gan.model, covid_keras.gan.guide).
+DIFF_AUGMENT_POLICIES = ("color", "translation", "cutout")
+GENERATOR_CONDITIONINGS = ("concat", "class_bn")
+GENERATOR_UPSAMPLINGS = ("transpose", "resize")
+DISCRIMINATOR_CONDITIONINGS = ("concat", "projection")
+DISCRIMINATOR_NORMS = ("batch", "spectral")
+LOSSES = ("bce", "hinge")
+# What the generator minimises of the class guide.
+CLASS_GUIDE_LOSSES = ("cross_entropy", "feature_matching")
+# The guide's network: a small CNN trained from scratch, or frozen ImageNet ResNet50 features with a
+# trained head. VGG16 is left out on purpose: it is the independent judge's network (gan_evidence).
+CLASS_GUIDE_BACKBONES = ("cnn", "resnet50")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine_restarts")
 DISCRIMINATOR_PADDINGS = ("auto", "valid", "same")
@@ -55,7 +61,7 @@ class GanConfig:
     aux_class_weight: float = 0.0  # > 0: an AC-GAN class head on D, weighted so in both losses
     minibatch_std: bool = False  # D sees the batch's feature spread (counters mode collapse)
     # > 0: a classifier is trained on the real train split first, then frozen; G also minimises its
-    # class cross-entropy on the fakes, times this weight (covid_keras.gan.build_class_guide).
+    # class cross-entropy on the fakes, times this weight (covid_keras.gan.guide).
     class_guide_weight: float = 0.0
     # What G minimises of the guide: "cross_entropy" of its labels on the fakes, or
     # "feature_matching": the per-class mean and spread of its features on fakes vs real images.
@@ -191,56 +197,7 @@ def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"GanConfig.{field} must be one of {choices}, got {value!r}")
 
 
-def _halving(start: int, layers: int) -> tuple[int, ...]:
-    return tuple(start // 2**i for i in range(layers))
-
-
-# The report's three runs (its text). The generator has the code's four stride-2 blocks from an
-# 8x8 base at 150 px; run 1 at 300 px gets a fifth so it also starts from 8x8.
-PRESETS: dict[str, dict[str, Any]] = {
-    "1": dict(
-        image_size=300, generator_filters=(64,) * 5, batch_size=4,
-        optimizer="sgd", learning_rate=0.01, momentum=0.9, lr_schedule="constant",
-    ),
-    "2": dict(
-        image_size=150, generator_filters=_halving(256, 4), batch_size=8,
-        optimizer="sgd", learning_rate=0.001, momentum=0.0, lr_schedule="constant",
-    ),
-    "3": dict(
-        image_size=150, generator_filters=_halving(256, 4), batch_size=8,
-        # The report's text says beta1 0.9; the study's code used 0.5 (the usual GAN setting).
-        optimizer="adam", learning_rate=2e-4, beta_1=0.9, lr_schedule="cosine_restarts", restart_epochs=10,
-    ),
-    # Beyond the study: what makes a GAN train on ~1,000 X-rays (see covid_keras.gan and the ablation
-    # in docs/results.md). Runs at any size the architecture reaches (64 px on a CPU, 150 px on a GPU).
-    "stable": dict(
-        image_size=64, generator_filters=(256, 128, 64, 32), discriminator_filters=(32, 64, 128, 256, 256),
-        batch_size=32, epochs=200, optimizer="adam", learning_rate=1e-4, d_lr_multiplier=4.0,
-        beta_1=0.5, beta_2=0.999, d_every=1, lr_schedule="constant", loss="hinge", leaky_relu_slope=0.2,
-        dropout=0.0, generator_conditioning="class_bn", discriminator_conditioning="projection",
-        discriminator_norm="spectral", minibatch_std=True, diff_augment=("color", "translation", "cutout"),
-        ema_decay=0.999, aux_class_weight=1.0, sample_every=5, checkpoint_every=5,
-    ),
-}
-# `stable` plus what the measurements (docs/results.md) found to help the samples' classes: a guide
-# matched on feature statistics from epoch 15, the mode-seeking term, and resize upsampling (no
-# checkerboard for the generator to answer the guide with). It trains a classifier first.
-PRESETS["guided"] = dict(
-    PRESETS["stable"], class_guide_weight=30.0, class_guide_loss="feature_matching", class_guide_from_epoch=15,
-    class_guide_ramp_epochs=5, mode_seeking_weight=1.0, generator_upsampling="resize",
-)
-
-# `guided` with the guide on frozen exact ImageNet ResNet50 features (a trained head; local weights,
-# `--weights-dir`): the generator must match the per-class statistics of features it did not
-# shape, rather than those of a small CNN trained on the same 840 images. Its feature-matching
-# gap is about ten times the small CNN's at the start, hence the lower weight.
-PRESETS["guided_resnet50"] = dict(PRESETS["guided"], class_guide_backbone="resnet50", class_guide_weight=10.0)
-
-
-def from_preset(run: str | int, **overrides: Any) -> GanConfig:
-    """The preset `run` ("1", "2", "3", "stable", "guided") with `overrides` (GanConfig field names) applied."""
-    key = str(run)
-    if key not in PRESETS:
-        raise ValueError(f"unknown GAN run {run!r}; choose one of {sorted(PRESETS)}")
-    values = {**PRESETS[key], **overrides}
-    return GanConfig.from_dict(values)
+def check_choice(name: str, value: str, choices) -> None:
+    """ValueError unless `value` is one of `choices` (for builders' string options)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
