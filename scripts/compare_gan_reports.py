@@ -1,47 +1,16 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Several evaluate_gan reports side by side, pooled per configuration against the goals.
 
-    python scripts/compare_gan_reports.py reports/guided-e0 reports/guided-e1 reports/guided-e2 \\
-        reports/run3-e0 --out reports/comparison
-
-Reports of one configuration (run folder, checkpoint, sample filter, TSTR blur) at different
---seed values are pooled: class fidelity against the judge, TSTR against TRTR, each with its
-margin to the goal and the standard error over reports. Runs that differ only in their training seed are then
-pooled over training seeds. Prints the Markdown; with --out also writes OUT/comparison.json and
-OUT/comparison.md (a non-empty OUT is refused unless --overwrite).
+The same command as `covid-keras compare-gan-reports`; its code and `--help` live in
+covid_keras/commands/compare_gan_reports.py.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import pathlib
+import os
 import sys
 
-from covid_keras import cli, gan_comparison
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("reports", nargs="+", help="evaluate_gan.py output folders (or their metrics.json)")
-    parser.add_argument("--out", help="folder for comparison.json and comparison.md (a non-empty one is refused unless --overwrite)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    out = cli.OutputFolder(args.out, args.overwrite) if args.out else None
-    comparison = gan_comparison.compare_paths(args.reports)
-    text = gan_comparison.markdown(comparison)
-    print(text)
-    if out is not None:
-        with out.writing() as folder:
-            (pathlib.Path(folder) / "comparison.json").write_text(json.dumps(comparison, indent=2))
-            (pathlib.Path(folder) / "comparison.md").write_text(text)
-        print(f"written: {out.path}/comparison.json, {out.path}/comparison.md")
-    return 0
-
+from covid_keras.commands.compare_gan_reports import main, run  # noqa: E402,F401  (main: for tests and notebooks)
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(run())

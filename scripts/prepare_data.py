@@ -1,55 +1,16 @@
+#!/usr/bin/env python
 """Build the covid_xray dataset (if needed), print its split counts and skipped files, draw a preview.
 
-    python scripts/prepare_data.py --data phantom --preview reports/phantom_preview.png
-    python scripts/prepare_data.py --data radiography --manual-dir ~/Downloads   # the Kaggle zip's folder
-    python scripts/prepare_data.py --data folder --manual-dir path/to/root       # root/<class>/[images/]*.png
-
-An existing --preview file is refused unless --overwrite. --data-dir is not checked that way: it is
-TFDS's data cache, shared by every command, and a prepared config in it is reused, not rewritten.
+The same command as `covid-keras prepare`; its code and `--help` live in
+covid_keras/commands/prepare_data.py.
 """
 
-from __future__ import annotations
-
-import argparse
+import os
 import sys
 
-from covid_keras import cli, data, plots
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=data.CONFIGS, default="phantom",
-                        help="which covid_xray config to build (default: phantom, the built-in synthetic images)")
-    parser.add_argument("--manual-dir", default=None,
-                        help="radiography*: the folder holding the Kaggle zip, or the extracted folder; "
-                             "folder: the root of ROOT/<class>/[images/]*.png")
-    parser.add_argument("--data-dir", default=None,
-                        help="TFDS data dir for the prepared data (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    parser.add_argument("--preview", default=None, metavar="PNG",
-                        help="write a grid of the first training images of each class to this PNG")
-    parser.add_argument("--preview-per-class", type=cli.positive_int, default=8, help="images per class in the preview")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --preview file")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    preview = cli.OutputFile(args.preview, args.overwrite, "--preview") if args.preview else None
-    spec = data.DataSpec.parse(args.data, args.manual_dir, args.data_dir)
-    data.prepare(spec)
-    report = data.build_report(spec)
-    print(f"{spec.config}: {report['examples']} examples from {report['source']}")
-    for split, counts in report["split_counts"].items():
-        print(f"  {split:<10} " + "  ".join(f"{name}: {n}" for name, n in counts.items()))
-    print(f"skipped: {len(report['skipped'])} files (see {data.report_path(spec)})")
-    if args.preview:
-        names = data.class_names(spec)
-        images = data.preview_images(data.load_split(spec, "train"), args.preview_per_class, len(names))
-        with preview.writing() as path:
-            plots.save_image_grid(images, path, row_labels=names, title=f"covid_xray/{spec.config}: train")
-        print(f"preview: {args.preview}")
-    return 0
-
+from covid_keras.commands.prepare_data import main, run  # noqa: E402,F401  (main: for tests and notebooks)
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(run())

@@ -1,110 +1,16 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Train one frozen-backbone COVID vs Normal classifier and save it with its metrics.
 
-    python scripts/train_classifier.py --backbone vgg16 --data radiography \\
-        --manual-dir ../shared/data/radiography --weights ../weights --out runs/clf_vgg16
-
-Defaults are the study's presets (Adam, the backbone's study learning rate, 3 epochs, batch 8,
-150 px). Backbone features are computed once per split (cached under --feature-cache when
-given) and only the head is trained on them; --fine-tune N then also trains the top N layers
-of the backbone. Writes OUT/model.keras, OUT/classifier.json (backbone, weights and their
-sha256, training settings, metrics per split) and OUT/roc.png, and prints the metrics as JSON.
-A non-empty OUT is refused unless --overwrite; OUT appears only once the model is saved whole.
+The same command as `covid-keras train-classifier`; its code and `--help` live in
+covid_keras/commands/train_classifier.py.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
+import os
 import sys
 
-from covid_keras import classifier, cli, data, tuning
-from covid_keras.backbones import BACKBONES
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
-    parser.add_argument("--data", required=True, choices=data.CONFIGS, help="the data config")
-    parser.add_argument("--data-path", help="folder: the ROOT/<class>/[images/]*.png tree")
-    parser.add_argument("--manual-dir", help="radiography: the Kaggle download (zip or extracted folder)")
-    parser.add_argument("--data-dir", help="TFDS data dir for the prepared data (default: TFDS's own)")
-    parser.add_argument("--balanced", action="store_true",
-                        help="downsample each split to equal classes, as the study did")
-    parser.add_argument("--weights", default="imagenet",
-                        help="imagenet (Keras download), a notop .weights.h5 FILE, a DIR of the files written by "
-                             "../shared/tools/backbone_weights.py, or none (random init; tests only)")
-    parser.add_argument("--image-size", type=cli.positive_int, default=classifier.STUDY_IMAGE_SIZE)
-    parser.add_argument("--epochs", type=cli.positive_int, default=classifier.STUDY_EPOCHS)
-    parser.add_argument("--batch-size", type=cli.positive_int, default=classifier.STUDY_BATCH_SIZE)
-    parser.add_argument("--learning-rate", type=float,
-                        help="head learning rate (default: the study's 1e-3 / 1e-4 / 1e-5 for vgg16 / resnet50 / "
-                             "inception_v3)")
-    parser.add_argument("--optimizer", default=classifier.STUDY_OPTIMIZER, choices=sorted(classifier.OPTIMIZERS))
-    parser.add_argument("--hyperparameters",
-                        help="a tune_classifier.py output dir or best_hyperparameters.json: use its learning rate "
-                             "and optimizer")
-    parser.add_argument("--fine-tune", type=int, default=0, metavar="N",
-                        help="after the head, also train the top N backbone layers (BatchNorm stays frozen)")
-    parser.add_argument("--fine-tune-epochs", type=cli.positive_int, help="default: --epochs")
-    parser.add_argument("--fine-tune-learning-rate", type=float, help="default: a tenth of the head's rate")
-    parser.add_argument("--keep-epoch", default="last", choices=classifier.KEEP_EPOCH,
-                        help="last (the study's) or best_validation: the weights of the epoch with the lowest val loss "
-                             "(in the head phase and again in the fine-tuning phase)")
-    parser.add_argument("--mirror", action="store_true",
-                        help="also train on the mirror image of every train image, and predict the mean of an image's "
-                             "and its mirror's P(COVID) (frozen backbone only)")
-    parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
-    args = parser.parse_args(argv)
-    if args.data_path and args.manual_dir:
-        parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
-    return args
-
-
-def data_spec(args: argparse.Namespace) -> data.DataSpec:
-    return data.DataSpec.parse(args.data, args.data_path or args.manual_dir, args.data_dir)
-
-
-def weights_argument(value: str) -> str | None:
-    return None if value.lower() == "none" else value
-
-
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    inputs = {"--data-path": args.data_path, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
-              "--weights": args.weights, "--hyperparameters": args.hyperparameters, "--feature-cache": args.feature_cache}
-    out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
-    spec = data_spec(args)
-    config = classifier.ClassifierConfig(
-        backbone=args.backbone,
-        weights=weights_argument(args.weights),
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-        fine_tune_layers=args.fine_tune,
-        fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.fine_tune_learning_rate,
-        keep_epoch=args.keep_epoch,
-        mirror=args.mirror,
-        seed=args.seed,
-    )
-    if args.hyperparameters:
-        config = tuning.apply_best_hyperparameters(config, tuning.load_best_hyperparameters(args.hyperparameters))
-    splits = {name: data.load_split(spec, name, balanced=args.balanced) for name in classifier.SPLITS}
-    cache = classifier.FeatureCache(args.feature_cache) if args.feature_cache else None
-    trained = classifier.train_classifier(config, splits, cache=cache)
-    description = {"config": spec.config, "path": spec.path, "balanced": args.balanced}
-    with out.writing() as folder:
-        classifier.save_classifier(trained, folder, data_description=description)
-    summary = {"out": str(out.path), "weights": trained.extractor.weights_info.to_dict(), "metrics": trained.metrics}
-    print(json.dumps(summary, indent=2))
-    return summary
-
+from covid_keras.commands.train_classifier import main, run  # noqa: E402,F401  (main: for tests and notebooks)
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(run())

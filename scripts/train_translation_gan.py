@@ -1,55 +1,16 @@
 #!/usr/bin/env python
 """Train the image-editing GAN (covid_keras.translation_gan): real X-rays of one class edited into the other.
 
-    python scripts/train_translation_gan.py --data radiography --data-path ../shared/data/radiography \\
-        --run-dir runs/translation --minutes 45
-    python scripts/gan_evidence.py --run-dir runs/translation --data radiography \\
-        --data-path ../shared/data/radiography --weights-dir weights --out reports/translation-validation
+The same command as `covid-keras train-translation-gan`; its code and `--help` live in
+covid_keras/commands/train_translation_gan.py.
 """
 
-from __future__ import annotations
-
-import argparse
-import pathlib
+import os
 import sys
 
-from covid_keras import cli, data
-from covid_keras import translation_gan as tg
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    defaults = tg.TranslationConfig()
-    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, choices=data.CONFIGS, help="the real data config")
-    parser.add_argument("--data-path", help="radiography: the Kaggle folder or zip; folder: the ROOT/<class>/ tree")
-    parser.add_argument("--data-dir", help="TFDS data dir (default: TFDS's own)")
-    parser.add_argument("--run-dir", required=True, help="output folder (refused when it holds a translation run)")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs)
-    parser.add_argument("--minutes", type=float, help="stop after the epoch that ends past this wall time")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=defaults.batch_size)
-    parser.add_argument("--identity-weight", type=float, default=defaults.identity_weight)
-    parser.add_argument("--cycle-weight", type=float, default=defaults.cycle_weight)
-    parser.add_argument("--aux-class-weight", type=float, default=defaults.aux_class_weight)
-    parser.add_argument("--d-every", type=cli.positive_int, default=defaults.d_every, help="D steps once every K calls")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if tg.is_translation_run(args.run_dir):
-        raise cli.UsageError(f"--run-dir {args.run_dir} already holds a translation run; choose another")
-    config = tg.TranslationConfig(
-        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        identity_weight=args.identity_weight, cycle_weight=args.cycle_weight,
-        aux_class_weight=args.aux_class_weight, d_every=args.d_every, seed=args.seed,
-    )
-    spec = data.DataSpec.parse(args.data, args.data_path, args.data_dir)
-    record = tg.train_translation_gan(config, spec, pathlib.Path(args.run_dir), minutes=args.minutes)
-    print(f"trained {record['epochs_done']} epochs in {record.get('seconds', 0) / 60:.1f} min: {args.run_dir}")
-    return 0
-
+from covid_keras.commands.train_translation_gan import main, run  # noqa: E402,F401  (main: for tests and notebooks)
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(run())

@@ -1,0 +1,112 @@
+"""Train (or resume) the study's conditional GAN.
+
+    python scripts/train_gan.py --run 3                          # the report's run 3: 150 px, built-in phantoms
+    python scripts/train_gan.py --run 3 --data radiography --manual-dir ~/Downloads/covid19-radiography
+    python scripts/train_gan.py --run 3 --data phantom_small --image-size 64 --epochs 2
+    python scripts/train_gan.py --run stable --data radiography --manual-dir ../shared/data/radiography
+
+Every GanConfig field can be overridden (`--image-size`, `--epochs`, `--batch-size`, `--d-every`, ...).
+Re-running the same command resumes the run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from covid_keras import cli, data, runtime  # noqa: E402
+from covid_keras.gan import config as gan_config, presets as gan_presets, run_dir as gan_run_dir  # noqa: E402
+
+
+def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+    flag = "--" + field.name.replace("_", "-")
+    default = field.default
+    help_text = f"override the preset's {field.name} (default config: {default})"
+    if isinstance(default, bool):
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif field.name == "diff_augment":
+        parser.add_argument(flag, nargs="*", default=None, choices=gan_config.DIFF_AUGMENT_POLICIES, help=help_text)
+    elif isinstance(default, tuple):
+        parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N", help=help_text)
+    else:
+        choices = {
+            "optimizer": gan_config.OPTIMIZERS, "lr_schedule": gan_config.LR_SCHEDULES, "loss": gan_config.LOSSES,
+            "discriminator_padding": gan_config.DISCRIMINATOR_PADDINGS,
+            "generator_conditioning": gan_config.GENERATOR_CONDITIONINGS,
+            "generator_upsampling": gan_config.GENERATOR_UPSAMPLINGS,
+            "discriminator_conditioning": gan_config.DISCRIMINATOR_CONDITIONINGS,
+            "discriminator_norm": gan_config.DISCRIMINATOR_NORMS,
+            "class_guide_loss": gan_config.CLASS_GUIDE_LOSSES,
+            "class_guide_backbone": gan_config.CLASS_GUIDE_BACKBONES,
+        }.get(field.name)
+        parser.add_argument(flag, type=type(default), default=None, choices=choices, help=help_text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="3", choices=sorted(gan_presets.PRESETS), help="the report's run preset (default 3)")
+    parser.add_argument("--data", default="phantom", choices=data.CONFIGS, help="which covid_xray TFDS config (default phantom)")
+    parser.add_argument("--manual-dir", "--data-path", dest="data_path", default=None,
+                        help="the Kaggle download for radiography, the ROOT/<class>/ tree for folder")
+    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
+    parser.add_argument("--run-dir", default=None, help="output folder (default runs/run<RUN>-<DATA>-<SIZE>px)")
+    parser.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 (bar) or 2 (a line per epoch)")
+    parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
+                        help="XLA-compile the train step (auto: the fastest measured for this device kind)")
+    parser.add_argument("--precision", choices=("auto",) + runtime.PRECISIONS, default="auto",
+                        help="Keras dtype policy (auto: the fastest measured for this device kind)")
+    parser.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                        help="start a new run from another run's latest weights (G, its average, D; fresh optimizers)")
+    parser.add_argument("--weights-dir", default=None,
+                        help="local ImageNet weights for --class-guide-backbone resnet50 "
+                             "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
+    overrides = parser.add_argument_group("preset overrides")
+    for field in dataclasses.fields(gan_config.GanConfig):
+        _add_override(overrides, field)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = {f.name for f in dataclasses.fields(gan_config.GanConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    try:
+        config = gan_presets.from_preset(args.run, **overrides)
+        spec = data.DataSpec.parse(args.data, args.data_path, args.data_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_dir = args.run_dir or os.path.join("runs", f"run{args.run}-{args.data}-{config.image_size}px")
+    # Only that it can be a folder: an existing run is resumed (gan_training refuses another's).
+    cli.check_folder(run_dir, "--run-dir")
+    verbose = int(args.verbose) if args.verbose.isdigit() else args.verbose
+    print(f"GAN run {args.run} on {args.data}: {config.image_size} px, batch {config.batch_size}, "
+          f"{config.epochs} epochs -> {os.path.abspath(run_dir)}")
+
+    from covid_keras.gan import training as gan_training
+
+    try:
+        jit = {"auto": "auto", "on": True, "off": False}[args.jit]
+        result = gan_training.train_gan(
+            config, spec, run_dir, verbose=verbose, jit_compile=jit, precision=args.precision,
+            time_budget_s=None if args.minutes is None else 60 * args.minutes, init_from=args.init_from,
+            weights_dir=args.weights_dir,
+        )
+    except FloatingPointError as e:  # the run failed (NaN losses), not its command: exit code 1
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"done: {result.epochs_done}/{config.epochs} epochs in {result.run_dir} "
+          f"(config.json, {gan_run_dir.LOSS_CSV}, {gan_run_dir.SAMPLES_DIR}/, {gan_run_dir.LOSS_CURVE}, "
+          f"{gan_run_dir.GENERATOR_WEIGHTS}, {gan_run_dir.CHECKPOINT_DIR}/)")
+    return 0
+
+
+def run(argv=None) -> int:
+    """`main` with misuse answered in one `error:` line and exit code 2 (covid_keras.cli)."""
+    return cli.run(main, argv)

@@ -1,0 +1,44 @@
+"""The `covid-keras` command: its subcommands, fast help, and the scripts that wrap the same code."""
+
+import importlib
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from covid_keras import commands
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_every_subcommand_has_a_module_with_run_and_a_wrapping_script():
+    for name, module in commands.SUBCOMMANDS.items():
+        assert (PROJECT_ROOT / "covid_keras" / "commands" / f"{module}.py").is_file(), name
+        assert f"from covid_keras.commands.{module} import main, run" in (PROJECT_ROOT / "scripts" / f"{module}.py").read_text()
+    wrapped = {path.stem for path in (PROJECT_ROOT / "scripts").glob("*.py")}
+    assert wrapped == set(commands.SUBCOMMANDS.values())
+
+
+def test_help_lists_every_subcommand_without_loading_tensorflow():
+    code = "import sys; from covid_keras import commands; commands.main(['--help']); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    for name in commands.SUBCOMMANDS:
+        assert f"  {name} " in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_an_unknown_or_missing_subcommand_is_one_error_line(capsys):
+    assert commands.main(["train-gun"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: unknown subcommand 'train-gun'")
+    assert commands.main([]) == 2
+
+
+@pytest.mark.parametrize("name", ["train-gan", "study", "predict"])
+def test_a_subcommand_runs_its_module(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        commands.main([name, "--help"])
+    assert exit_info.value.code == 0
+    assert f"covid-keras {name}" in capsys.readouterr().out
+    assert importlib.import_module(f"covid_keras.commands.{commands.SUBCOMMANDS[name]}").run
