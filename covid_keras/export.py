@@ -36,6 +36,9 @@ from covid_keras.backbones import get_backbone_spec
 from covid_keras.labels import BINARY_CLASSES, POSITIVE_CLASS
 
 DEFAULT_BASE_DIR = "saved_models"
+# A decoded image costs about 3 bytes a pixel (and more while it is resized): a small PNG can
+# declare 12000 x 12000 pixels. Larger headers are refused before decoding, in the signature itself.
+MAX_IMAGE_PIXELS = 50_000_000
 MODELS_CONFIG = "models.config"
 MODEL_CARD = "model_card.json"
 # TF Serving's loader ignores this folder; it is the documented place for extra files.
@@ -197,9 +200,30 @@ def _decode_image_file(data: tf.Tensor, index: tf.Tensor, image_size: int) -> tf
     )
     check = tf.debugging.Assert(is_png_or_jpeg, [message])
     with tf.control_dependencies([check]):
+        height, width = _header_size(data)
+        pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+        too_big = tf.strings.format("image_bytes[{}] is {} x {} pixels, more than the limit of {} pixels",
+                                    (index, width, height, MAX_IMAGE_PIXELS))
+        size_check = tf.debugging.Assert(pixels <= MAX_IMAGE_PIXELS, [too_big])
+    with tf.control_dependencies([size_check]):
         # channels=3 turns grey into RGB and drops an alpha channel.
         image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
     return resize_rgb(tf.cast(image, tf.float32), image_size)
+
+
+def _header_size(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(height, width) from a PNG's IHDR or a JPEG's frame header, without decoding the pixels."""
+
+    def png_size():
+        ihdr = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
+        big_endian = lambda b: ((b[0] * 256 + b[1]) * 256 + b[2]) * 256 + b[3]  # noqa: E731
+        return big_endian(ihdr[4:8]), big_endian(ihdr[0:4])
+
+    def jpeg_size():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0], shape[1]
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg_size, png_size)
 
 
 def resize_rgb(image: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -371,7 +371,31 @@ def classify_files(
     saved_model: str | os.PathLike | None = None,
     batch_size: int = 32,
 ) -> list[tuple[str, float, str]]:
-    """(path, P(COVID), label) per file, from a REST server or an in-process SavedModel."""
+    """(path, P(COVID), label) per file, from a REST server or an in-process SavedModel; the first
+    file the model refuses raises InvalidInputError naming it (`classify_each_file` goes on)."""
+    results, failures = classify_each_file(paths, server=server, model_name=model_name, version=version,
+                                           saved_model=saved_model, batch_size=batch_size)
+    if failures:
+        path, message = failures[0]
+        raise InvalidInputError(f"{path}: {message}")
+    return results
+
+
+def classify_each_file(
+    paths: Sequence[str | os.PathLike],
+    *,
+    server: str | None = None,
+    model_name: str | None = None,
+    version: int | None = None,
+    saved_model: str | os.PathLike | None = None,
+    batch_size: int = 32,
+) -> tuple[list[tuple[str, float, str]], list[tuple[str, str]]]:
+    """([(path, P(COVID), label)] for every file the model scores, [(path, why)] for every one it refuses).
+
+    Files go `batch_size` at a time; a batch the model refuses is sent again file by file (the
+    model answers for a whole batch, and a decoder's error need not say which item it was), so one
+    bad file costs its batch a retry, not the run. Missing files are refused before the model loads.
+    """
     if (server is None) == (saved_model is None):
         raise ValueError("give exactly one of server (with model_name) or saved_model")
     if server is not None and not model_name:
@@ -387,26 +411,20 @@ def classify_files(
         body = classify_request(read_files(batch))
         return parse_predictions(local.predict_json(body) if local else post_predict(server, model_name, body, version))
 
-    results = []
+    results, failures = [], []
     for start in range(0, len(paths), batch_size):
         batch = list(paths[start : start + batch_size])
         try:
-            predictions = predict(batch)
+            scored = list(zip(batch, predict(batch)))
         except InvalidInputError as error:
-            raise _naming_the_file(predict, batch, error) from None
-        for path, prediction in zip(batch, predictions):
+            scored = []
+            if len(batch) == 1:
+                failures.append((str(batch[0]), str(error)))
+            for path in batch if len(batch) > 1 else ():
+                try:
+                    scored += list(zip([path], predict([path])))
+                except InvalidInputError as alone:
+                    failures.append((str(path), str(alone)))
+        for path, prediction in scored:
             results.append((str(path), float(prediction["covid_probability"]), prediction["label"]))
-    return results
-
-
-def _naming_the_file(predict, batch: list, error: InvalidInputError) -> InvalidInputError:
-    """The error of the first file of `batch` that the model refuses on its own.
-
-    The model answers for a whole batch, and a decoder's error need not say which item it was.
-    """
-    for path in batch if len(batch) > 1 else ():
-        try:
-            predict([path])
-        except InvalidInputError as alone:
-            return InvalidInputError(f"{path}: {alone}")
-    return InvalidInputError(f"{', '.join(map(str, batch))}: {error}")
+    return results, failures

@@ -100,3 +100,33 @@ def test_export_refuses_a_base_that_is_a_file(tmp_path):
     result = run_script("export.py", "--classifier", tmp_path / "good", "--base", tmp_path / "base")
     assert_user_error(result, "--base", f"{tmp_path / 'base'} is a file")
     assert (tmp_path / "base").read_text() == "a file"
+
+
+def _zero_png(width: int, height: int) -> bytes:
+    """A valid 8-bit grey PNG of zeros, built row by row: small on disk, huge once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    compressor, row = zlib.compressobj(9), b"\x00" * (width + 1)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_predict_scores_every_good_file_around_the_bad_ones(exported, tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (40, 40), dtype=np.uint8)
+    jpeg = tmp_path / "scan.jpg"
+    jpeg.write_bytes(encode(image, "JPEG"))
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_zero_png(12000, 12000))  # 144 megapixels declared in ~150 KB
+    files = [exported["good"], exported["gif"], jpeg, exported["truncated"], huge, exported["good"]]
+    result = run_script("predict.py", "--saved-model", exported["model"], "--batch-size", "2", *files)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    scored = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert scored == [str(exported["good"]), str(jpeg), str(exported["good"])]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert [line.split(": ")[1] for line in errors] == [str(exported["gif"]), str(exported["truncated"]), str(huge)]
+    assert "12000 x 12000 pixels, more than the limit of 50000000 pixels" in errors[-1]

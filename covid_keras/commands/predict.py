@@ -4,12 +4,15 @@
     python scripts/predict.py --saved-model saved_models/classifier_vgg16 a.png b.jpg
 
 Prints one line per file: file, P(COVID), label (tab-separated). --server sends TF
-Serving's REST request; --saved-model runs the same request body in this process.
+Serving's REST request; --saved-model runs the same request body in this process. A file the
+model refuses (not a PNG or JPEG, truncated, over the pixel limit) gets its own `error:` line on
+stderr; every other file is still scored, and the exit code is then 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from covid_keras import cli, serving
 
@@ -37,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results = serving.classify_files(
+    results, failures = serving.classify_each_file(
         args.files,
         server=args.server,
         model_name=args.model,
@@ -47,7 +50,10 @@ def main(argv=None) -> int:
     )
     for path, probability, label in results:
         print(f"{path}\t{probability:.6f}\t{label}")
-    return 0
+    sys.stdout.flush()
+    for path, why in failures:  # every good file was scored; each bad one gets its own line
+        print(f"error: {cli.one_line(why) if why.startswith(path) else path + ': ' + cli.one_line(why)}", file=sys.stderr)
+    return cli.EXIT_USAGE if failures else 0
 
 
 def run(argv=None) -> int:
