@@ -17,7 +17,7 @@ seed (same GanConfig otherwise, same checkpoint, filter and TSTR blur) are poole
 their pooled gaps, each training seed weighted once, and its standard error over training seeds.
 That is the figure that says whether a preset, not one lucky run, meets a goal.
 
-Reads the `metrics.json` files `gan_evaluation.evaluate_gan` writes; needs no model.
+Reads the `metrics.json` files `evaluation.gan_report.evaluate_gan` writes; needs no model.
 """
 
 from __future__ import annotations

@@ -31,24 +31,25 @@ import numpy as np
 
 from covid_keras import files, plots, translation_gan
 from covid_keras.evaluation import intervals, memorisation
+from covid_keras.evaluation.embeddings import EmbeddingExtractor, build_extractor
+from covid_keras.evaluation.gan_report import json_default
+from covid_keras.evaluation.images import (
+    LabelledImages,
+    balanced_labels,
+    generate_images,
+    load_real_splits,
+    to_uint8_images,
+)
+from covid_keras.evaluation.judge import (
+    ClassifierRecipe,
+    judge_classes,
+    train_small_cnn,
+)
+from covid_keras.evaluation.kid import kid_per_class
+from covid_keras.evaluation.tstr import tstr_classifier_seed
 from covid_keras.formatting import significant
 from covid_keras.gan import sampling
 from covid_keras.gan import training as gan_training
-from covid_keras.gan_evaluation import (
-    ClassifierRecipe,
-    FeatureExtractor,
-    LabelledImages,
-    balanced_labels,
-    build_extractor,
-    generate_images,
-    json_default,
-    kid_per_class,
-    load_real_splits,
-    predict_classes,
-    to_uint8_images,
-    train_classifier,
-    tstr_classifier_seed,
-)
 from covid_keras.independent_judge import ImagenetJudge
 
 PROTOCOL = "gan-evidence/1"
@@ -140,8 +141,8 @@ def tstr_versus_trtr(generator, real: Mapping[str, LabelledImages], split: str, 
     for i in range(settings.classifiers):
         recipe = dataclasses.replace(settings.recipe, seed=tstr_classifier_seed(settings.recipe.seed, i))
         log(f"TRTR classifier {i + 1}/{settings.classifiers}")
-        model, _ = train_classifier(train.images, train.labels, validation.images, validation.labels, num_classes, recipe)
-        correct["trtr"].append(_correct(predict_classes(model, scored.images), scored.labels))
+        model, _ = train_small_cnn(train.images, train.labels, validation.images, validation.labels, num_classes, recipe)
+        correct["trtr"].append(_correct(judge_classes(model, scored.images), scored.labels))
         judge = judge if i else model
         for kind in kinds:
             log(f"TSTR classifier {i + 1}/{settings.classifiers} on {kind} samples")
@@ -149,8 +150,8 @@ def tstr_versus_trtr(generator, real: Mapping[str, LabelledImages], split: str, 
             base = 10_000 * (i + 1) + settings.seed * 100 + (50 if image_filter is not None else 0)
             synthetic_train = _synthetic_set(generator, counts, base + 1, image_filter)
             synthetic_val = _synthetic_set(generator, np.maximum(counts // 4, 2), base + 2, image_filter)
-            model, _ = train_classifier(*synthetic_train, *synthetic_val, num_classes, recipe)
-            correct[kind].append(_correct(predict_classes(model, scored.images), scored.labels))
+            model, _ = train_small_cnn(*synthetic_train, *synthetic_val, num_classes, recipe)
+            correct[kind].append(_correct(judge_classes(model, scored.images), scored.labels))
     result = {"n_classifiers": settings.classifiers, "recipe": dataclasses.asdict(settings.recipe),
               "n_scored": int(len(scored.labels))}
     for kind, runs in correct.items():
@@ -169,7 +170,7 @@ def evaluate_evidence(
     *,
     guide=None,
     judge: ImagenetJudge | None = None,
-    extractor: FeatureExtractor | None = None,
+    extractor: EmbeddingExtractor | None = None,
     weights_dir=None,
     log=print,
 ) -> dict:
@@ -198,7 +199,7 @@ def evaluate_evidence(
     tstr = tstr_versus_trtr(generator, real, split, class_names, settings, guide, log)
     small_cnn = tstr["small_cnn_judge"]
     judges = {"independent": lambda images: judge.predict_classes(images),
-              "small_cnn": lambda images: predict_classes(small_cnn, images)}
+              "small_cnn": lambda images: judge_classes(small_cnn, images)}
 
     image_sets = {split: scored, **{s.name: s.images for s in sample_sets}}
     predictions = {name: {key: classify(images.images) for key, images in image_sets.items()}

@@ -4,7 +4,7 @@ Frozen ImageNet features (VGG16 or ResNet50, exact local weights) of real train 
 to the GAN's resolution (the caller passes them at that size; they are resized up to the
 network's input here, as generated images are), and a softmax head on top, early-stopped on the
 real validation split. Neither the class guide (a small strided CNN trained from scratch) nor the
-small-CNN judge of `gan_evaluation` shares its architecture, weights or features, so a generator
+small-CNN judge of `evaluation.judge` shares its architecture, weights or features, so a generator
 that learnt the guide's quirks is not scored by the same quirks.
 """
 
@@ -13,11 +13,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from covid_keras.gan_evaluation import (
-    FeatureExtractor,
-    build_extractor,
-    to_uint8_images,
-)
+from covid_keras.evaluation.embeddings import EmbeddingExtractor, build_extractor
+from covid_keras.evaluation.images import to_uint8_images
 
 JUDGE_BACKBONES = ("vgg16", "resnet50")
 
@@ -25,12 +22,12 @@ JUDGE_BACKBONES = ("vgg16", "resnet50")
 class ImagenetJudge:
     """`fit` on real images, then `predict_probabilities` / `predict_classes` on any grey images.
 
-    The judge contract of `gan_evaluation` (grey [B, S, S, 1] -> class probabilities), but not a
+    The judge contract of `evaluation.judge` (grey [B, S, S, 1] -> class probabilities), but not a
     keras.Model: the backbone's features of the real images are computed once and the head is
     trained on them, which keeps a VGG16 judge to minutes on a CPU.
     """
 
-    def __init__(self, extractor: FeatureExtractor, num_classes: int, l2: float = 1e-3, seed: int = 0,
+    def __init__(self, extractor: EmbeddingExtractor, num_classes: int, l2: float = 1e-3, seed: int = 0,
                  max_epochs: int = 300, patience: int = 20):
         self.extractor = extractor
         self.max_epochs = int(max_epochs)

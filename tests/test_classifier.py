@@ -152,7 +152,7 @@ def test_mirror_trains_on_mirror_images_and_averages_each_image_with_its_mirror(
         train_sizes.append(len(train.labels))
         return train_head(head, config, train, validation, verbose)
 
-    monkeypatch.setattr(classifier, "train_head", recording_train_head)
+    monkeypatch.setattr(classifier.training, "train_head", recording_train_head)
     cache = FeatureCache(tmp_path / "features")
     trained = classifier.train_classifier(small_config(mirror=True), small_splits(), cache=cache, verbose=0)
     assert train_sizes == [48]  # the 24 train images and their mirrors
@@ -224,7 +224,7 @@ def test_fine_tuning_reads_cached_features_only_where_one_tensor_feeds_the_top()
 
 
 def test_fine_tuning_trains_on_images_where_the_top_cannot_be_split_off(monkeypatch):
-    monkeypatch.setattr(classifier, "split_above", lambda backbone, count: None)  # as inside a residual block
+    monkeypatch.setattr(classifier.training, "split_above", lambda backbone, count: None)  # as inside a residual block
     trained = classifier.train_classifier(small_config(fine_tune_layers=2, fine_tune_epochs=1), small_splits(), verbose=0)
     assert trained.fine_tuned_on == "images" and trained.unfrozen_layers == ["block5_conv3"]
     assert "fine_tune_loss" in trained.history

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_keras import gan_evaluation
+from covid_keras.evaluation import diagnostics as eval_diagnostics
 from covid_keras.gan import config as gan_config
 from covid_keras.gan import model as gan_model
 from covid_keras.gan import networks as gan_networks
@@ -87,7 +87,7 @@ def grid_power_share(upsampling: str) -> float:
     generator = gan_networks.build_generator(64, filters=(32, 16, 8), base_channels=8, upsampling=upsampling, **TINY)
     noise = np.random.default_rng(0).standard_normal((32, 16)).astype("float32")
     images = np.asarray(generator([noise, np.zeros(32, "int32")]))
-    return sum(gan_evaluation.periodic_power_share(images, period) for period in gan_evaluation.CHECKERBOARD_PERIODS)
+    return sum(eval_diagnostics.periodic_power_share(images, period) for period in eval_diagnostics.CHECKERBOARD_PERIODS)
 
 
 def test_resize_upsampling_paints_no_checkerboard():

@@ -15,8 +15,15 @@ import pytest
 from PIL import Image
 
 from covid_keras import data, gan_comparison
-from covid_keras import gan_evaluation as ge
 from covid_keras.augment import RandomBlur
+from covid_keras.evaluation import checkpoints as eval_checkpoints
+from covid_keras.evaluation import diagnostics as eval_diagnostics
+from covid_keras.evaluation import embeddings as eval_embeddings
+from covid_keras.evaluation import gan_report
+from covid_keras.evaluation import images as eval_images
+from covid_keras.evaluation import judge as eval_judge
+from covid_keras.evaluation import kid as eval_kid
+from covid_keras.evaluation import tstr as eval_tstr
 from covid_keras.gan import run_dir as gan_run_dir
 from covid_keras.gan.presets import from_preset
 from tests.tiny import SIZE, TINY_RECIPE, blob_dataset, blob_images, stand_in_generator  # noqa: F401
@@ -24,7 +31,7 @@ from tests.tiny import SIZE, TINY_RECIPE, blob_dataset, blob_images, stand_in_ge
 
 @pytest.fixture(scope="module")
 def extractor():
-    return ge.build_extractor("random_conv", random_input_size=SIZE)
+    return eval_embeddings.build_extractor("random_conv", random_input_size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +53,7 @@ def test_mmd2_unbiased_matches_its_definition():
     xx = sum(k(x[i], x[j]) for i in range(4) for j in range(4) if i != j) / (4 * 3)
     yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
     xy = sum(k(x[i], y[j]) for i in range(4) for j in range(5)) / (4 * 5)
-    assert ge.mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy)
+    assert eval_kid.mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy)
 
 
 def test_kid_of_real_xrays_against_themselves_is_near_zero_and_against_noise_is_large(extractor, real_xrays):
@@ -55,7 +62,7 @@ def test_kid_of_real_xrays_against_themselves_is_near_zero_and_against_noise_is_
     noise = np.random.default_rng(1).integers(0, 256, (120, SIZE, SIZE, 1), dtype=np.uint8)
     noise_features = extractor.features(noise)
 
-    kid = lambda a, b: ge.kernel_inception_distance(a, b, num_subsets=50, subset_size=50)  # noqa: E731
+    kid = lambda a, b: eval_kid.kernel_inception_distance(a, b, num_subsets=50, subset_size=50)  # noqa: E731
     itself, other, against_noise = kid(features, features), kid(features, other_half), kid(features, noise_features)
 
     # Against itself the subsets share images, which pulls the estimate slightly below 0.
@@ -69,10 +76,10 @@ def test_kid_of_real_xrays_against_themselves_is_near_zero_and_against_noise_is_
 def test_unbiased_kid_of_two_samples_of_one_distribution_is_near_zero():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(400, 16)), rng.normal(size=(400, 16))
-    kid = ge.kernel_inception_distance(x, y, num_subsets=50, subset_size=100)
+    kid = eval_kid.kernel_inception_distance(x, y, num_subsets=50, subset_size=100)
     assert abs(kid["mean"]) < kid["std"] / 2
     # The biased estimate (diagonals kept) is positive by about the diagonal's weight: the bias KID removes.
-    k = ge.polynomial_kernel
+    k = eval_kid.polynomial_kernel
     biased = k(x[:100], x[:100]).mean() + k(y[:100], y[:100]).mean() - 2 * k(x[:100], y[:100]).mean()
     assert biased > 5 * abs(kid["mean"])
 
@@ -80,7 +87,7 @@ def test_unbiased_kid_of_two_samples_of_one_distribution_is_near_zero():
 def test_kid_per_class_skips_missing_classes(extractor):
     real = blob_dataset(20, seed=0)
     features = extractor.features(real.images)
-    kid = ge.kid_per_class(features, real.labels, features[:20], real.labels[:20], ("left", "right"), num_subsets=5)
+    kid = eval_kid.kid_per_class(features, real.labels, features[:20], real.labels[:20], ("left", "right"), num_subsets=5)
     assert list(kid["per_class"]) == ["left"]
     assert kid["mean_over_classes"] == kid["per_class"]["left"]["mean"]
 
@@ -90,8 +97,8 @@ def test_kid_per_class_skips_missing_classes(extractor):
 
 def test_random_conv_extractor_is_deterministic_and_recorded():
     images = blob_images(6, 0, seed=3)
-    first = ge.build_extractor("random_conv", random_input_size=SIZE, seed=7)
-    second = ge.build_extractor("random_conv", random_input_size=SIZE, seed=7)
+    first = eval_embeddings.build_extractor("random_conv", random_input_size=SIZE, seed=7)
+    second = eval_embeddings.build_extractor("random_conv", random_input_size=SIZE, seed=7)
     np.testing.assert_allclose(first.features(images), second.features(images), rtol=1e-6)
     assert first.describe()["name"] == "random_conv"
     assert first.describe()["weights"] == "seeded-random(seed=7)"
@@ -100,25 +107,25 @@ def test_random_conv_extractor_is_deterministic_and_recorded():
 
 def test_extractor_lookup_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="unknown extractor 'nope'"):
-        ge.build_extractor("nope")
+        eval_embeddings.build_extractor("nope")
     with pytest.raises(FileNotFoundError, match="missing.h5"):
-        ge.build_extractor("resnet50", weights=str(tmp_path / "missing.h5"))
+        eval_embeddings.build_extractor("resnet50", weights=str(tmp_path / "missing.h5"))
     with pytest.raises(FileNotFoundError, match="resnet50_notop.weights.h5"):
-        ge.build_extractor("resnet50", weights_dir=tmp_path)
+        eval_embeddings.build_extractor("resnet50", weights_dir=tmp_path)
 
 
 def test_auto_extractor_falls_back_to_random_conv_without_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     with pytest.warns(UserWarning, match="random_conv"):
-        extractor = ge.build_extractor("auto", weights_dir=tmp_path, random_input_size=SIZE)
+        extractor = eval_embeddings.build_extractor("auto", weights_dir=tmp_path, random_input_size=SIZE)
     assert extractor.name == "random_conv"
     assert "no ImageNet weights" in extractor.describe()["note"]
 
 
 def test_float_images_must_be_generator_range():
-    assert ge.to_uint8_images(np.array([[[[-1.0]], [[1.0]]]], np.float32)).ravel().tolist() == [0, 255]
+    assert eval_images.to_uint8_images(np.array([[[[-1.0]], [[1.0]]]], np.float32)).ravel().tolist() == [0, 255]
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        ge.to_uint8_images(np.full((1, 2, 2, 1), 200.0))
+        eval_images.to_uint8_images(np.full((1, 2, 2, 1), 200.0))
 
 
 # --- diversity ---------------------------------------------------------------------------------
@@ -128,10 +135,10 @@ def test_diversity_of_identical_copies_is_zero_and_of_random_images_positive(ext
     copies = np.repeat(blob_images(1, 0, seed=0), 12, axis=0)
     random_images = np.random.default_rng(0).integers(0, 256, (12, SIZE, SIZE, 1), dtype=np.uint8)
 
-    assert ge.mean_pairwise_distance(extractor.features(copies)) == 0.0
-    assert ge.mean_pairwise_ssim_distance(copies) == pytest.approx(0.0, abs=1e-5)
-    assert ge.mean_pairwise_distance(extractor.features(random_images)) > 0.01
-    assert ge.mean_pairwise_ssim_distance(random_images) > 0.5
+    assert eval_kid.mean_pairwise_distance(extractor.features(copies)) == 0.0
+    assert eval_kid.mean_pairwise_ssim_distance(copies) == pytest.approx(0.0, abs=1e-5)
+    assert eval_kid.mean_pairwise_distance(extractor.features(random_images)) > 0.01
+    assert eval_kid.mean_pairwise_ssim_distance(random_images) > 0.5
 
 
 # --- classifiers -------------------------------------------------------------------------------
@@ -145,14 +152,14 @@ def blobs():
 @pytest.fixture(scope="module")
 def judge(blobs):
     train, val = blobs["train"], blobs["validation"]
-    model, fit = ge.train_classifier(train.images, train.labels, val.images, val.labels, 2, TINY_RECIPE)
+    model, fit = eval_judge.train_small_cnn(train.images, train.labels, val.images, val.labels, 2, TINY_RECIPE)
     assert 1 <= fit["best_epoch"] <= fit["epochs_run"] <= TINY_RECIPE.epochs
     return model
 
 
 def test_class_fidelity_of_real_images_is_the_judges_accuracy(judge, blobs):
     test = blobs["test"]
-    fidelity = ge.class_fidelity(judge, test.images, test.labels, ("left", "right"))
+    fidelity = eval_judge.class_fidelity(judge, test.images, test.labels, ("left", "right"))
     _, accuracy = judge.evaluate(test.images.astype(np.float32), test.labels, verbose=0)
     predicted = np.argmax(judge.predict(test.images.astype(np.float32), verbose=0), axis=-1)
 
@@ -161,18 +168,18 @@ def test_class_fidelity_of_real_images_is_the_judges_accuracy(judge, blobs):
     assert fidelity["overall"] > 0.8  # the blobs are easy: a judge that learned nothing fails here
 
 
-def brightness_dataset(per_class: int, seed: int) -> ge.LabelledImages:
+def brightness_dataset(per_class: int, seed: int) -> eval_images.LabelledImages:
     """Classes told apart by brightness alone: textured images around grey 100 (label 0) or 140 (label 1)."""
     rng = np.random.default_rng(seed)
     labels = np.repeat([0, 1], per_class)
     images = np.where(labels == 0, 100, 140)[:, None, None, None] + rng.uniform(-40, 40, (2 * per_class, SIZE, SIZE, 1))
-    return ge.LabelledImages(np.clip(images, 0, 255).astype(np.uint8), labels)
+    return eval_images.LabelledImages(np.clip(images, 0, 255).astype(np.uint8), labels)
 
 
 def test_colour_jitter_hides_a_brightness_class_and_translation_keeps_it():
     train, validation, test = (brightness_dataset(n, seed) for n, seed in ((60, 0), (20, 1), (50, 2)))
-    judge, _ = ge.train_classifier(train.images, train.labels, validation.images, validation.labels, 2, TINY_RECIPE)
-    accuracy = ge.class_signal_under_augmentation(judge, test.images, test.labels, ("dark", "bright"))
+    judge, _ = eval_judge.train_small_cnn(train.images, train.labels, validation.images, validation.labels, 2, TINY_RECIPE)
+    accuracy = eval_diagnostics.class_signal_under_augmentation(judge, test.images, test.labels, ("dark", "bright"))
 
     assert set(accuracy) == {"none", "color", "translation", "cutout", "all"}
     assert accuracy["none"] > 0.9
@@ -182,17 +189,17 @@ def test_colour_jitter_hides_a_brightness_class_and_translation_keeps_it():
 
 def test_sharpness_falls_with_blur_and_the_blur_check_finds_the_blur_of_softened_samples(judge, blobs):
     test = blobs["test"]
-    curve = [ge.sharpness(ge.gaussian_blur(test.images, sigma)) for sigma in ge.BLUR_SIGMAS]
+    curve = [eval_diagnostics.sharpness(eval_diagnostics.gaussian_blur(test.images, sigma)) for sigma in eval_diagnostics.BLUR_SIGMAS]
     assert all(a > b for a, b in zip(curve, curve[1:]))
-    np.testing.assert_array_equal(ge.gaussian_blur(test.images, 0.0), test.images)
+    np.testing.assert_array_equal(eval_diagnostics.gaussian_blur(test.images, 0.0), test.images)
 
-    softened = ge.LabelledImages(ge.gaussian_blur(test.images, 1.5), test.labels)  # "samples" = real, blurred
-    check = ge.blur_check(judge, test, softened, ("left", "right"))
+    softened = eval_images.LabelledImages(eval_diagnostics.gaussian_blur(test.images, 1.5), test.labels)  # "samples" = real, blurred
+    check = eval_diagnostics.blur_check(judge, test, softened, ("left", "right"))
     for name in ("left", "right"):
         entry = check["per_class"][name]
         assert entry["blur_equivalent_sigma"] == pytest.approx(1.5, abs=0.3)
         assert entry["real_sharpness"] > entry["generated_sharpness"]
-        assert len(entry["judge_recall_by_sigma"]) == len(ge.BLUR_SIGMAS)
+        assert len(entry["judge_recall_by_sigma"]) == len(eval_diagnostics.BLUR_SIGMAS)
         assert 0.0 <= entry["judge_recall_at_equivalent_blur"] <= 1.0
 
 
@@ -210,18 +217,18 @@ def test_random_blur_softens_some_training_images_each_its_own_way_and_leaves_in
                if not kept)
     assert not np.array_equal(blurred, np.asarray(layer(images, training=True)))  # a new draw per call
     # Away from the zero-padded border, level 1.5 is the evaluation's blur of sigma 1.5 px.
-    as_uint8 = ge.to_uint8_images(images)
-    reference = ge.gaussian_blur(as_uint8, 1.5)[:, 8:-8, 8:-8]
+    as_uint8 = eval_images.to_uint8_images(images)
+    reference = eval_diagnostics.gaussian_blur(as_uint8, 1.5)[:, 8:-8, 8:-8]
     strongest = np.asarray(RandomBlur(1.5, levels=2, seed=0)(np.repeat(as_uint8[:1], 16, 0).astype(np.float32), training=True))
     matches = [np.abs(out[8:-8, 8:-8] - reference[0]).max() <= 1.0 for out in strongest]
     assert any(matches)
     with pytest.raises(ValueError, match="max_sigma"):
         RandomBlur(0.0)
     # Part of a saved classifier: it loads back, and predicts as before.
-    model = ge.build_small_cnn(SIZE, 2, base_filters=4, augment=False, blur_sigma=1.0)
+    model = eval_judge.build_small_cnn(SIZE, 2, base_filters=4, augment=False, blur_sigma=1.0)
     model.save(tmp_path / "blurred.keras")
     loaded = keras.models.load_model(tmp_path / "blurred.keras")
-    x = ge.to_uint8_images(images).astype(np.float32)
+    x = eval_images.to_uint8_images(images).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert any(isinstance(layer, RandomBlur) for layer in loaded.layers)
 
@@ -238,18 +245,18 @@ def checkerboard_images(period: int, n: int = 3, size: int = 64, amplitude: floa
 def test_checkerboard_share_finds_each_period_and_only_it():
     for period, other in ((2, 4), (4, 2)):
         images = checkerboard_images(period)
-        assert ge.periodic_power_share(images, period) > 0.5
-        assert ge.periodic_power_share(images, other) < 0.01
+        assert eval_diagnostics.periodic_power_share(images, period) > 0.5
+        assert eval_diagnostics.periodic_power_share(images, other) < 0.01
     smooth = checkerboard_images(4, amplitude=0.0)
-    assert ge.periodic_power_share(smooth, 2) < 0.01 and ge.periodic_power_share(smooth, 4) < 0.01
+    assert eval_diagnostics.periodic_power_share(smooth, 2) < 0.01 and eval_diagnostics.periodic_power_share(smooth, 4) < 0.01
     # Rounded bins where the size is no multiple of the period (150 px at period 4: bins 38 and 112).
-    assert ge.periodic_power_share(checkerboard_images(4, size=150), 4) > 0.2
+    assert eval_diagnostics.periodic_power_share(checkerboard_images(4, size=150), 4) > 0.2
     with pytest.raises(ValueError, match="period"):
-        ge.periodic_power_share(smooth, 1)
+        eval_diagnostics.periodic_power_share(smooth, 1)
 
     # Per class: a grid on one class only shows on that class.
     images = np.concatenate([checkerboard_images(4, amplitude=0.0), checkerboard_images(4)])
-    shares = ge.checkerboard_per_class(images, np.repeat([0, 1], 3), ("clean", "grid", "absent"))
+    shares = eval_diagnostics.checkerboard_per_class(images, np.repeat([0, 1], 3), ("clean", "grid", "absent"))
     assert set(shares) == {"clean", "grid"} and set(shares["grid"]) == {"2", "4"}
     assert shares["grid"]["4"] > 50 * shares["clean"]["4"]
 
@@ -259,7 +266,7 @@ def test_tstr_catches_label_swapped_synthetic_images(judge, blobs):
     pair = lambda s: (s.images, s.labels)  # noqa: E731
     swapped_train = (blobs["train"].images, 1 - blobs["train"].labels)
     swapped_val = (blobs["validation"].images, 1 - blobs["validation"].labels)
-    result, trtr_model = ge.tstr_trtr(
+    result, trtr_model = eval_tstr.tstr_trtr(
         [(swapped_train, swapped_val)], pair(blobs["train"]), pair(blobs["validation"]), pair(blobs["test"]),
         ("left", "right"), TINY_RECIPE, trtr_model=judge,
     )
@@ -283,11 +290,11 @@ def test_tstr_over_several_classifiers_reports_each_and_their_mean(judge, blobs)
                (blobs["validation"].images, 1 - blobs["validation"].labels))
     right = (pair(blobs["train"]), pair(blobs["validation"]))
     real = (pair(blobs["train"]), pair(blobs["validation"]), pair(blobs["test"]), ("left", "right"), TINY_RECIPE)
-    single, _ = ge.tstr_trtr([swapped], *real, trtr_model=judge)
-    result, _ = ge.tstr_trtr([swapped, right], *real, trtr_model=judge)
+    single, _ = eval_tstr.tstr_trtr([swapped], *real, trtr_model=judge)
+    result, _ = eval_tstr.tstr_trtr([swapped, right], *real, trtr_model=judge)
 
     first, second = result["tstr_classifiers"]
-    assert [first["seed"], second["seed"]] == [TINY_RECIPE.seed, TINY_RECIPE.seed + ge.TSTR_SEED_STRIDE]
+    assert [first["seed"], second["seed"]] == [TINY_RECIPE.seed, TINY_RECIPE.seed + eval_tstr.TSTR_SEED_STRIDE]
     assert first["accuracy"] == single["tstr_accuracy"] and first["auc"] == single["tstr_auc"]
     assert first["accuracy"] < 0.3 and second["accuracy"] > 0.8
     assert result["n_tstr_classifiers"] == 2
@@ -297,21 +304,21 @@ def test_tstr_over_several_classifiers_reports_each_and_their_mean(judge, blobs)
     assert result["tstr_recall_per_class"]["left"] == pytest.approx(
         (first["recall_per_class"]["left"] + second["recall_per_class"]["left"]) / 2)
     with pytest.raises(ValueError, match="at least one"):
-        ge.tstr_trtr([], *real, trtr_model=judge)
+        eval_tstr.tstr_trtr([], *real, trtr_model=judge)
     with pytest.raises(ValueError, match="tstr_classifiers"):
-        ge.EvaluationSettings(tstr_classifiers=0)
+        gan_report.EvaluationSettings(tstr_classifiers=0)
 
 
 def test_auc_sees_a_right_ranking_behind_a_wrong_threshold():
     labels = np.array([0, 0, 0, 1, 1, 1])
     p_label_1 = np.array([0.6, 0.65, 0.7, 0.8, 0.9, 0.95])  # every image called label 1: accuracy 0.5
     probabilities = np.stack([1 - p_label_1, p_label_1], axis=-1)
-    assert ge.one_vs_rest_auc(labels, probabilities) == 1.0
-    assert ge.one_vs_rest_auc(labels, probabilities[:, ::-1]) == 0.0
+    assert eval_judge.one_vs_rest_auc(labels, probabilities) == 1.0
+    assert eval_judge.one_vs_rest_auc(labels, probabilities[:, ::-1]) == 0.0
     # Three classes: the mean of the one-vs-rest AUCs; a class absent from the labels is skipped.
     three = np.eye(3)[[0, 1, 2, 2]] * 0.8 + 0.1
-    assert ge.one_vs_rest_auc(np.array([0, 1, 2, 2]), three) == 1.0
-    assert ge.one_vs_rest_auc(np.array([0, 0, 2, 2]), three[[0, 0, 2, 2]]) == 1.0
+    assert eval_judge.one_vs_rest_auc(np.array([0, 1, 2, 2]), three) == 1.0
+    assert eval_judge.one_vs_rest_auc(np.array([0, 0, 2, 2]), three[[0, 0, 2, 2]]) == 1.0
 
 
 # --- checkpoints, the whole evaluation and its report -------------------------------------------
@@ -324,7 +331,7 @@ def test_list_checkpoints_reads_gan_training_snapshots(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).touch()
 
-    checkpoints = ge.list_checkpoints(tmp_path)
+    checkpoints = eval_checkpoints.list_checkpoints(tmp_path)
 
     assert [(c.epoch, c.path.name) for c in checkpoints] == [
         (10, "generator-epoch00010.weights.h5"), (20, "generator-epoch00020.weights.h5")]
@@ -337,20 +344,20 @@ def test_list_checkpoints_tolerates_other_layouts(tmp_path):
         (tmp_path / "checkpoints" / name).touch()
     (tmp_path / "losses.csv").touch()
 
-    checkpoints = ge.list_checkpoints(tmp_path)
+    checkpoints = eval_checkpoints.list_checkpoints(tmp_path)
 
     assert [c.epoch for c in checkpoints] == [5, 10, 20]
     assert [c.path.name for c in checkpoints] == ["generator_ema_epoch_5.keras", "epoch_0010", "ckpt-20.index"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        ge.list_checkpoints(tmp_path / "nowhere")
+        eval_checkpoints.list_checkpoints(tmp_path / "nowhere")
 
 
 def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):
     # The judge only needs to run here; TSTR (two more trainings) is tested on its own above.
     quick_recipe = dataclasses.replace(TINY_RECIPE, epochs=2)
-    settings = ge.EvaluationSettings(per_class=24, num_subsets=10, subset_size=1000, recipe=quick_recipe,
+    settings = gan_report.EvaluationSettings(per_class=24, num_subsets=10, subset_size=1000, recipe=quick_recipe,
                                      tstr=False, grid_columns=4)
-    result = ge.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
+    result = gan_report.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
                              settings=settings, out_dir=tmp_path, verbose=0)
 
     assert result["extractor"]["name"] == "random_conv"
@@ -368,7 +375,7 @@ def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):
     summary = (tmp_path / "summary.md").read_text()
     assert "random_conv" in summary and "| left |" in summary and "## Sharpness and the judge" in summary
     assert set(result["blur"]["per_class"]) == {"left", "right"}
-    assert result["checkerboard"]["periods"] == list(ge.CHECKERBOARD_PERIODS)
+    assert result["checkerboard"]["periods"] == list(eval_diagnostics.CHECKERBOARD_PERIODS)
     assert set(result["checkerboard"]["generated"]) == set(result["checkerboard"]["real"]) == {"left", "right"}
     assert "## Checkerboard" in summary
     assert set(judge["real_test_accuracy_after_diff_augment"]) == {"none", "color", "translation", "cutout", "all"}
@@ -377,24 +384,24 @@ def test_evaluate_gan_writes_a_complete_report(tmp_path, blobs, extractor):
 
 def test_evaluate_gan_draws_fresh_samples_for_each_tstr_classifier(tmp_path, blobs, extractor, monkeypatch):
     seeds = []
-    real_generate_images = ge.generate_images
+    real_generate_images = eval_images.generate_images
 
     def recording_generate_images(generator, labels, seed=0, *args, **kwargs):
         seeds.append(seed)
         return real_generate_images(generator, labels, seed, *args, **kwargs)
 
-    monkeypatch.setattr(ge, "generate_images", recording_generate_images)
+    monkeypatch.setattr(gan_report, "generate_images", recording_generate_images)
     quick_recipe = dataclasses.replace(TINY_RECIPE, epochs=2)
-    settings = ge.EvaluationSettings(per_class=12, num_subsets=4, recipe=quick_recipe, curves=False,
+    settings = gan_report.EvaluationSettings(per_class=12, num_subsets=4, recipe=quick_recipe, curves=False,
                                      tstr_classifiers=2, seed=3, grid_columns=4)
-    result = ge.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
+    result = gan_report.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
                              settings=settings, out_dir=tmp_path, verbose=0)
 
     # Classifier 0 keeps the seeds a single TSTR always used (seed + 1, + 2); classifier 1 its own.
     assert seeds == [4, 5, (3, 1, 1), (3, 1, 2)]
     tstr = result["tstr_trtr"]
     assert tstr["n_tstr_classifiers"] == 2 and len(tstr["tstr_classifiers"]) == 2
-    assert [c["seed"] for c in tstr["tstr_classifiers"]] == [0, ge.TSTR_SEED_STRIDE]  # the recipe's seed, 0
+    assert [c["seed"] for c in tstr["tstr_classifiers"]] == [0, eval_tstr.TSTR_SEED_STRIDE]  # the recipe's seed, 0
     assert tstr["tstr_accuracy_sd"] is not None
     assert tstr["trtr_fit"] == "reused the judge (same recipe, real train)"
     assert "over 2 classifiers" in (tmp_path / "summary.md").read_text()
@@ -405,9 +412,9 @@ def test_evaluate_gan_draws_fresh_samples_for_each_tstr_classifier(tmp_path, blo
 
 def test_tstr_with_blur_trains_its_own_trtr_and_leaves_the_judge_as_it_is(tmp_path, blobs, extractor):
     quick_recipe = dataclasses.replace(TINY_RECIPE, epochs=2)
-    settings = ge.EvaluationSettings(per_class=12, num_subsets=4, recipe=quick_recipe, curves=False,
+    settings = gan_report.EvaluationSettings(per_class=12, num_subsets=4, recipe=quick_recipe, curves=False,
                                      tstr_blur_sigma=1.5, grid_columns=4)
-    result = ge.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
+    result = gan_report.evaluate_gan(stand_in_generator(), blobs, class_names=("left", "right"), extractor=extractor,
                              settings=settings, out_dir=tmp_path, verbose=0)
     tstr = result["tstr_trtr"]
     assert tstr["recipe"]["blur_sigma"] == 1.5 and result["settings"]["tstr_blur_sigma"] == 1.5
@@ -417,16 +424,16 @@ def test_tstr_with_blur_trains_its_own_trtr_and_leaves_the_judge_as_it_is(tmp_pa
     assert "random Gaussian blur of sigma up to 1.5 px" in (tmp_path / "summary.md").read_text()
     assert gan_comparison.compare_paths([tmp_path])["reports"][0]["configuration"].endswith("TSTR blur ≤1.5 px")
     with pytest.raises(ValueError, match="tstr_blur_sigma"):
-        ge.EvaluationSettings(tstr_blur_sigma=-1.0)
+        gan_report.EvaluationSettings(tstr_blur_sigma=-1.0)
 
 
 def test_curve_plots_are_written(tmp_path):
     curves = [{"epoch": e, "per_class": {"a": {"mean": 1.0 / e, "std": 0.1}}, "mean_over_classes": 1.0 / e,
                "class_fidelity": {"overall": 0.5 + 0.1 * e, "per_class": {"a": 0.5 + 0.1 * e}}}
               for e in (1, 2, 4)]
-    path = ge.save_kid_curve(curves, ["a"], tmp_path / "kid.png", "random_conv")
+    path = gan_report.save_kid_curve(curves, ["a"], tmp_path / "kid.png", "random_conv")
     assert pathlib.Path(path).stat().st_size > 1000
-    path = ge.save_fidelity_curve(curves, ["a"], tmp_path / "fidelity.png", judge_accuracy=0.9)
+    path = gan_report.save_fidelity_curve(curves, ["a"], tmp_path / "fidelity.png", judge_accuracy=0.9)
     assert pathlib.Path(path).stat().st_size > 1000
 
 
@@ -446,7 +453,7 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
 
     run_config = from_preset("stable", seed=7)  # unguided: no class guide to load
 
-    monkeypatch.setattr(ge, "load_run_generator", load_stand_in)
+    monkeypatch.setattr(gan_report, "load_run_generator", load_stand_in)
     script_path = project_root / "scripts" / "evaluate_gan.py"
     module_spec = importlib.util.spec_from_file_location("evaluate_gan_script", script_path)
     script = importlib.util.module_from_spec(module_spec)
@@ -466,12 +473,12 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     assert [point["epoch"] for point in result["curves"]] == [10, 20]
     assert result["curves"][0]["per_class"]["COVID"]["subset_size"] == 12
     # The judge labels each checkpoint's samples: the curve's fidelity is that of those images.
-    stand_in_images = ge.generate_images(generators[20], ge.balanced_labels(2, 12), seed=0)
-    expected = ge.class_fidelity(judge, stand_in_images, ge.balanced_labels(2, 12), ["Normal", "COVID"])
+    stand_in_images = eval_images.generate_images(generators[20], eval_images.balanced_labels(2, 12), seed=0)
+    expected = eval_judge.class_fidelity(judge, stand_in_images, eval_images.balanced_labels(2, 12), ["Normal", "COVID"])
     assert result["curves"][1]["class_fidelity"] == expected
     assert result["curves"][1]["class_fidelity"]["n"] == 24
-    assert result["curves"][1]["checkerboard"] == ge.checkerboard_per_class(
-        stand_in_images, ge.balanced_labels(2, 12), ["Normal", "COVID"])
+    assert result["curves"][1]["checkerboard"] == eval_diagnostics.checkerboard_per_class(
+        stand_in_images, eval_images.balanced_labels(2, 12), ["Normal", "COVID"])
     assert (out / "kid_over_training.png").is_file() and (out / "grid_COVID.png").is_file()
     assert (out / "fidelity_over_training.png").is_file()
     assert "| 20 |" in (out / "summary.md").read_text()
@@ -484,5 +491,5 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     assert "tstr_trtr" not in result
 
     with pytest.raises(ValueError, match="differ from the real data"):
-        ge.evaluate_gan(stand_in_generator(), data.DataSpec("phantom_small", data_dir=str(tmp_path / "tfds")),
+        gan_report.evaluate_gan(stand_in_generator(), data.DataSpec("phantom_small", data_dir=str(tmp_path / "tfds")),
                         class_names=("a", "b"), extractor="random_conv", verbose=0)

@@ -10,9 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from covid_keras import gan_evaluation as ge
 from covid_keras import gan_evidence
+from covid_keras.evaluation import embeddings as eval_embeddings
+from covid_keras.evaluation import images as eval_images
 from covid_keras.evaluation import intervals, memorisation
+from covid_keras.evaluation import judge as eval_judge
 from covid_keras.independent_judge import ImagenetJudge
 from tests.tiny import SIZE, TINY_RECIPE, blob_dataset, template_generator
 
@@ -65,7 +67,7 @@ def test_memorisation_flags_a_generator_that_returns_its_training_images():
 # --- the protocol --------------------------------------------------------------------------------
 
 def _digests(images) -> set[bytes]:
-    return {hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest() for image in ge.to_uint8_images(images)}
+    return {hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest() for image in eval_images.to_uint8_images(images)}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def side_guide():
 
 
 def _judge():
-    return ImagenetJudge(ge.build_extractor("random_conv", random_input_size=SIZE), num_classes=2,
+    return ImagenetJudge(eval_embeddings.build_extractor("random_conv", random_input_size=SIZE), num_classes=2,
                          max_epochs=40, patience=5)
 
 
@@ -112,11 +114,11 @@ def test_no_test_image_reaches_a_training_step(blobs, templates, split, monkeypa
     """Everything that trains or stops early (judges, TRTR, TSTR) is spied on; test images may only be scored."""
     seen_in_training = set()
     seen_anywhere = set()
-    train_classifier = gan_evidence.train_classifier
+    train_small_cnn = gan_evidence.train_small_cnn
 
     def spy_train(train_images, train_labels, val_images, val_labels, *args, **kwargs):
         seen_in_training.update(_digests(train_images) | _digests(val_images))
-        return train_classifier(train_images, train_labels, val_images, val_labels, *args, **kwargs)
+        return train_small_cnn(train_images, train_labels, val_images, val_labels, *args, **kwargs)
 
     judge = _judge()
     fit = judge.fit
@@ -130,7 +132,7 @@ def test_no_test_image_reaches_a_training_step(blobs, templates, split, monkeypa
         seen_anywhere.update(_digests(images))
         return features(images, *args, **kwargs)
 
-    monkeypatch.setattr(gan_evidence, "train_classifier", spy_train)
+    monkeypatch.setattr(gan_evidence, "train_small_cnn", spy_train)
     monkeypatch.setattr(judge, "fit", spy_fit)
     monkeypatch.setattr(judge.extractor, "features", spy_features)
     guide = side_guide()
@@ -171,6 +173,6 @@ def test_settings_refuse_what_the_protocol_forbids():
     with pytest.raises(ValueError, match="split"):
         gan_evidence.EvidenceSettings(split="train")
     with pytest.raises(ValueError, match="plain"):
-        gan_evidence.EvidenceSettings(recipe=ge.ClassifierRecipe(blur_sigma=1.0))
+        gan_evidence.EvidenceSettings(recipe=eval_judge.ClassifierRecipe(blur_sigma=1.0))
     with pytest.raises(ValueError, match="paired"):
         gan_evidence.EvidenceSettings(classifiers=1)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_keras import gan_evaluation, runtime
+from covid_keras import runtime
+from covid_keras.evaluation import gan_report
 from covid_keras.gan import config as gan_config
 from covid_keras.gan import diffaugment
 from covid_keras.gan import guide as gan_guide
@@ -182,8 +183,8 @@ def test_stable_run_saves_the_ema_generator_and_logs_class_accuracy(tmp_path):
     assert {"d_class_accuracy", "g_class_accuracy"} <= set(result.history)
     assert "g_guide_accuracy" not in result.history
     loaded, loaded_config, _ = gan_training.load_generator(tmp_path / "run")
-    assert gan_evaluation.run_class_guide(tmp_path / "run", loaded_config) is None  # an evaluation reports no guide
-    assert gan_evaluation.run_class_guide(tmp_path / "run", None) is None  # another layout: no GanConfig
+    assert gan_report.run_class_guide(tmp_path / "run", loaded_config) is None  # an evaluation reports no guide
+    assert gan_report.run_class_guide(tmp_path / "run", None) is None  # another layout: no GanConfig
     with pytest.raises(ValueError, match="without a class guide"):
         gan_training.class_guide_filter(tmp_path / "run", 0.9)
     assert loaded_config.ema_decay == config.ema_decay
@@ -418,7 +419,7 @@ def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path, projec
     # Phantom classes differ in plain sight: a guide that learnt nothing would sit at 0.5.
     assert report["val_accuracy"] >= 0.75 and 1 <= report["best_epoch"] <= report["epochs_run"]
     assert "g_guide_accuracy" in result.history
-    assert gan_evaluation.run_class_guide(tmp_path / "run", result.config) == {"weight": 1.0, "loss": "cross_entropy", **report}
+    assert gan_report.run_class_guide(tmp_path / "run", result.config) == {"weight": 1.0, "loss": "cross_entropy", **report}
     trained = result.gan.class_guide.get_weights()
 
     keras.utils.set_random_seed(0)

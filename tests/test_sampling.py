@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid_keras import gan_evaluation as ge
 from covid_keras import generate
+from covid_keras.evaluation import embeddings as eval_embeddings
+from covid_keras.evaluation import gan_report
+from covid_keras.evaluation import images as eval_images
 from covid_keras.gan import sampling
 
 SIZE = 16  # SSIM, in the diversity figures, needs 11 px
@@ -112,16 +114,16 @@ def test_written_pngs_pass_the_filter_and_keep_their_names(tmp_path):
 
 def test_a_filtered_evaluation_judges_only_the_kept_images_and_reports_their_share(tmp_path):
     rng = np.random.default_rng(0)
-    real = {split: ge.LabelledImages(rng.integers(0, 256, (2 * n, SIZE, SIZE, 1), dtype=np.uint8), np.repeat([0, 1], n))
+    real = {split: eval_images.LabelledImages(rng.integers(0, 256, (2 * n, SIZE, SIZE, 1), dtype=np.uint8), np.repeat([0, 1], n))
             for split, n in (("train", 12), ("validation", 6), ("test", 6))}
     judge = brightness_classifier(from_uint8=True)  # the filter's rule: whatever passes, it labels right
-    settings = ge.EvaluationSettings(per_class=20, num_subsets=4, tstr=False, curves=False, grid_columns=4)
-    extractor = ge.build_extractor("random_conv", random_input_size=SIZE)
+    settings = gan_report.EvaluationSettings(per_class=20, num_subsets=4, tstr=False, curves=False, grid_columns=4)
+    extractor = eval_embeddings.build_extractor("random_conv", random_input_size=SIZE)
     options = dict(class_names=("dark", "bright"), extractor=extractor, judge=judge, settings=settings, verbose=0)
 
-    plain = ge.evaluate_gan(brightness_generator(), real, **options)
+    plain = gan_report.evaluate_gan(brightness_generator(), real, **options)
     image_filter = sampling.ConfidenceFilter(brightness_classifier(), 0.8, name="the brightness rule")
-    kept = ge.evaluate_gan(brightness_generator(), real, image_filter=image_filter, out_dir=tmp_path, **options)
+    kept = gan_report.evaluate_gan(brightness_generator(), real, image_filter=image_filter, out_dir=tmp_path, **options)
 
     assert plain["sample_filter"] is None and 0.3 < plain["class_fidelity"]["overall"] < 0.7
     assert kept["class_fidelity"]["overall"] == 1.0

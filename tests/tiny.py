@@ -1,12 +1,13 @@
+from covid_keras.evaluation import images as eval_images
+from covid_keras.evaluation import judge as eval_judge
+
 """Tiny stand-ins shared by the evaluation tests: 32 px blob images and generators by the model contract."""
 
 import keras
 import numpy as np
 
-from covid_keras import gan_evaluation as ge
-
 SIZE = 32
-TINY_RECIPE = ge.ClassifierRecipe(image_size=SIZE, base_filters=8, augment=False, epochs=6, patience=6, batch_size=8)
+TINY_RECIPE = eval_judge.ClassifierRecipe(image_size=SIZE, base_filters=8, augment=False, epochs=6, patience=6, batch_size=8)
 
 
 def blob_images(n: int, label: int, seed: int) -> np.ndarray:
@@ -23,9 +24,9 @@ def blob_images(n: int, label: int, seed: int) -> np.ndarray:
     return np.asarray(images, np.uint8)[..., None]
 
 
-def blob_dataset(per_class: int, seed: int) -> ge.LabelledImages:
+def blob_dataset(per_class: int, seed: int) -> eval_images.LabelledImages:
     images = np.concatenate([blob_images(per_class, label, seed + label) for label in (0, 1)])
-    return ge.LabelledImages(images, np.repeat([0, 1], per_class))
+    return eval_images.LabelledImages(images, np.repeat([0, 1], per_class))
 
 
 def stand_in_generator(noise_dim: int = 8, seed: int = 0) -> keras.Model:

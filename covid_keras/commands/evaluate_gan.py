@@ -16,10 +16,13 @@ import argparse
 import pathlib
 
 from covid_keras import cli
+from covid_keras.evaluation import embeddings as eval_embeddings
+from covid_keras.evaluation import gan_report
+from covid_keras.evaluation import judge as eval_judge
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from covid_keras import data, gan_evaluation  # for the choices below
+    from covid_keras import data  # for the choices below
 
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="the GAN run folder (runs/<name>)")
@@ -27,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--real", required=True, choices=data.CONFIGS, help="the real data config")
     parser.add_argument("--real-path", help="radiography: the Kaggle folder or zip; folder: the ROOT/<class>/ tree")
     parser.add_argument("--data-dir", help="TFDS data dir for the prepared real data (default: TFDS's own)")
-    parser.add_argument("--extractor", default="auto", choices=("auto",) + gan_evaluation.EXTRACTORS,
+    parser.add_argument("--extractor", default="auto", choices=("auto",) + eval_embeddings.EXTRACTORS,
                         help="KID feature extractor (auto: ImageNet InceptionV3 if its exact weights are at hand, "
                              "else ResNet50, then VGG16 local weights, else random_conv)")
     parser.add_argument("--extractor-weights", help="the extractor's weights file, or 'imagenet' (needs internet)")
@@ -64,12 +67,12 @@ def main(argv=None) -> int:
     out = cli.OutputFolder(args.out, args.overwrite, inputs={"--run-dir": args.run_dir})
     if not (pathlib.Path(args.run_dir) / "config.json").is_file():
         raise cli.UsageError(f"--run-dir {args.run_dir} is not a GAN run (no config.json)")
-    from covid_keras import data, gan_evaluation
+    from covid_keras import data
     from covid_keras.gan import training as gan_training
 
     spec = data.DataSpec.parse(args.real, args.real_path, args.data_dir)
-    recipe = gan_evaluation.ClassifierRecipe(epochs=args.judge_epochs, seed=args.seed)
-    settings = gan_evaluation.EvaluationSettings(
+    recipe = eval_judge.ClassifierRecipe(epochs=args.judge_epochs, seed=args.seed)
+    settings = gan_report.EvaluationSettings(
         per_class=args.per_class,
         num_subsets=args.num_subsets,
         subset_size=args.subset_size,
@@ -81,14 +84,14 @@ def main(argv=None) -> int:
         seed=args.seed,
         recipe=recipe,
     )
-    extractor = gan_evaluation.build_extractor(
+    extractor = eval_embeddings.build_extractor(
         args.extractor, args.extractor_weights, weights_dir=args.weights_dir, seed=args.seed
     )
     image_filter = None
     if args.min_guide_confidence is not None:
         image_filter = gan_training.class_guide_filter(args.run_dir, args.min_guide_confidence)
     with out.writing() as folder:
-        result = gan_evaluation.evaluate_gan(
+        result = gan_report.evaluate_gan(
             args.run_dir, spec, extractor=extractor, judge=args.judge, settings=settings,
             which=int(args.which) if args.which.isdigit() else args.which, out_dir=folder, image_filter=image_filter,
         )

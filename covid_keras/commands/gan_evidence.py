@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     if not ((run_dir / "config.json").is_file() or (run_dir / "translation.json").is_file()):
         raise cli.UsageError(f"--run-dir {args.run_dir} is not a GAN run (no config.json or translation.json)")
     from covid_keras import data, gan_evidence
-    from covid_keras.gan_evaluation import ClassifierRecipe
+    from covid_keras.evaluation.judge import ClassifierRecipe
 
     settings = gan_evidence.EvidenceSettings(
         split=args.split, per_class=args.per_class, min_guide_confidence=args.min_guide_confidence,

@@ -33,7 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = cli.OutputFolder(args.out, args.overwrite, inputs={"--run-dir": args.run_dir})
-    from covid_keras import generate  # TensorFlow loads here, after the arguments are checked
+    from covid_keras import (
+        generate,  # TensorFlow loads here, after the arguments are checked
+    )
     from covid_keras.gan import training as gan_training
 
     generator, _, class_names = gan_training.load_generator(args.run_dir, args.which)

@@ -16,7 +16,6 @@ import sys
 
 from covid_keras import cli, serving
 
-
 # A server's (or the model's) refusal is the user's to fix too: a wrong URL, model name or file.
 USER_ERRORS = (serving.ServingError,)
 

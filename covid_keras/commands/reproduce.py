@@ -21,8 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import cli, data  # noqa: E402
 from covid_keras.backbones import BACKBONES  # noqa: E402
-from covid_keras.reproduce import reproduce  # noqa: E402
 from covid_keras.gan import presets as gan_presets
+from covid_keras.reproduce import reproduce  # noqa: E402
 
 DATA_CONFIGS = data.CONFIGS
 BACKBONE_NAMES = tuple(BACKBONES)

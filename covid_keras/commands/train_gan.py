@@ -19,7 +19,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import cli, data, runtime  # noqa: E402
-from covid_keras.gan import config as gan_config, presets as gan_presets, run_dir as gan_run_dir  # noqa: E402
+from covid_keras.gan import config as gan_config  # noqa: E402
+from covid_keras.gan import presets as gan_presets
+from covid_keras.gan import run_dir as gan_run_dir
 
 
 def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:

@@ -1,4 +1,4 @@
-"""Statistics that judge models, in plain numpy (no TensorFlow), JSON-able results.
+"""Judging models: statistics in plain numpy (no TensorFlow, JSON-able results), and a GAN's evaluation.
 
 - `metrics`: classifier metrics from labels and P(COVID) (accuracy, AUC, sensitivity, ...).
 - `intervals`: 95 % intervals that combine test-image sampling with seed-to-seed variance, and
@@ -7,6 +7,11 @@
   held-out images; flags a generator that returns (near) copies of its training images.
 
 The classifier metrics are also importable from the package itself (`evaluation.roc_auc`).
+
+A GAN's evaluation (these need TensorFlow, so the package does not import them): `images`,
+`embeddings` (KID's feature extractors), `kid` (KID and diversity), `judge` (the small-CNN judge
+and class fidelity), `diagnostics` (DiffAugment, blur, checkerboard), `tstr` (TSTR vs TRTR),
+`checkpoints` (a run's kept generators), `gan_report` (`evaluate_gan`, its files and summary).
 """
 
 from covid_keras.evaluation.metrics import (  # noqa: F401
