@@ -1,19 +1,10 @@
-"""Augmentation: DiffAugment of discriminator inputs (Zhao et al. 2020), and a random blur for
-classifiers trained on generated images. Grey images.
+"""Augmentation on the classifier's side (the GAN's DiffAugment is covid_keras.gan.diffaugment):
 
-A discriminator that sees a few thousand real images memorises them and its gradients stop
-helping the generator. Augmenting EVERY input of the discriminator (real and generated, in its
-own step and in the generator's) with transforms that gradients flow through keeps it from
-memorising without teaching the generator to produce augmented images: the generator's output is
-never augmented, only what the discriminator sees of it.
-
-Policies, each drawn independently per image, on images in [-1, 1]:
-    "color"        brightness + U(-0.5, 0.5), then contrast x U(0.5, 1.5) about the image mean
-    "translation"  shift by up to 1/8 of the size in x and y; uncovered pixels become 0
-    "cutout"       a square of half the size at a random place is set to 0
-
-Randomness is stateless: `seed` is a [2] int tensor, so a resumed or distributed run draws
-exactly what the original draws.
+- `RandomBlur`: a classifier layer that blurs training images at random, so a classifier trained
+  on generated images cannot lean on pixel-scale texture real images do not have;
+- `ClassicAugmenter`: seeded offline copies of real images (flip, rotation, shift, zoom,
+  brightness, contrast), the augmentation practitioners already use, against which the
+  augmentation study measures the GAN.
 """
 
 from __future__ import annotations
@@ -21,10 +12,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-
-# ---------------------------------------------------------------------------------------------
-# Random blur: a classifier layer, not part of DiffAugment
-
 
 @keras.saving.register_keras_serializable(package="covid_keras")
 class RandomBlur(keras.layers.Layer):

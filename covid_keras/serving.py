@@ -362,19 +362,10 @@ def read_files(paths: Iterable[str | os.PathLike]) -> list[bytes]:
     return files
 
 
-def classify_files(
-    paths: Sequence[str | os.PathLike],
-    *,
-    server: str | None = None,
-    model_name: str | None = None,
-    version: int | None = None,
-    saved_model: str | os.PathLike | None = None,
-    batch_size: int = 32,
-) -> list[tuple[str, float, str]]:
-    """(path, P(COVID), label) per file, from a REST server or an in-process SavedModel; the first
-    file the model refuses raises InvalidInputError naming it (`classify_each_file` goes on)."""
-    results, failures = classify_each_file(paths, server=server, model_name=model_name, version=version,
-                                           saved_model=saved_model, batch_size=batch_size)
+def classify_files(paths: Sequence[str | os.PathLike], **options) -> list[tuple[str, float, str]]:
+    """(path, P(COVID), label) per file (`options` as `classify_each_file`'s); the first file the model
+    refuses raises InvalidInputError naming it, where `classify_each_file` goes on."""
+    results, failures = classify_each_file(paths, **options)
     if failures:
         path, message = failures[0]
         raise InvalidInputError(f"{path}: {message}")
