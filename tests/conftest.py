@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests that need ../shared fail (never skip) when it is missing: CI always has it."""
+"""Shared fixtures. Tests that need ../shared skip, with one reason, when a clone has no ../shared beside
+it; under CI=true (CI always provides it) they fail instead."""
 
 import os
 import pathlib
@@ -15,7 +16,10 @@ SHARED = PROJECT_ROOT.parent / "shared"
 @pytest.fixture(scope="session")
 def radiography_dir() -> pathlib.Path:
     path = SHARED / "data" / "radiography"
-    assert path.is_dir(), f"real test data missing: {path} (CI always provides ../shared)"
+    if not path.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"real test data missing: {path} (CI must provide ../shared)")
+        pytest.skip(f"needs the real chest X-rays at {path} (../shared beside the checkout)")
     return path
 
 
