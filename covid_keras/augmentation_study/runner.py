@@ -122,6 +122,7 @@ class AugmentationStudy:
         self.timings: dict[str, float] = {}
         self.cache = FeatureCache(self.out / "feature_cache")
         self._extractors: dict[bool, FeatureExtractor] = {}
+        self._saved_forms: dict[bool, tuple[keras.Model, keras.Model]] = {}
 
     # Stages, each reusing what an earlier run of the same study left.
 
@@ -224,6 +225,20 @@ class AugmentationStudy:
                 self.config.backbone, self.config.image_size, self.config.weights,
                 self.config.gan_image_size if degrade else None)
         return self._extractors[degrade]
+
+    def saved_form(self, degrade: bool = True) -> tuple[keras.Model, keras.Model]:
+        """(head, whole classifier) to save every trained head through, one pair per extractor.
+
+        A model built on the extractor stays reachable from the backbone's layers for as long as
+        the extractor lives, so assembling one per classifier kept every head (and its optimizer)
+        in memory: 135 of them ran the machine out of memory. Each trained head's weights are
+        copied into this one instead.
+        """
+        if degrade not in self._saved_forms:
+            extractor = self.extractor(degrade)
+            head = classifier.build_head(extractor.feature_shape)
+            self._saved_forms[degrade] = (head, classifier.assemble_classifier(extractor, head))
+        return self._saved_forms[degrade]
 
     def pool(self, key: tuple, make: Callable[[], tuple], degrade: bool = True) -> "Pool":
         """The pool `key` with features (computed once per run and degradation, cached on disk)."""
@@ -333,6 +348,7 @@ class AugmentationStudy:
     def _train_one(self, cell, seed, degrade, train: "Pool", val: "Pool", test: "Pool", seed_dir):
         clf_config = self.config.classifier_config(seed, degrade)
         extractor = self.extractor(degrade)
+        saved_head, saved_model = self.saved_form(degrade)  # built before the seed is set: it draws weights
         keras.utils.set_random_seed(seed)  # the same initial head for a seed in every arm: paired
         head = classifier.build_head(extractor.feature_shape)
         history = classifier.train_head(head, clf_config, train.feature_set(), val.feature_set(), verbose=0)
@@ -341,8 +357,8 @@ class AugmentationStudy:
             probabilities = head.predict(pool.features, batch_size=classifier.PREDICT_BATCH_SIZE, verbose=0)
             predictions[split] = (pool.labels.astype(np.float32), probabilities.reshape(-1))
         metrics = {split: evaluation.classification_metrics(*p) for split, p in predictions.items()}
-        trained = classifier.TrainedClassifier(clf_config, extractor, head,
-                                               classifier.assemble_classifier(extractor, head), history,
+        saved_head.set_weights(head.get_weights())
+        trained = classifier.TrainedClassifier(clf_config, extractor, saved_head, saved_model, history,
                                                predictions, metrics)
         test_labels, test_p = predictions["test"]
         description = {"config": self.config.data.config, "study_cell": cell["name"], "train_rows": len(train.names),
