@@ -215,7 +215,9 @@ def _header_size(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(height, width) from a PNG's IHDR or a JPEG's frame header, without decoding the pixels."""
 
     def png_size():
-        ihdr = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
+        # Padded, so a file cut inside its header reads as 0 x 0 here and fails in the decoder, by name.
+        padded = tf.strings.join([data, tf.constant(b"\0" * 24)])
+        ihdr = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 16, 8), tf.uint8), tf.int64)
         big_endian = lambda b: ((b[0] * 256 + b[1]) * 256 + b[2]) * 256 + b[3]  # noqa: E731
         return big_endian(ihdr[4:8]), big_endian(ihdr[0:4])
 
