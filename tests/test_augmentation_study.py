@@ -168,6 +168,15 @@ def test_quick_study_end_to_end_and_resumed(tmp_path, capsys):
     assert augment_study.main(["--quick", "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("classifiers/*/*/model.keras")} == before
     assert "seed 0: test accuracy" not in capsys.readouterr().out
+    # --report-only reports the finished cells and trains nothing, even where a seed is missing.
+    import shutil
+
+    shutil.rmtree(out / "classifiers" / "n6-classic-x2" / "seed1")
+    assert augment_study.main(["--quick", "--out", str(out), "--report-only"]) == 0
+    partial = json.loads((out / study.RESULTS_JSON).read_text())
+    assert partial["unfinished_cells"] == ["n6-classic-x2"] and "n6-classic-x2" not in partial["cells"]
+    assert not (out / "classifiers" / "n6-classic-x2" / "seed1").exists()
+    assert "Not finished yet" in (out / study.RESULTS_MD).read_text()
 
 
 def test_another_study_in_the_same_folder_is_refused(tmp_path, capsys):

@@ -127,6 +127,9 @@ def results_markdown(record: Mapping) -> str:
             f"| {cell('specificity')} | {_paired_text(row['paired'].get('real', {}).get('accuracy'))} "
             f"| {_paired_text(row['paired'].get('classic', {}).get('accuracy'))} |"
         )
+    if record.get("unfinished_cells"):
+        lines += ["", f"**Not finished yet** (reported from the classifiers saved so far; the same command "
+                      f"resumes): {', '.join(record['unfinished_cells'])}."]
     lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in record["timings_s"].items()),
               "", f"Provenance: {json.dumps(record['provenance'])}", ""]
     return "\n".join(lines)

@@ -114,8 +114,11 @@ class AugmentationStudy:
     """Runs (or resumes) one study in `out` (module docstring); `run()` returns the results dict."""
 
     def __init__(self, config: StudyConfig, out: str | os.PathLike, verbose: int = 1,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, report_only: bool = False):
         self.config = config
+        # report_only: train nothing; report the cells whose every classifier is saved already.
+        self.report_only = report_only
+        self.unfinished: list[str] = []
         self.out = pathlib.Path(out)
         self.verbose = verbose
         self.log = log
@@ -134,8 +137,13 @@ class AugmentationStudy:
             raise ValueError(f"the study needs the classes {BINARY_CLASSES}, {self.config.data.config} has {class_names}")
         subsets = self._timed("subsets", self.make_subsets)
         self.subset_files = subsets
-        gan_runs = self._timed("gans", lambda: self.train_gans(subsets))
-        samples = self._timed("samples", lambda: self.draw_samples(gan_runs))
+        if self.report_only:
+            gan_runs = {(n, seed): self.out / "gans" / f"{n_name(n)}-seed{seed}"
+                        for n in self.config.sizes for seed in self.config.seeds_of_gan(n)}
+            samples = {}
+        else:
+            gan_runs = self._timed("gans", lambda: self.train_gans(subsets))
+            samples = self._timed("samples", lambda: self.draw_samples(gan_runs))
         results = self._timed("classifiers", lambda: self.train_classifiers(subsets, samples))
         return self._timed("report", lambda: self.report(subsets, gan_runs, results))
 
@@ -286,8 +294,15 @@ class AugmentationStudy:
         augmenter = ClassicAugmenter(seed=self.config.augment_seed)
         results = {}
         for cell in self.plan_cells():
+            if self.report_only and self._pending(cell):
+                self.unfinished.append(cell["name"])
+                continue
             results[cell["name"]] = self.run_cell(cell, augmenter, samples)
         return results
+
+    def _pending(self, cell: Mapping) -> list[int]:
+        folder = self.out / "classifiers" / cell["name"]
+        return [s for s in self.config.classifier_seeds if not (folder / f"seed{s}" / classifier.METADATA_FILE).exists()]
 
     def plan_cells(self) -> list[dict]:
         """Every (n, arm, ratio, GAN seed) the study trains classifiers for."""
@@ -328,12 +343,12 @@ class AugmentationStudy:
         config = self.config
         degrade = cell["arm"] != "real_full_resolution"
         folder = self.out / "classifiers" / cell["name"]
-        pending = [s for s in config.classifier_seeds if not (folder / f"seed{s}" / classifier.METADATA_FILE).exists()]
-        train = self.training_rows(cell, augmenter, samples)
+        pending = self._pending(cell)
         record = {k: cell[k] for k in ("n", "arm", "ratio", "gan_seed")}
-        record.update(rows=len(train.names), seeds={},
-                      rows_per_class={c: int((train.labels == i).sum()) for i, c in enumerate(BINARY_CLASSES)})
-        if pending:
+        record["seeds"] = {}
+        if pending:  # the rows (and the backbone's features) are needed only to train
+            train = self.training_rows(cell, augmenter, samples)
+            record["rows"] = len(train.names)
             self.log(f"{cell['name']}: {len(train.names)} training rows")
             val, test = self._real_pool("validation", degrade), self._real_pool("test", degrade)
         for seed in config.classifier_seeds:
@@ -341,6 +356,7 @@ class AugmentationStudy:
             if seed in pending:
                 self._train_one(cell, seed, degrade, train, val, test, seed_dir)
             saved = json.loads((seed_dir / classifier.METADATA_FILE).read_text())
+            record["rows"] = saved["data"]["train_rows"]
             record["seeds"][seed] = {"validation": saved["metrics"]["validation"], "test": saved["metrics"]["test"],
                                      "test_correct": saved["study"]["test_correct"]}
         return record
@@ -385,6 +401,7 @@ class AugmentationStudy:
             "gan_runs": {f"{n_name(n)}-seed{s}": {"run_dir": str(d), "generator_steps": _generator_steps(d)}
                          for (n, s), d in gan_runs.items()},
             "cells": results,
+            "unfinished_cells": self.unfinished,
             "summary": summary,
             "timings_s": self.timings,
             "provenance": provenance(),

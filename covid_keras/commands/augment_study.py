@@ -56,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="GAN epochs of --epoch-images images at every n (default 60)")
     parser.add_argument("--gan-precision", default="auto", help="the GANs' Keras dtype policy (default auto)")
     parser.add_argument("--out", required=True, help="the study folder (resumed when it holds the same study)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the results of the cells whose classifiers are all saved")
     return parser.parse_args(argv)
 
 
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
         config = augmentation_study.StudyConfig(**{**config.__dict__, **changes})
     except ValueError as error:
         raise cli.UsageError(str(error)) from None
-    study = augmentation_study.AugmentationStudy(config, args.out)
+    study = augmentation_study.AugmentationStudy(config, args.out, report_only=args.report_only)
     record = study.run()
     print((study.out / augmentation_study.RESULTS_MD).read_text())
     print(f"done: {study.out / augmentation_study.RESULTS_JSON}, {study.out / augmentation_study.FIGURE}")
