@@ -145,15 +145,18 @@ def save_figure(summary: Sequence[Mapping], config: StudyConfig, path: pathlib.P
     sizes = [str(s) for s in config.sizes]
     x_of = {n: i for i, n in enumerate(sizes)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm in ARMS:
-        rows = [r for r in summary if r["arm"] == arm and r["ratio"] in (0, config.ratio)]
+    arms = [arm for arm in ARMS if any(r["arm"] == arm for r in summary)]
+    for k, arm in enumerate(arms):
+        rows = sorted((r for r in summary if r["arm"] == arm and r["ratio"] in (0, config.ratio)),
+                      key=lambda r: x_of[r["n"]])
         if not rows:
             continue
-        rows.sort(key=lambda r: x_of[r["n"]])
-        xs = [x_of[r["n"]] for r in rows]
-        ax.plot(xs, [r["test_accuracy_interval"]["mean"] for r in rows], marker="o", label=ARM_TITLES[arm])
-        ax.fill_between(xs, [r["test_accuracy_interval"]["low"] for r in rows],
-                        [r["test_accuracy_interval"]["high"] for r in rows], alpha=0.15)
+        # Arms side by side at each n, so their 95 % intervals do not hide each other.
+        xs = [x_of[r["n"]] + 0.06 * (k - (len(arms) - 1) / 2) for r in rows]
+        means = np.array([r["test_accuracy_interval"]["mean"] for r in rows])
+        low = means - np.array([r["test_accuracy_interval"]["low"] for r in rows])
+        high = np.array([r["test_accuracy_interval"]["high"] for r in rows]) - means
+        ax.errorbar(xs, means, yerr=[low, high], marker="o", capsize=3, label=ARM_TITLES[arm])
     ax.set_xticks(range(len(sizes)), [s if s != ALL else "all" for s in sizes])
     ax.set_xlabel("real train images per class")
     ax.set_ylabel("test accuracy")
