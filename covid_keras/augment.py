@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+
 @keras.saving.register_keras_serializable(package="covid_keras")
 class RandomBlur(keras.layers.Layer):
     """In training, each image is blurred by a Gaussian whose sigma is drawn per image from

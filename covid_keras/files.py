@@ -43,3 +43,15 @@ def read_json(path: str | os.PathLike, what: str = "JSON") -> Any:
 def atomic_write_json(path: str | os.PathLike, value: Any, **dumps_options) -> None:
     """`value` as indented JSON (plus `json.dumps` options), written atomically."""
     atomic_write_text(path, json.dumps(value, indent=2, **dumps_options) + "\n")
+
+
+def json_default(value):
+    """`json.dumps(default=...)` for what reports hold besides plain types: numpy scalars and arrays
+    (by their `item` / `tolist`, without importing numpy here) and paths."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

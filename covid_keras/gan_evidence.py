@@ -32,7 +32,6 @@ import numpy as np
 from covid_keras import files, plots, translation_gan
 from covid_keras.evaluation import intervals, memorisation
 from covid_keras.evaluation.embeddings import EmbeddingExtractor, build_extractor
-from covid_keras.evaluation.gan_report import json_default
 from covid_keras.evaluation.images import (
     LabelledImages,
     balanced_labels,
@@ -313,7 +312,7 @@ def write_evidence(report: dict, real: Mapping[str, LabelledImages], out_dir) ->
                               title=f"{sample_set.name}: the 8 samples closest to a training image")
         grids.append(path.name)
     report["grids"] = grids
-    files.atomic_write_text(out / "evidence.json", json.dumps(report, indent=1, default=json_default) + "\n")
+    files.atomic_write_text(out / "evidence.json", json.dumps(report, indent=1, default=files.json_default) + "\n")
     files.atomic_write_text(out / "evidence.md", evidence_markdown(report))
     return out
 

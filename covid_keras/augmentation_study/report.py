@@ -22,6 +22,7 @@ from covid_keras.augmentation_study.config import (
     StudyConfig,
 )
 from covid_keras.evaluation import intervals
+from covid_keras.plots import plt  # the Agg backend, set in one place
 
 # --- statistics --------------------------------------------------------------------------------
 
@@ -137,11 +138,6 @@ def results_markdown(record: Mapping) -> str:
 
 def save_figure(summary: Sequence[Mapping], config: StudyConfig, path: pathlib.Path) -> None:
     """Test accuracy against n for each arm at the main ratio, with 95 % bands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sizes = [str(s) for s in config.sizes]
     x_of = {n: i for i, n in enumerate(sizes)}
     fig, ax = plt.subplots(figsize=(7, 4.5))

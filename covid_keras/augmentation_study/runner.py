@@ -45,17 +45,7 @@ from covid_keras.labels import BINARY_CLASSES
 
 
 def _atomic_json(path: pathlib.Path, value: Any) -> None:
-    files.atomic_write_json(path, value, default=_json_default)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+    files.atomic_write_json(path, value, default=files.json_default)
 
 
 def _atomic_npz(path: pathlib.Path, **arrays) -> None:
@@ -70,7 +60,7 @@ def claim_study_dir(out: pathlib.Path, config: StudyConfig) -> None:
     path = out / STUDY_FILE
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved != json.loads(json.dumps(record, default=_json_default)):
+        if saved != json.loads(json.dumps(record, default=files.json_default)):
             raise ValueError(f"{path} holds a study with another configuration: refusing to mix them; "
                              "choose another --out")
         return

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import keras
 import numpy as np
 
-from covid_keras import plots
+from covid_keras import files, plots
 from covid_keras.evaluation.checkpoints import list_checkpoints, load_run_generator
 from covid_keras.evaluation.diagnostics import (
     CHECKERBOARD_PERIODS,
@@ -302,7 +302,7 @@ def write_report(
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "metrics.json", "markdown": out_dir / "summary.md"}
-    paths["json"].write_text(json.dumps(result, indent=2, default=json_default) + "\n")
+    paths["json"].write_text(json.dumps(result, indent=2, default=files.json_default) + "\n")
     paths["markdown"].write_text(markdown_summary(result))
     if real is not None and generated is not None:
         for label, name in enumerate(class_names or result["class_names"]):
@@ -316,14 +316,6 @@ def write_report(
             result["curves"], result["class_names"], out_dir / "fidelity_over_training.png",
             result["class_fidelity"]["judge"]["real_test_accuracy"]))
     return {k: str(v) for k, v in paths.items()}
-
-
-def json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, pathlib.Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def _file_name(name: str) -> str:
