@@ -33,6 +33,8 @@ import tensorflow as tf
 
 from covid_keras import files
 from covid_keras.backbones import get_backbone_spec
+from covid_keras.classifier.gradcam import GradCam, split_classifier, upsampled
+from covid_keras.classifier.model import temperature_scaled
 from covid_keras.labels import BINARY_CLASSES, POSITIVE_CLASS
 
 DEFAULT_BASE_DIR = "saved_models"
@@ -48,6 +50,7 @@ DEFAULT_SERVING_ROOT = "/models"
 
 CLASSIFY_FILES = "serving_default"
 CLASSIFY_IMAGES = "predict_images"
+EXPLAIN_FILES = "explain"
 GENERATE_BY_INDEX = "serving_default"
 GENERATE_BY_NAME = "generate_by_name"
 
@@ -243,22 +246,33 @@ def _assert_not_empty(batch: tf.Tensor, input_name: str) -> tf.Operation:
 class _ClassifierServing:
     """The classifier's serving functions (traced by ExportArchive; closes over the model)."""
 
-    def __init__(self, model: keras.Model, backbone: str, image_size: int, class_names, threshold: float):
+    def __init__(self, model: keras.Model, backbone: str, image_size: int, class_names, threshold: float,
+                 temperature: float = 1.0, gradcam=None):
         self.model = model
         self.preprocess = get_backbone_spec(backbone).preprocess
         self.image_size = image_size
         self.class_names = tf.constant(list(class_names))
         self.threshold = threshold
+        self.temperature = temperature
+        self.gradcam = gradcam
 
-    def classify_files(self, image_bytes):
+    def _decode_files(self, image_bytes):
         with tf.control_dependencies([_assert_not_empty(image_bytes, "image_bytes")]):
             indices = tf.range(tf.shape(image_bytes)[0])
-        images = tf.map_fn(
+        return tf.map_fn(
             lambda item: _decode_image_file(item[0], item[1], self.image_size),
             (image_bytes, indices),
             fn_output_signature=tf.TensorSpec((self.image_size, self.image_size, 3), tf.float32),
         )
-        return self._classify_rgb(images)
+
+    def classify_files(self, image_bytes):
+        return self._classify_rgb(self._decode_files(image_bytes))
+
+    def explain_files(self, image_bytes):
+        """The files' P(COVID) and label, with the Grad-CAM map of that label at the input's size."""
+        probability, heatmaps = self.gradcam(self.preprocess(self._decode_files(image_bytes)),
+                                             threshold=self.threshold, temperature=self.temperature)
+        return {**self._outputs(probability), "heatmap": upsampled(heatmaps, self.image_size)}
 
     def classify_images(self, images):
         channels = tf.shape(images)[-1]
@@ -280,30 +294,46 @@ class _ClassifierServing:
         return self._classify_rgb(rgb)
 
     def _classify_rgb(self, rgb):
-        probability = self.model(self.preprocess(rgb), training=False)[:, 0]
-        probability = tf.cast(probability, tf.float32)
-        label = tf.gather(self.class_names, tf.cast(probability >= self.threshold, tf.int32))
+        return self._outputs(temperature_scaled(self.model(self.preprocess(rgb), training=False)[:, 0], self.temperature))
+
+    def _outputs(self, probability):
+        # COVID when P(COVID) > threshold, the rule of evaluation.metrics and operating_rule.
+        label = tf.gather(self.class_names, tf.cast(probability > self.threshold, tf.int32))
         return {"covid_probability": probability, "label": label}
 
 
-def classifier_signatures(image_size: int, class_names: Sequence[str]) -> dict:
+def classifier_signatures(image_size: int, class_names: Sequence[str], temperature: float = 1.0,
+                          threshold: float = 0.5, explain: bool = False) -> dict:
     """The classifier's serving contract, as written into the model card."""
     outputs = {
-        "covid_probability": {"dtype": "float32", "shape": [None], "meaning": f"P({class_names[1]})"},
-        "label": {"dtype": "string", "shape": [None], "meaning": f"one of {list(class_names)}"},
+        "covid_probability": {"dtype": "float32", "shape": [None],
+                              "meaning": f"P({class_names[1]}), temperature-scaled (T = {temperature:.4g})"},
+        "label": {"dtype": "string", "shape": [None],
+                  "meaning": f"{class_names[1]} when covid_probability > {threshold:.6g}, else {class_names[0]}"},
     }
+    file_inputs = {
+        "image_bytes": {
+            "dtype": "string",
+            "shape": [None],
+            "meaning": "encoded PNG or JPEG files, any size, grey/RGB/RGBA; "
+            'REST: {"instances": [{"b64": "<base64 of the file>"}, ...]}',
+        }
+    }
+    explain_signature = {
+        EXPLAIN_FILES: {
+            "inputs": file_inputs,
+            "outputs": {**outputs, "heatmap": {
+                "dtype": "float32", "shape": [None, image_size, image_size],
+                "meaning": "Grad-CAM of the label's class at the backbone's cut layer, 0..1, over the "
+                           f"{image_size}x{image_size} resized input (stretch it over the file to overlay)"}},
+        }
+    } if explain else {}
     return {
         CLASSIFY_FILES: {
-            "inputs": {
-                "image_bytes": {
-                    "dtype": "string",
-                    "shape": [None],
-                    "meaning": "encoded PNG or JPEG files, any size, grey/RGB/RGBA; "
-                    'REST: {"instances": [{"b64": "<base64 of the file>"}, ...]}',
-                }
-            },
+            "inputs": file_inputs,
             "outputs": outputs,
         },
+        **explain_signature,
         CLASSIFY_IMAGES: {
             "inputs": {
                 "images": {
@@ -328,11 +358,15 @@ def export_classifier(
     base_dir: str | os.PathLike = DEFAULT_BASE_DIR,
     class_names: Sequence[str] = BINARY_CLASSES,
     threshold: float = 0.5,
+    temperature: float = 1.0,
     metadata: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export a classifier (input: preprocessed [B, S, S, 3]; output [B, 1] = P(COVID)).
 
-    `metadata` (data, weights, metrics, ...) goes into the model card as given.
+    The signatures return P(COVID) after `temperature` and the label "COVID when P > threshold"
+    (`classifier.OperatingRule`). A classifier assembled by `assemble_classifier` also gets the
+    `explain` signature (Grad-CAM). `metadata` (data, weights, metrics, ...) goes into the model
+    card as given.
     """
     check_model_name(name)
     class_names = list(class_names)
@@ -342,7 +376,13 @@ def export_classifier(
     if input_shape[1:3] not in ((image_size, image_size), (None, None)) or input_shape[-1] != 3:
         raise ValueError(f"model input shape {input_shape} does not match image_size={image_size} with 3 channels")
 
-    serving = _ClassifierServing(model, backbone, image_size, class_names, threshold)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    try:
+        gradcam = GradCam(split_classifier(model))
+    except ValueError:  # not assembled from a backbone and our head: no explanation to serve
+        gradcam = None
+    serving = _ClassifierServing(model, backbone, image_size, class_names, threshold, temperature, gradcam)
     archive = keras.export.ExportArchive()
     archive.track(model)
     # The first endpoint becomes serving_default; its single input makes REST
@@ -355,8 +395,15 @@ def export_classifier(
         serving.classify_images,
         input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")],
     )
-    card = _card_common("classifier", classifier_signatures(image_size, class_names), metadata)
-    card.update(backbone=backbone, image_size=image_size, class_names=class_names, threshold=threshold)
+    if gradcam is not None:
+        archive.add_endpoint(
+            EXPLAIN_FILES, serving.explain_files,
+            input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+        )
+    signatures = classifier_signatures(image_size, class_names, temperature, threshold, explain=gradcam is not None)
+    card = _card_common("classifier", signatures, metadata)
+    card.update(backbone=backbone, image_size=image_size, class_names=class_names, threshold=threshold,
+                temperature=temperature)
     return _write_new_version(archive, base_dir, name, card)
 
 
@@ -489,15 +536,18 @@ def _default_name(directory: str | os.PathLike) -> str:
 def export_classifier_dir(
     classifier_dir: str | os.PathLike, base_dir=DEFAULT_BASE_DIR, name: str | None = None
 ) -> ExportResult:
-    """Export a saved classifier folder (`model.keras` + `classifier.json`)."""
-    from covid_keras.classifier import load_classifier
+    """Export a saved classifier folder (`model.keras` + `classifier.json`) with its operating rule."""
+    from covid_keras.classifier import OperatingRule, load_classifier
 
     model, metadata = load_classifier(classifier_dir)
+    rule = OperatingRule.of_metadata(metadata)
     return export_classifier(
         model,
         backbone=metadata["backbone"],
         image_size=int(metadata["image_size"]),
         class_names=metadata.get("class_names", BINARY_CLASSES),
+        threshold=rule.threshold,
+        temperature=rule.temperature,
         name=name or _default_name(classifier_dir),
         base_dir=base_dir,
         metadata={"source": str(classifier_dir), **metadata},

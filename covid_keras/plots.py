@@ -165,3 +165,100 @@ def _save(fig: "plt.Figure", path: str | os.PathLike) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)
+
+
+def heatmap_overlay(grey: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
+    """A heatmap (e.g. Grad-CAM) coloured and blended over a grey image: uint8 RGB [H, W, 3].
+
+    grey: uint8 [H, W] or [H, W, 1]. heatmap: float [h, w] in [0, 1] (clipped), any size: resized
+    bilinearly to H x W. Each pixel mixes in the colour with weight alpha * heat, so where the map
+    is 0 the X-ray shows unchanged (still grey) and only the hot regions are tinted.
+    """
+    from PIL import Image
+
+    grey = np.asarray(grey)
+    if grey.ndim == 3 and grey.shape[-1] == 1:
+        grey = grey[..., 0]
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 [H, W] grey image, got {grey.dtype} {grey.shape}")
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim == 3 and heatmap.shape[-1] == 1:
+        heatmap = heatmap[..., 0]
+    if heatmap.ndim != 2:
+        raise ValueError(f"expected a [h, w] heatmap, got shape {heatmap.shape}")
+    if not np.all(np.isfinite(heatmap)):
+        raise ValueError("heatmap must be finite (found NaN or inf)")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    height, width = grey.shape
+    if heatmap.shape != (height, width):
+        image = Image.fromarray(np.ascontiguousarray(heatmap, dtype=np.float32))  # mode "F"
+        heatmap = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+    heatmap = np.clip(heatmap, 0.0, 1.0).astype(np.float64)
+    colour = matplotlib.colormaps[colormap](heatmap)[..., :3] * 255.0
+    weight = (alpha * heatmap)[..., None]
+    blended = (1.0 - weight) * grey[..., None].astype(np.float64) + weight * colour
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def save_heatmap_grid(
+    overlays: Sequence[np.ndarray] | np.ndarray,
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    columns: int = 8,
+    title: str | None = None,
+) -> str:
+    """Save RGB uint8 images (e.g. `heatmap_overlay`s) as a PNG grid, `columns` wide, each with a
+    small title (e.g. its class and P(COVID)); unused cells of the last row stay blank."""
+    overlays = [np.asarray(image) for image in overlays]
+    if not overlays:
+        raise ValueError("no images to draw")
+    if len(titles) != len(overlays):
+        raise ValueError(f"{len(overlays)} images but {len(titles)} titles")
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    columns = min(columns, len(overlays))
+    rows = -(-len(overlays) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.9 * rows + (0.3 if title else 0)), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if index >= len(overlays):
+            ax.axis("off")
+            continue
+        ax.imshow(overlays[index], interpolation="nearest")
+        ax.set_title(titles[index], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def save_reliability_diagram(
+    curves: dict[str, tuple[Sequence[dict], float | None]],
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> str:
+    """Save a reliability diagram of P(COVID) as a PNG: `curves` maps a label (e.g. "before",
+    "after temperature") to (bins, ece or None), bins being `evaluation.calibration.reliability_bins`
+    (dicts with mean_probability, fraction_covid, count). One line with markers per curve over its
+    non-empty bins (marker area grows with the bin's count), the diagonal of perfect calibration,
+    and the ECE in the legend when given."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, (bins, ece) in curves.items():
+        filled = [b for b in bins if b["count"]]
+        x = [b["mean_probability"] for b in filled]
+        y = [b["fraction_covid"] for b in filled]
+        total = max(sum(b["count"] for b in filled), 1)
+        label = name if ece is None else f"{name} (ECE {ece:.3f})"
+        line = ax.plot(x, y, linewidth=1.5, label=label)[0]
+        ax.scatter(x, y, s=[12 + 150 * b["count"] / total for b in filled], color=line.get_color(), zorder=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("mean predicted P(COVID)")
+    ax.set_ylabel("fraction COVID")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)

@@ -26,6 +26,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 DEFAULT_SIGNATURE = "serving_default"
+# The classifier's Grad-CAM signature (export.EXPLAIN_FILES; serving does not import export).
+EXPLAIN_SIGNATURE = "explain"
 # TF Serving's REST API base64-encodes string outputs whose name ends like this.
 BINARY_OUTPUT_SUFFIX = "_bytes"
 
@@ -373,6 +375,27 @@ def classify_files(paths: Sequence[str | os.PathLike], **options) -> list[tuple[
 
 
 def classify_each_file(
+    paths: Sequence[str | os.PathLike], **options
+) -> tuple[list[tuple[str, float, str]], list[tuple[str, str]]]:
+    """([(path, P(COVID), label)] for every file the model scores, [(path, why)] for every one it refuses).
+
+    options: server (with model_name, version) or saved_model, and batch_size: see `predict_each_file`.
+    """
+    scored, failures = predict_each_file(paths, **options)
+    return [(path, float(out["covid_probability"]), out["label"]) for path, out in scored], failures
+
+
+def explain_each_file(
+    paths: Sequence[str | os.PathLike], **options
+) -> tuple[list[tuple[str, float, str, np.ndarray]], list[tuple[str, str]]]:
+    """As `classify_each_file`, through the classifier's `explain` signature: each result also
+    carries its Grad-CAM heatmap (float [S, S] in [0, 1], S the model's input size)."""
+    scored, failures = predict_each_file(paths, signature_name=EXPLAIN_SIGNATURE, **options)
+    return [(path, float(out["covid_probability"]), out["label"], np.asarray(out["heatmap"], dtype=np.float32))
+            for path, out in scored], failures
+
+
+def predict_each_file(
     paths: Sequence[str | os.PathLike],
     *,
     server: str | None = None,
@@ -380,8 +403,9 @@ def classify_each_file(
     version: int | None = None,
     saved_model: str | os.PathLike | None = None,
     batch_size: int = 32,
-) -> tuple[list[tuple[str, float, str]], list[tuple[str, str]]]:
-    """([(path, P(COVID), label)] for every file the model scores, [(path, why)] for every one it refuses).
+    signature_name: str | None = None,
+) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
+    """([(path, the signature's outputs)] for every file the model scores, [(path, why)] for every one it refuses).
 
     Files go `batch_size` at a time; a batch the model refuses is sent again file by file (the
     model answers for a whole batch, and a decoder's error need not say which item it was), so one
@@ -399,7 +423,7 @@ def classify_each_file(
     local = LocalModel(saved_model) if saved_model is not None else None
 
     def predict(batch: list) -> list:
-        body = classify_request(read_files(batch))
+        body = classify_request(read_files(batch), signature_name)
         return parse_predictions(local.predict_json(body) if local else post_predict(server, model_name, body, version))
 
     results, failures = [], []
@@ -416,6 +440,5 @@ def classify_each_file(
                     scored += list(zip([path], predict([path])))
                 except InvalidInputError as alone:
                     failures.append((str(path), str(alone)))
-        for path, prediction in scored:
-            results.append((str(path), float(prediction["covid_probability"]), prediction["label"]))
+        results += [(str(path), prediction) for path, prediction in scored]
     return results, failures

@@ -24,7 +24,8 @@ Typical use from Python::
 
 The package: `config` (ClassifierConfig, the presets, the weights' record), `features` (the cut
 backbone, DegradeResolution, the feature cache), `model` (head, assembly, unfreezing),
-`training` (train_classifier and its steps), `saving` (model.keras + classifier.json). Every
+`training` (train_classifier and its steps), `saving` (model.keras + classifier.json),
+`operating_rule` (temperature and threshold fitted on validation), `gradcam` (explanations). Every
 public name is importable from the package itself (`classifier.train_classifier`).
 """
 
@@ -59,12 +60,23 @@ from covid_keras.classifier.features import (  # noqa: F401
     FeatureSet,
     examples_fingerprint,
 )
+from covid_keras.classifier.gradcam import (  # noqa: F401
+    ClassifierParts,
+    GradCam,
+    split_classifier,
+    upsampled,
+)
 from covid_keras.classifier.model import (  # noqa: F401
     MirrorImage,
     assemble_classifier,
     build_head,
     compile_for_training,
+    temperature_scaled,
     unfreeze_top_layers,
+)
+from covid_keras.classifier.operating_rule import (  # noqa: F401
+    DEFAULT_TARGET_SENSITIVITY,
+    OperatingRule,
 )
 from covid_keras.classifier.saving import (  # noqa: F401
     REQUIRED_METADATA,

@@ -85,6 +85,9 @@ class ClassifierConfig:
     # Beyond the study: every image is brought down to this side and back up inside the model
     # (`DegradeResolution`), so real images are seen at a GAN's resolution; None keeps them sharp.
     degrade_to: int | None = None
+    # The operating threshold is chosen on validation (after temperature scaling) so that at least
+    # this share of COVID images is called COVID (`operating_rule.OperatingRule`).
+    target_sensitivity: float = 0.95
     seed: int = 0
 
     def __post_init__(self):
@@ -96,6 +99,8 @@ class ClassifierConfig:
         if self.mirror and self.fine_tune_layers:
             raise ValueError("mirror needs a frozen backbone (cached features); it cannot be combined with "
                              f"fine_tune_layers={self.fine_tune_layers}")
+        if not 0.0 < self.target_sensitivity <= 1.0:
+            raise ValueError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
         if self.keep_epoch not in KEEP_EPOCH:
             raise ValueError(f"keep_epoch: unknown {self.keep_epoch!r}; choose one of {', '.join(KEEP_EPOCH)}")
         check_image_size(self.spec, self.image_size)

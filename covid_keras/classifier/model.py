@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Iterable
 
 import keras
+import tensorflow as tf
 
 # The study's training presets (reference-facts.md, "Classifiers").
 from covid_keras.classifier.config import HEAD_UNITS, make_optimizer
 from covid_keras.classifier.features import FeatureExtractor
+from covid_keras.evaluation.calibration import LOGIT_EPSILON
 
 
 def build_head(feature_shape: Iterable[int], name: str = "head") -> keras.Model:
@@ -43,6 +45,16 @@ def assemble_classifier(extractor: FeatureExtractor, head: keras.Model, mirror: 
         p_mirror = head(extractor.model(MirrorImage(name="mirror")(image), training=False))
         p_covid = keras.layers.Average(name="mean_over_mirror")([p_covid, p_mirror])
     return keras.Model(image, p_covid, name=f"{extractor.backbone}_covid_classifier")
+
+
+def temperature_scaled(probability, temperature: float):
+    """P(COVID) after temperature scaling, in the graph: the twin of
+    `evaluation.calibration.apply_temperature` (same clipping), so exports and reports agree."""
+    probability = tf.cast(probability, tf.float32)
+    if temperature == 1.0:
+        return probability
+    clipped = tf.clip_by_value(probability, LOGIT_EPSILON, 1.0 - LOGIT_EPSILON)
+    return tf.sigmoid((tf.math.log(clipped) - tf.math.log1p(-clipped)) / temperature)
 
 
 def compile_for_training(model: keras.Model, optimizer: str, learning_rate: float) -> None:

@@ -25,6 +25,8 @@ from covid_keras.classifier.model import (
     compile_for_training,
     unfreeze_top_layers,
 )
+from covid_keras.classifier.operating_rule import METADATA_KEY as OPERATING_RULE_KEY
+from covid_keras.classifier.operating_rule import OperatingRule
 from covid_keras.labels import BINARY_CLASSES, POSITIVE_CLASS
 
 
@@ -41,6 +43,8 @@ class TrainedClassifier:
     metrics: dict[str, dict]
     unfrozen_layers: list[str] = dataclasses.field(default_factory=list)
     fine_tuned_on: str | None = None  # "images" or "cached <layer> features"
+    # Temperature and threshold fitted on validation; the identity rule when there was none.
+    operating_rule: OperatingRule = dataclasses.field(default_factory=OperatingRule)
 
     def metadata(self, data_description: Mapping | None = None) -> dict:
         """The JSON record saved next to the model (`classifier.json`)."""
@@ -63,6 +67,10 @@ class TrainedClassifier:
             },
             "data": dict(data_description or {}),
             "metrics": self.metrics,
+            OPERATING_RULE_KEY: self.operating_rule.to_dict(),
+            "metrics_with_operating_rule": {
+                name: self.operating_rule.report(*prediction) for name, prediction in self.predictions.items()
+            },
             "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
         }
 
@@ -334,4 +342,8 @@ def train_classifier(
             for name, examples in splits.items()
         }
     metrics = {name: evaluation.classification_metrics(*prediction) for name, prediction in predictions.items()}
-    return TrainedClassifier(config, extractor, head, model, history, predictions, metrics, unfrozen, fine_tuned_on)
+    rule = OperatingRule()
+    if "validation" in predictions:
+        rule = OperatingRule.fit(*predictions["validation"], target_sensitivity=config.target_sensitivity)
+    return TrainedClassifier(config, extractor, head, model, history, predictions, metrics, unfrozen, fine_tuned_on,
+                             operating_rule=rule)

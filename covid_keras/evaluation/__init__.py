@@ -3,6 +3,9 @@
 - `metrics`: classifier metrics from labels and P(COVID) (accuracy, AUC, sensitivity, ...).
 - `intervals`: 95 % intervals that combine test-image sampling with seed-to-seed variance, and
   the paired per-seed difference that decides whether one arm beats another.
+- `calibration`: temperature scaling, reliability bins and the expected calibration error of P(COVID).
+- `operating_point`: the threshold for a target sensitivity, rates with Wilson 95 % intervals.
+- `shortcuts`: where Grad-CAM maps put their mass (image border, top corners), per class.
 - `memorisation`: nearest-training-image distances of generated images against those of real
   held-out images; flags a generator that returns (near) copies of its training images.
 
@@ -19,5 +22,6 @@ from covid_keras.evaluation.metrics import (  # noqa: F401
     classification_metrics,
     confusion_counts,
     roc_auc,
+    roc_auc_interval,
     roc_curve,
 )

@@ -113,3 +113,24 @@ def classification_metrics(
         "confusion_matrix": [[tn, fp], [fn, tp]],
         "class_names": list(BINARY_CLASSES),
     }
+
+
+def roc_auc_interval(labels, probabilities, resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """95 % percentile-bootstrap interval of the AUC, resampling COVID and Normal images separately
+    (so every resample has both classes); None when one class is missing."""
+    labels, probabilities = _as_binary_arrays(labels, probabilities)
+    positives, negatives = probabilities[labels == 1], probabilities[labels == 0]
+    if positives.size == 0 or negatives.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values = np.empty(resamples)
+    for index in range(resamples):
+        p = positives[rng.integers(0, positives.size, positives.size)]
+        n = negatives[rng.integers(0, negatives.size, negatives.size)]
+        # AUC = P(p > n) + P(p == n) / 2, from sorted negatives (no rank table per resample).
+        n = np.sort(n)
+        below = np.searchsorted(n, p, side="left")
+        ties = np.searchsorted(n, p, side="right") - below
+        values[index] = (below.sum() + ties.sum() / 2.0) / (p.size * n.size)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
