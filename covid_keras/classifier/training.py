@@ -41,6 +41,7 @@ class TrainedClassifier:
     metrics: dict[str, dict]
     unfrozen_layers: list[str] = dataclasses.field(default_factory=list)
     fine_tuned_on: str | None = None  # "images" or "cached <layer> features"
+    precision_reason: str | None = None  # why config.feature_precision (runtime.choose_precision)
 
     def metadata(self, data_description: Mapping | None = None) -> dict:
         """The JSON record saved next to the model (`classifier.json`)."""
@@ -62,6 +63,9 @@ class TrainedClassifier:
                 "history": self.history,
             },
             "data": dict(data_description or {}),
+            # Metrics come from head(features) in this precision; model.keras computes in float32.
+            "precision": {"features": self.config.feature_precision, "head": "float32", "saved_model": "float32",
+                          "reason": self.precision_reason or "ClassifierConfig.feature_precision"},
             "metrics": self.metrics,
             "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
         }
@@ -276,6 +280,7 @@ def train_classifier(
     splits: Mapping[str, tf.data.Dataset],
     cache: FeatureCache | None = None,
     verbose="auto",
+    precision_reason: str | None = None,
 ) -> TrainedClassifier:
     """Train a classifier on splits["train"] and evaluate it on every split given.
 
@@ -284,11 +289,13 @@ def train_classifier(
     features computed once per split (through `cache` when given); with
     `config.fine_tune_layers` the top of the backbone is then trained with the head
     (on cached features of the layer below it where the backbone allows, see `_fine_tune`).
+    `precision_reason`: why `config.feature_precision` was chosen, for the record.
     """
     if "train" not in splits:
         raise ValueError(f"splits needs a 'train' entry, got {sorted(splits)}")
     keras.utils.set_random_seed(config.seed)
-    extractor = FeatureExtractor(config.backbone, config.image_size, config.weights, config.degrade_to)
+    extractor = FeatureExtractor(config.backbone, config.image_size, config.weights, config.degrade_to,
+                                 precision=config.feature_precision)
     progress_verbose = 0 if verbose == 0 else 1
     split = split_above(extractor.model, config.fine_tune_layers) if config.fine_tune_layers else None
     below = None
@@ -327,11 +334,12 @@ def train_classifier(
         history.update(fine_tune_history)
     else:
         predictions = _predictions_from_features(head, features, mirrored)
-    model = assemble_classifier(extractor, head, mirror=config.mirror)
+    model = assemble_classifier(extractor.in_float32(), head, mirror=config.mirror)
     if predictions is None:
         predictions = {
             name: predict_probabilities(model, examples, config.backbone, config.image_size, verbose=progress_verbose)
             for name, examples in splits.items()
         }
     metrics = {name: evaluation.classification_metrics(*prediction) for name, prediction in predictions.items()}
-    return TrainedClassifier(config, extractor, head, model, history, predictions, metrics, unfrozen, fine_tuned_on)
+    return TrainedClassifier(config, extractor, head, model, history, predictions, metrics, unfrozen, fine_tuned_on,
+                             precision_reason)
