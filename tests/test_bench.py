@@ -130,3 +130,19 @@ def test_gan_step_benchmark_runs_the_current_train_step(project_root):
     assert done.returncode == 0, done.stderr[-2000:]
     result = last_json_object(done.stdout)
     assert result is not None and result["images_per_second"] > 0
+
+
+def test_feature_precision_benchmark_reports_speed_per_precision_and_the_machine(project_root):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.feature_precision", "--backbones", "vgg16", "--sizes", "32", "--images", "4",
+         "--batch-size", "4", "--rounds", "1"],
+        cwd=project_root, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = last_json_object(done.stdout)
+    assert set(result["results"]["vgg16"]["32px"]) == {"float32", "mixed_bfloat16"}
+    assert result["results"]["vgg16"]["32px"]["float32"]["images_per_s"] > 0
+    assert result["bf16_speedup"]["vgg16"]["32px"] > 0
+    assert set(result["machine"]["flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert "reason" in result["machine"]["auto_features_precision"]
+    assert set(result["load_average_1min"]) == {"before", "after"}
