@@ -130,6 +130,12 @@ def test_a_classifier_on_bfloat16_features_saves_a_float32_model_that_loads(tmp_
     features = trained.extractor.extract(preprocessed_batches("vgg16", 32), verbose=0).features
     np.testing.assert_allclose(saved, trained.head.predict(features, verbose=0), atol=0.05)
 
+    exported = export.export_classifier_dir(out, base_dir=tmp_path / "saved_models")
+    signature = tf.saved_model.load(str(exported.path)).signatures[export.CLASSIFY_IMAGES]
+    assert {spec.dtype for spec in signature.structured_input_signature[1].values()} == {tf.float32}
+    rgb = tf.constant(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)), tf.float32)
+    assert signature(images=rgb)["covid_probability"].dtype == tf.float32
+
 
 def small_config(**overrides) -> ClassifierConfig:
     values = dict(backbone="vgg16", weights=None, image_size=32, epochs=1, batch_size=8, seed=3)
