@@ -63,7 +63,7 @@ class TrainedClassifier:
                 "history": self.history,
             },
             "data": dict(data_description or {}),
-            # Metrics come from head(features) in this precision; model.keras computes in float32.
+            # The head trained on features of this precision; model.keras computes in float32 throughout.
             "precision": {"features": self.config.feature_precision, "head": "float32", "saved_model": "float32",
                           "reason": self.precision_reason or "ClassifierConfig.feature_precision"},
             "metrics": self.metrics,
