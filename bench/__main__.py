@@ -40,6 +40,7 @@ BENCHMARKS = (
     Benchmark("data_pipeline", ("--epochs", "2"), 90),
     Benchmark("serving_latency", ("--calls", "20", "--batch-calls", "2"), 90),
     Benchmark("classifier_features", ("--images", "32"), 90),
+    Benchmark("feature_precision", ("--quick",), 90),
     Benchmark("gan_step", ("--cycles", "1"), 90),
     Benchmark("phantom_speed", ("--images", "200"), 30),
 )
@@ -112,6 +113,7 @@ def summarize(records: dict[str, dict], seconds: float) -> dict:
         "serving_batch_1_p50_ms": _get(records.get("serving_latency"), "batch_1_png", "p50_ms"),
         "serving_batch_1_p99_ms": _get(records.get("serving_latency"), "batch_1_png", "p99_ms"),
         "serving_batch_32_images_per_s": _get(records.get("serving_latency"), "batch_32_png", "images_per_s"),
+        "features_bf16_speedup": _get(records.get("feature_precision"), "bf16_speedup"),
     }
     targets = dict(_get(gan, "targets") or {})
     if keras_f32 and pipeline:

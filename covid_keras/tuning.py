@@ -219,13 +219,15 @@ def tune_classifier(
     learning rate and optimizer are what is searched.
     """
     keras.utils.set_random_seed(config.seed)
-    extractor = FeatureExtractor(config.backbone, config.image_size, config.weights)
+    extractor = FeatureExtractor(config.backbone, config.image_size, config.weights,
+                                 precision=config.feature_precision)
     train = extractor.features(train_examples, cache, verbose=verbose)
     validation = extractor.features(validation_examples, cache, verbose=verbose)
     record = {
         "backbone": config.backbone,
         "image_size": config.image_size,
         "weights": extractor.weights_info.to_dict(),
+        "feature_precision": config.feature_precision,
         "n_train": int(train.labels.size),
         "n_validation": int(validation.labels.size),
     }

@@ -6,6 +6,9 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The same numbers on every machine: "auto" would pick bfloat16 on a CPU with bf16 instructions.
+# tests/test_runtime.py passes its own environment to test the choice itself.
+os.environ.setdefault("COVID_KERAS_PRECISION", "float32")
 
 import pytest
 

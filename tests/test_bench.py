@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch  # the benchmarks' reference: a test extra (covid-keras[bench]), never a package dependency
 
 from bench import gan_vs_torch, torch_reference
@@ -130,3 +131,40 @@ def test_gan_step_benchmark_runs_the_current_train_step(project_root):
     assert done.returncode == 0, done.stderr[-2000:]
     result = last_json_object(done.stdout)
     assert result is not None and result["images_per_second"] > 0
+
+
+def test_feature_precision_benchmark_reports_speed_per_precision_and_the_machine(project_root):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.feature_precision", "--backbones", "vgg16", "--sizes", "32", "--images", "4",
+         "--batch-size", "4", "--rounds", "1"],
+        cwd=project_root, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = last_json_object(done.stdout)
+    assert set(result["results"]["vgg16"]["32px"]) == {"float32", "mixed_bfloat16"}
+    assert result["results"]["vgg16"]["32px"]["float32"]["images_per_s"] > 0
+    assert result["bf16_speedup"]["vgg16"]["32px"] > 0
+    assert set(result["machine"]["flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert "reason" in result["machine"]["auto_features_precision"]
+    assert set(result["load_average_1min"]) == {"before", "after"}
+
+
+def test_precision_accuracy_pairs_seeds_and_writes_the_table():
+    from bench import precision_accuracy
+
+    per_seed = {"float32": {"0": {"accuracy": 0.95, "auc": 0.99}, "1": {"accuracy": 0.94, "auc": 0.98}},
+                "mixed_bfloat16": {"0": {"accuracy": 0.96, "auc": 0.99}, "1": {"accuracy": 0.94, "auc": 0.97}}}
+    summary = precision_accuracy.compare(per_seed)
+    assert summary["accuracy"]["difference"]["mean"] == pytest.approx(0.005)
+    assert summary["accuracy"]["run_to_run_sd"]["float32"] == pytest.approx(np.std([0.95, 0.94], ddof=1))
+    assert summary["auc"]["difference"]["differences"] == pytest.approx([0.0, -0.01])
+    report = {"data": {"config": "phantom_small"}, "load_average_1min": {"before": 0.1, "after": 0.2},
+              "machine": {"cpu": "test CPU", "cores": 2, "flags": {"avx2": True, "avx512_bf16": False}},
+              "arms": {"resnet50_150": {"weights": "none", "image_size": 32, "epochs": 1, "seeds": per_seed,
+                                         "summary": summary}}}
+    table = precision_accuracy.markdown(report)
+    assert "| 0 | 0.950 | 0.960 | +0.010 | 0.990 | 0.990 | +0.000 |" in table
+    assert "| mean | 0.945 | 0.950 | +0.005 |" in table
+    configs = precision_accuracy.arm_configs("vgg16_224_mirror", None, [0, 1], 32, 1)
+    assert {c.feature_precision for c in configs["mixed_bfloat16"].values()} == {"mixed_bfloat16"}
+    assert configs["float32"][1].mirror and configs["float32"][1].image_size == 32 and configs["float32"][1].seed == 1

@@ -93,6 +93,50 @@ def test_head_on_cached_features_predicts_as_the_full_model():
     np.testing.assert_allclose(from_images, from_features, rtol=1e-4, atol=1e-6)
 
 
+def test_bfloat16_features_are_float32_close_to_float32_ones_and_cached_apart():
+    keras.utils.set_random_seed(0)
+    bf16 = FeatureExtractor("vgg16", 32, weights=None, precision="mixed_bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    f32 = bf16.in_float32()
+    assert f32.precision == "float32" and f32.weights_info == bf16.weights_info
+    assert f32.in_float32() is f32
+    batches = preprocessed_batches("vgg16", 32, count=8)
+    low, full = bf16.extract(batches, verbose=0).features, f32.extract(batches, verbose=0).features
+    assert low.dtype == np.float32 and low.shape == full.shape
+    assert np.linalg.norm(low - full) / np.linalg.norm(full) < 0.05  # bfloat16 keeps 8 bits of mantissa
+    examples = synthetic_examples(4)
+    assert bf16.cache_key(examples) != f32.cache_key(examples)
+    with pytest.raises(ValueError, match="precision"):
+        FeatureExtractor("vgg16", 32, weights=None, precision="bfloat16")
+    with pytest.raises(ValueError, match="feature_precision"):
+        ClassifierConfig("vgg16", weights=None, image_size=32, feature_precision="bf16")
+
+
+def test_a_classifier_on_bfloat16_features_saves_a_float32_model_that_loads(tmp_path):
+    config = small_config(feature_precision="mixed_bfloat16")
+    trained = classifier.train_classifier(config, small_splits(), verbose=0, precision_reason="test: bf16")
+    assert trained.head.compute_dtype == "float32"
+    assert {layer.compute_dtype for layer in trained.model.get_layer("vgg16_block5_pool").layers} == {"float32"}
+    out = classifier.save_classifier(trained, tmp_path / "clf")
+    model, metadata = classifier.load_classifier(out)
+    assert metadata["training"]["feature_precision"] == "mixed_bfloat16"
+    assert metadata["precision"] == {"features": "mixed_bfloat16", "head": "float32", "saved_model": "float32",
+                                     "reason": "test: bf16"}
+    images = np.concatenate([x for x, _ in preprocessed_batches("vgg16", 32)])
+    saved = model.predict(images, verbose=0)
+    assert saved.dtype == np.float32
+    np.testing.assert_allclose(saved, trained.model.predict(images, verbose=0), atol=1e-6)
+    # The head saw bfloat16 features and the saved model gives it float32 ones: close, not equal.
+    features = trained.extractor.extract(preprocessed_batches("vgg16", 32), verbose=0).features
+    np.testing.assert_allclose(saved, trained.head.predict(features, verbose=0), atol=0.05)
+
+    exported = export.export_classifier_dir(out, base_dir=tmp_path / "saved_models")
+    signature = tf.saved_model.load(str(exported.path)).signatures[export.CLASSIFY_IMAGES]
+    assert {spec.dtype for spec in signature.structured_input_signature[1].values()} == {tf.float32}
+    rgb = tf.constant(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)), tf.float32)
+    assert signature(images=rgb)["covid_probability"].dtype == tf.float32
+
+
 def small_config(**overrides) -> ClassifierConfig:
     values = dict(backbone="vgg16", weights=None, image_size=32, epochs=1, batch_size=8, seed=3)
     values.update(overrides)

@@ -157,3 +157,19 @@ def test_train_classifier_refuses_one_class_data(tmp_path):
                         "--data-dir", tmp_path / "tfds", "--out", tmp_path / "out")
     assert_user_error(result, "has no Normal images", "needs both classes")
     assert not (tmp_path / "out").exists()
+
+
+def test_train_classifier_precision_is_chosen_said_and_recorded(tmp_path, capsys, monkeypatch):
+    from covid_keras.commands import train_classifier
+
+    summary = train_classifier.main([*TRAIN, "--precision", "mixed_bfloat16", "--out", str(tmp_path / "clf")])
+    assert "feature precision: mixed_bfloat16 (--precision mixed_bfloat16)" in capsys.readouterr().err
+    metadata = json.loads((tmp_path / "clf" / "classifier.json").read_text())
+    assert metadata["training"]["feature_precision"] == "mixed_bfloat16"
+    assert metadata["precision"]["reason"] == "--precision mixed_bfloat16"
+    assert 0 <= summary["metrics"]["test"]["accuracy"] <= 1
+
+    monkeypatch.setenv("COVID_KERAS_PRECISION", "bf16")
+    assert train_classifier.run([*TRAIN, "--out", str(tmp_path / "other")]) == 2
+    assert "COVID_KERAS_PRECISION" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "other").exists()

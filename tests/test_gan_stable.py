@@ -227,7 +227,7 @@ def test_mixed_precision_keeps_images_and_logits_float32(precision):
 
 def test_runtime_defaults_and_errors():
     assert runtime.resolve("auto", "auto") == (
-        runtime.DEFAULTS[runtime.device_kind()]["precision"], runtime.DEFAULTS[runtime.device_kind()]["jit_compile"]
+        runtime.choose_precision("gan").precision, runtime.DEFAULTS[runtime.hardware()[0]]["jit_compile"]
     )
     assert runtime.resolve("mixed_bfloat16", True) == ("mixed_bfloat16", True)
     with pytest.raises(ValueError, match="precision"):

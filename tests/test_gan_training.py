@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid_keras import data, generate
+from covid_keras import data, generate, runtime
 from covid_keras.gan import callbacks as gan_callbacks
 from covid_keras.gan import config as gan_config
 from covid_keras.gan import networks as gan_networks
@@ -95,6 +95,27 @@ def test_checkpoint_round_trips_optimizer_state_and_step_counter(trained):
     assert float(np.asarray(restored.g_optimizer.learning_rate)) == pytest.approx(
         float(np.asarray(original.g_optimizer.learning_rate))
     )
+
+
+def test_the_record_says_which_precision_and_why(trained):
+    record = json.loads((trained.run_dir / gan_run_dir.CONFIG_FILE).read_text())
+    assert record["precision"] == "float32"
+    assert record["precision_reason"] == "COVID_KERAS_PRECISION=float32"  # tests/conftest.py pins it
+
+
+def test_a_resumed_run_keeps_its_recorded_precision_under_auto(tmp_path, monkeypatch):
+    monkeypatch.delenv(runtime.ENV_VAR, raising=False)  # conftest pins float32; this tests "auto" itself
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    fresh = gan_training._precision_for(tmp_path / "new", "auto")
+    assert fresh == ("mixed_bfloat16", "auto: CPU has avx512_bf16", "auto")
+    record = {"gan": {"epochs": 2}, "precision": "float32", "precision_reason": "auto: CPU lacks avx512_bf16/amx_bf16"}
+    gan_run_dir.claim_run_dir(tmp_path / "old", record)
+    assert gan_training._precision_for(tmp_path / "old", "auto") == (
+        "float32", "auto: the resumed run's float32", "auto")
+    assert gan_training._precision_for(tmp_path / "old", "mixed_bfloat16").precision == "mixed_bfloat16"
+    # The reason is not compared on resume, and the first one stays in the file.
+    gan_run_dir.claim_run_dir(tmp_path / "old", {**record, "precision_reason": "precision float32"})
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["precision_reason"].startswith("auto: CPU lacks")
 
 
 def test_a_different_config_or_a_foreign_dir_is_refused(trained, spec, tmp_path):

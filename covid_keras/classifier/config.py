@@ -10,6 +10,7 @@ import pathlib
 import keras
 import numpy as np
 
+from covid_keras import runtime
 from covid_keras.backbones import BackboneSpec, get_backbone_spec
 
 # The study's training presets (reference-facts.md, "Classifiers").
@@ -89,6 +90,10 @@ class ClassifierConfig:
     # this share of COVID images is called COVID (`operating_rule.OperatingRule`).
     target_sensitivity: float = 0.95
     seed: int = 0
+    # The dtype policy the frozen backbone computes features in (`runtime.choose_precision("features")`
+    # picks it for the machine; the commands pass that). The head always trains in float32 and the
+    # saved model is float32 throughout; the features differ by bfloat16 rounding only.
+    feature_precision: str = "float32"
 
     def __post_init__(self):
         if self.degrade_to is not None and not 1 <= self.degrade_to <= self.image_size:
@@ -101,6 +106,9 @@ class ClassifierConfig:
                              f"fine_tune_layers={self.fine_tune_layers}")
         if not 0.0 < self.target_sensitivity <= 1.0:
             raise ValueError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
+        if self.feature_precision not in runtime.PRECISIONS:
+            raise ValueError(f"feature_precision: unknown {self.feature_precision!r}; "
+                             f"choose one of {', '.join(runtime.PRECISIONS)}")
         if self.keep_epoch not in KEEP_EPOCH:
             raise ValueError(f"keep_epoch: unknown {self.keep_epoch!r}; choose one of {', '.join(KEEP_EPOCH)}")
         check_image_size(self.spec, self.image_size)

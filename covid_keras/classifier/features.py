@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import data
+from covid_keras import data, runtime
 from covid_keras.backbones import BackboneSpec, get_backbone_spec
 
 # The study's training presets (reference-facts.md, "Classifiers").
@@ -91,19 +91,25 @@ class FeatureExtractor:
     """A frozen backbone cut at the study's layer, with the record of its weights."""
 
     def __init__(self, backbone: str, image_size: int = STUDY_IMAGE_SIZE, weights: str | None = "imagenet",
-                 degrade_to: int | None = None):
+                 degrade_to: int | None = None, precision: str = "float32"):
+        """precision: the Keras dtype policy the backbone computes in (`runtime.choose_precision("features")`
+        picks it for the machine); the weights stay float32 and so do the features it returns."""
+        if precision not in runtime.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(runtime.PRECISIONS)}, got {precision!r}")
         self.spec = get_backbone_spec(backbone)
         check_image_size(self.spec, image_size)
         self.image_size = image_size
         self.degrade_to = degrade_to
-        base, name, path = _build_cut_base(self.spec, image_size, weights)
-        self.model = keras.Model(
-            base.input, base.get_layer(self.spec.cut_layer).output, name=f"{backbone}_{self.spec.cut_layer}"
-        )
-        if degrade_to is not None:
-            image = keras.Input((image_size, image_size, 3), name="preprocessed_image")
-            degraded = DegradeResolution(degrade_to, name=f"degrade_to_{degrade_to}px")(image)
-            self.model = keras.Model(image, self.model(degraded), name=f"{self.model.name}_from_{degrade_to}px")
+        self.precision = precision
+        with runtime.precision_policy(precision):
+            base, name, path = _build_cut_base(self.spec, image_size, weights)
+            self.model = keras.Model(
+                base.input, base.get_layer(self.spec.cut_layer).output, name=f"{backbone}_{self.spec.cut_layer}"
+            )
+            if degrade_to is not None:
+                image = keras.Input((image_size, image_size, 3), name="preprocessed_image")
+                degraded = DegradeResolution(degrade_to, name=f"degrade_to_{degrade_to}px")(image)
+                self.model = keras.Model(image, self.model(degraded), name=f"{self.model.name}_from_{degrade_to}px")
         self.model.trainable = False
         self._partial_models: dict[str, keras.Model] = {}
         self.weights_info = WeightsInfo(
@@ -116,6 +122,22 @@ class FeatureExtractor:
     @property
     def backbone(self) -> str:
         return self.spec.name
+
+    def in_float32(self) -> "FeatureExtractor":
+        """This extractor computing in float32 with the same weights (itself when it already does).
+
+        Saved classifiers are built on it: a model trained on a bfloat16 CPU then serves at float32
+        speed on CPUs without bfloat16 instructions, where bfloat16 is emulated and far slower.
+        """
+        if self.precision == "float32":
+            return self
+        copy = FeatureExtractor(self.backbone, self.image_size, weights=None, degrade_to=self.degrade_to)
+        copy.model.set_weights(self.model.get_weights())  # the variables are float32 under either policy
+        copy.model.trainable = self.model.trainable
+        for source, target in zip(self.model.layers, copy.model.layers):
+            target.trainable = source.trainable  # unfrozen by fine-tuning, or not
+        copy.weights_info = self.weights_info
+        return copy
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:
@@ -173,6 +195,8 @@ class FeatureExtractor:
         }
         if self.degrade_to is not None:  # absent otherwise, so earlier caches keep their keys
             identity["degrade_to"] = self.degrade_to
+        if self.precision != "float32":  # likewise; and bfloat16 features never pass for float32 ones
+            identity["precision"] = self.precision
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 

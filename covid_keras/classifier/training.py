@@ -45,6 +45,7 @@ class TrainedClassifier:
     fine_tuned_on: str | None = None  # "images" or "cached <layer> features"
     # Temperature and threshold fitted on validation; the identity rule when there was none.
     operating_rule: OperatingRule = dataclasses.field(default_factory=OperatingRule)
+    precision_reason: str | None = None  # why config.feature_precision (runtime.choose_precision)
 
     def metadata(self, data_description: Mapping | None = None) -> dict:
         """The JSON record saved next to the model (`classifier.json`)."""
@@ -66,6 +67,9 @@ class TrainedClassifier:
                 "history": self.history,
             },
             "data": dict(data_description or {}),
+            # The head trained on features of this precision; model.keras computes in float32 throughout.
+            "precision": {"features": self.config.feature_precision, "head": "float32", "saved_model": "float32",
+                          "reason": self.precision_reason or "ClassifierConfig.feature_precision"},
             "metrics": self.metrics,
             OPERATING_RULE_KEY: self.operating_rule.to_dict(),
             "metrics_with_operating_rule": {
@@ -284,6 +288,7 @@ def train_classifier(
     splits: Mapping[str, tf.data.Dataset],
     cache: FeatureCache | None = None,
     verbose="auto",
+    precision_reason: str | None = None,
 ) -> TrainedClassifier:
     """Train a classifier on splits["train"] and evaluate it on every split given.
 
@@ -292,11 +297,13 @@ def train_classifier(
     features computed once per split (through `cache` when given); with
     `config.fine_tune_layers` the top of the backbone is then trained with the head
     (on cached features of the layer below it where the backbone allows, see `_fine_tune`).
+    `precision_reason`: why `config.feature_precision` was chosen, for the record.
     """
     if "train" not in splits:
         raise ValueError(f"splits needs a 'train' entry, got {sorted(splits)}")
     keras.utils.set_random_seed(config.seed)
-    extractor = FeatureExtractor(config.backbone, config.image_size, config.weights, config.degrade_to)
+    extractor = FeatureExtractor(config.backbone, config.image_size, config.weights, config.degrade_to,
+                                 precision=config.feature_precision)
     progress_verbose = 0 if verbose == 0 else 1
     split = split_above(extractor.model, config.fine_tune_layers) if config.fine_tune_layers else None
     below = None
@@ -335,7 +342,7 @@ def train_classifier(
         history.update(fine_tune_history)
     else:
         predictions = _predictions_from_features(head, features, mirrored)
-    model = assemble_classifier(extractor, head, mirror=config.mirror)
+    model = assemble_classifier(extractor.in_float32(), head, mirror=config.mirror)
     if predictions is None:
         predictions = {
             name: predict_probabilities(model, examples, config.backbone, config.image_size, verbose=progress_verbose)
@@ -346,4 +353,4 @@ def train_classifier(
     if "validation" in predictions:
         rule = OperatingRule.fit(*predictions["validation"], target_sensitivity=config.target_sensitivity)
     return TrainedClassifier(config, extractor, head, model, history, predictions, metrics, unfrozen, fine_tuned_on,
-                             operating_rule=rule)
+                             operating_rule=rule, precision_reason=precision_reason)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from covid_keras import classifier, cli, data, tuning
+from covid_keras import classifier, cli, data, runtime, tuning
 from covid_keras.backbones import BACKBONES
 
 
@@ -53,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also train on the mirror image of every train image, and predict the mean of an image's "
                              "and its mirror's P(COVID) (frozen backbone only)")
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
+    add_precision_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
@@ -60,6 +62,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.data_path and args.manual_dir:
         parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
     return args
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"),
+                        help="dtype policy of the backbone's features (auto: $COVID_KERAS_PRECISION if set, else "
+                             "mixed_bfloat16 where the CPU has avx512_bf16 or amx_bf16, float32 on other CPUs). "
+                             "The head trains in float32 and the saved model is float32")
+
+
+def feature_precision(args: argparse.Namespace) -> runtime.PrecisionChoice:
+    """The features' precision for --precision, said once on stderr (stdout is the JSON summary)."""
+    choice = runtime.choose_precision("features", args.precision, requested_by="--precision")
+    print(f"feature precision: {choice.precision} ({choice.reason})", file=sys.stderr)
+    return choice
 
 
 def data_spec(args: argparse.Namespace) -> data.DataSpec:
@@ -76,6 +92,7 @@ def main(argv=None) -> dict:
               "--weights": args.weights, "--hyperparameters": args.hyperparameters, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
     spec = data_spec(args)
+    precision = feature_precision(args)
     config = classifier.ClassifierConfig(
         backbone=args.backbone,
         weights=weights_argument(args.weights),
@@ -90,12 +107,13 @@ def main(argv=None) -> dict:
         keep_epoch=args.keep_epoch,
         mirror=args.mirror,
         seed=args.seed,
+        feature_precision=precision.precision,
     )
     if args.hyperparameters:
         config = tuning.apply_best_hyperparameters(config, tuning.load_best_hyperparameters(args.hyperparameters))
     splits = {name: data.load_split(spec, name, balanced=args.balanced) for name in classifier.SPLITS}
     cache = classifier.FeatureCache(args.feature_cache) if args.feature_cache else None
-    trained = classifier.train_classifier(config, splits, cache=cache)
+    trained = classifier.train_classifier(config, splits, cache=cache, precision_reason=precision.reason)
     description = {"config": spec.config, "path": spec.path, "balanced": args.balanced}
     with out.writing() as folder:
         classifier.save_classifier(trained, folder, data_description=description)

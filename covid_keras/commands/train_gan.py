@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
                         help="XLA-compile the train step (auto: the fastest measured for this device kind)")
     parser.add_argument("--precision", choices=("auto",) + runtime.PRECISIONS, default="auto",
-                        help="Keras dtype policy (auto: the fastest measured for this device kind)")
+                        help="Keras dtype policy (auto: $COVID_KERAS_PRECISION if set, else mixed_bfloat16 where the "
+                             "CPU has avx512_bf16 or amx_bf16, float32 on other CPUs, mixed_float16 on a GPU; a resumed "
+                             "run keeps its own)")
     parser.add_argument("--init-from", default=None, metavar="RUN_DIR",
                         help="start a new run from another run's latest weights (G, its average, D; fresh optimizers)")
     parser.add_argument("--weights-dir", default=None,

@@ -16,6 +16,7 @@ import json
 
 from covid_keras import classifier, cli, data, tuning
 from covid_keras.backbones import BACKBONES
+from covid_keras.commands import train_classifier
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--optimizers", nargs="+", default=list(tuning.OPTIMIZER_CHOICES),
                         choices=sorted(classifier.OPTIMIZERS))
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
+    train_classifier.add_precision_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new search is done")
@@ -64,6 +66,7 @@ def main(argv=None) -> dict:
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
+        feature_precision=train_classifier.feature_precision(args).precision,
     )
     train = data.load_split(spec, "train", balanced=args.balanced)
     validation = data.load_split(spec, "validation", balanced=args.balanced)

@@ -2,7 +2,8 @@
 
 What a run directory holds:
 
-    config.json                       the GanConfig, the data it trained on, the class names
+    config.json                       the GanConfig, the data it trained on, the class names, the
+                                      precision and why it was chosen (runtime.choose_precision)
     losses.csv                        per-epoch G/D losses, D accuracies and learning rates (CSVLogger)
     tensorboard/                      TensorBoard logs
     samples/epoch_00010.png           fixed noise, one row per label, every `sample_every` epochs and the last
@@ -53,12 +54,13 @@ GUIDE_REPORT = "class_guide.json"
 GUIDE_WEIGHTS = "class_guide.weights.h5"
 INIT_REPORT = "init_from.json"
 WEIGHTS_SUFFIX = ".weights.h5"
+PRECISION_REASON = "precision_reason"  # config.json's key for why `precision` was chosen
 
 
 
 def run_record(
     config: GanConfig, data_spec: data.DataSpec, class_names: Sequence[str], precision: str, init_from: str | None,
-    train_files: Sequence[str] | None = None,
+    train_files: Sequence[str] | None = None, precision_reason: str | None = None,
 ) -> dict:
     record = {
         "gan": config.to_dict(),
@@ -68,6 +70,8 @@ def run_record(
     }
     if init_from is not None:  # absent otherwise, so older run dirs keep matching their command
         record["init_from"] = init_from
+    if precision_reason is not None:
+        record[PRECISION_REASON] = precision_reason
     if train_files is not None:  # the whole list: a run on a subset says which images it saw
         record["data"]["train_files"] = sorted(train_files)
     return record
@@ -91,7 +95,9 @@ def claim_run_dir(run_dir: pathlib.Path, record: dict) -> None:
     if config_path.exists():
         with open(config_path) as f:
             saved = json.load(f)
-        differences = _differences(saved, record)
+        # Why the precision was chosen is not what the run is: a resume may be asked differently.
+        differences = _differences({k: v for k, v in saved.items() if k != PRECISION_REASON},
+                                   {k: v for k, v in record.items() if k != PRECISION_REASON})
         if differences:
             raise ValueError(
                 f"{config_path} belongs to a different run ({'; '.join(differences)}): "

@@ -56,6 +56,7 @@ from covid_keras.gan.run_dir import (
     claim_run_dir,
     completed_epochs,
     read_run_config,
+    read_run_record,
     resume_point,
     run_record,
     truncate_csv,
@@ -264,6 +265,17 @@ def _check_two_classes(data_spec: data.DataSpec, class_names: Sequence[str]) -> 
         )
 
 
+def _precision_for(run_dir: pathlib.Path, requested: str) -> runtime.PrecisionChoice:
+    """The run's precision: a resumed run keeps its recorded one under "auto", since a changed
+    default (a new table, another machine) must not refuse or silently alter a run half-way."""
+    choice = runtime.choose_precision("gan", requested, requested_by="precision")
+    if choice.source == "auto" and (run_dir / CONFIG_FILE).exists():
+        saved = read_run_record(run_dir).get("precision")
+        if saved in runtime.PRECISIONS:
+            return runtime.PrecisionChoice(saved, f"auto: the resumed run's {saved}", "auto")
+    return choice
+
+
 def train_gan(
     config: GanConfig,
     data_spec: data.DataSpec,
@@ -283,8 +295,9 @@ def train_gan(
     `config.num_classes` follows the data. A run dir whose config.json differs is refused; a
     matching one is resumed from its last checkpoint. Raises FloatingPointError when the losses
     became NaN (the last good checkpoint is kept). `precision` and `jit_compile` default to the
-    fastest measured for this device kind (`covid_keras.runtime.DEFAULTS`); the precision is part
-    of the run's record, since it changes the results beyond float tolerance. `time_budget_s`
+    fastest measured for this machine (`covid_keras.runtime.choose_precision("gan")`); the precision
+    and why it was chosen are part of the run's record, since it changes the results beyond float
+    tolerance, and a resumed run keeps its recorded precision when asked for "auto". `time_budget_s`
     stops after the epoch that crosses it (see `TimeBudget`). `init_from`: a fresh run starts from
     that run's latest weights (`initialise_from_run`), e.g. to add a class guide to a trained GAN.
     `weights_dir`: local ImageNet weights for a pretrained class guide (`backbones.local_weights_file`).
@@ -292,7 +305,8 @@ def train_gan(
     name outside the train split is refused. The list is part of the run's record.
     """
     run_dir = pathlib.Path(run_dir)
-    precision, jit_compile = runtime.resolve(precision, jit_compile)
+    choice = _precision_for(run_dir, precision)
+    precision, jit_compile = runtime.resolve(choice.precision, jit_compile)
     strategy = strategy or tf.distribute.get_strategy()
     _check_architecture(config)  # before touching the data or the run dir
     _check_mode_seeking_pairs(config, strategy.num_replicas_in_sync)
@@ -304,7 +318,8 @@ def train_gan(
     train = data.load_split(data_spec, "train", balanced=config.balanced)
     if train_files is not None:
         train = train_subset(train, train_files)
-    claim_run_dir(run_dir, run_record(config, data_spec, class_names, precision, init_from, train_files))
+    claim_run_dir(run_dir, run_record(config, data_spec, class_names, precision, init_from, train_files, choice.reason))
+    print(f"precision: {precision} ({choice.reason})")
 
     gan_ds = _epoch_dataset(train, config)
     steps_per_epoch = _count_batches(gan_ds)
