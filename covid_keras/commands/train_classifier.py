@@ -55,12 +55,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "and its mirror's P(COVID) (frozen backbone only)")
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
     add_precision_argument(parser)
+    parser.add_argument("--target-sensitivity", type=float, default=0.95,
+                        help="the operating threshold is chosen on validation (after temperature scaling) so that "
+                             "this share of COVID images is called COVID; exports and reports use it (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
     args = parser.parse_args(argv)
     if args.data_path and args.manual_dir:
         parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
+    if not 0.0 < args.target_sensitivity <= 1.0:
+        parser.error(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
     return args
 
 
@@ -106,6 +111,7 @@ def main(argv=None) -> dict:
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         keep_epoch=args.keep_epoch,
         mirror=args.mirror,
+        target_sensitivity=args.target_sensitivity,
         seed=args.seed,
         feature_precision=precision.precision,
     )
