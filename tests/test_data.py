@@ -237,3 +237,19 @@ def test_a_generated_folder_of_one_or_two_images_per_class_joins_whole(folder_sp
 
     synthetic = [n for n in file_names(augmented) if n.startswith(data.GENERATED_PREFIX)]
     assert synthetic == ["generated/COVID/000.png", "generated/COVID/001.png", "generated/Normal/000.png"]
+
+
+DUMMY_DATA = pathlib.Path(__file__).resolve().parents[1] / "tfds_builders" / "covid_xray" / "dummy_data"
+
+
+def test_a_wrong_manual_path_is_not_ignored_once_the_data_is_built(tmp_path, caplog):
+    built = data.DataSpec.parse("radiography", str(DUMMY_DATA), str(tmp_path / "tfds"))
+    data.prepare(built)
+    missing = data.DataSpec.parse("radiography", str(tmp_path / "typo"), str(tmp_path / "tfds"))
+    with pytest.raises(sources.SourceError, match=f"{tmp_path / 'typo'} does not exist"):
+        data.load_split(missing, "train")
+    other = tmp_path / "other_copy"
+    other.mkdir()
+    with caplog.at_level("WARNING"):
+        data.load_split(data.DataSpec.parse("radiography", str(other), str(tmp_path / "tfds")), "train")
+    assert f"not {other}: using that build" in caplog.text
