@@ -62,6 +62,7 @@ class GradCam:
         dense = _last_dense(parts.head)
         self._kernel, self._bias = dense.kernel, dense.bias
         self._below_last = keras.Model(parts.head.input, parts.head.layers[-2].output, name="head_below_logit")
+        self._traced = tf.function(self._explain, reduce_retracing=True)
 
     @classmethod
     def of(cls, model: keras.Model) -> "GradCam":
@@ -70,7 +71,12 @@ class GradCam:
     def __call__(self, images, threshold: float = 0.5, temperature: float = 1.0):
         """(P(COVID) [B] after `temperature`, heatmaps [B, h, w]); the class explained is the one
         that P(COVID) > threshold picks, so map and label always agree."""
-        images = tf.convert_to_tensor(images)
+        if tf.inside_function():  # already traced (an export's signature)
+            return self._explain(images, float(threshold), float(temperature))
+        # Eagerly, a traced graph runs the backbone several times faster than op-by-op.
+        return self._traced(tf.convert_to_tensor(images, tf.float32), float(threshold), float(temperature))
+
+    def _explain(self, images, threshold: float, temperature: float):
         views = [images] + ([MirrorImage()(images)] if self.parts.mirror else [])
         logits, tapes, features = [], [], []
         for view in views:
