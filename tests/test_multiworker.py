@@ -201,3 +201,67 @@ def test_train_gan_multi_worker_without_tf_config_is_a_usage_error(tmp_path):
                         "--run-dir", tmp_path / "run", "--epochs", "1")
     assert_user_error(result, "--strategy multi-worker", "TF_CONFIG")
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- the classifier's head
+
+
+def classifier_command(data_dir, out, epochs):
+    return [sys.executable, str(PROJECT_ROOT / "scripts" / "train_classifier.py"), "--backbone", "vgg16",
+            "--weights", "none", "--data", "phantom_small", "--data-dir", str(data_dir), "--image-size", "32",
+            "--epochs", str(epochs), "--batch-size", "8", "--feature-cache", str(out.parent / "features"),
+            "--out", str(out)]
+
+
+def head_history(out):
+    return json.loads((out / "classifier.json").read_text())["training"]["history"]
+
+
+@pytest.fixture(scope="module")
+def classifier_runs(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("classifier")
+    env = environment(root / "tmp")
+    one = subprocess.run(classifier_command(data_dir, root / "one", 2), env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    code, out = finish(launch(2, classifier_command(data_dir, root / "two", 2), env))
+    assert code == 0, out[-5000:]
+    return {"root": root, "one": root / "one", "two": root / "two"}
+
+
+def test_two_classifier_workers_follow_the_one_process_head(classifier_runs):
+    """Same features (each worker computes them; one cache), same initial head (one seed), same shuffle:
+    1e-4 relative. The phantom splits fill whole batches of 8, so both workers always hold 4."""
+    one, two = head_history(classifier_runs["one"]), head_history(classifier_runs["two"])
+    assert two["optimizer_steps"] == one["optimizer_steps"] > 0
+    for key in ("loss", "val_loss", "accuracy"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
+    assert sorted(p.name for p in classifier_runs["two"].iterdir()) == ["classifier.json", "model.keras", "roc.png"]
+    # No backup left beside OUT, no worker folder left in TMPDIR.
+    assert sorted(p.name for p in classifier_runs["root"].iterdir()) == ["features", "one", "tmp", "two"]
+    assert list((classifier_runs["root"] / "tmp").iterdir()) == []
+
+
+def test_a_killed_classifier_worker_resumes_to_the_same_steps(classifier_runs, data_dir, tmp_path):
+    out, epochs = tmp_path / "out", 40  # enough epochs of a tiny head to kill it part-way
+    env = environment(tmp_path / "tmp")
+    state = tmp_path / ".out.backup" / "state.json"
+    first = launch(2, classifier_command(data_dir, out, epochs), env)
+    deadline = time.monotonic() + 240
+    while not state.exists():
+        assert first.poll() is None, f"training ended before its first backup:\n{first.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no backup within 240 s"
+        time.sleep(0.02)
+    os.kill(worker_pid(first.pid, task=1), signal.SIGKILL)
+    code, log = finish(first)
+    assert code != 0 and not out.exists(), log[-3000:]
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < epochs
+
+    code, log = finish(launch(2, classifier_command(data_dir, out, epochs), env))
+    assert code == 0, log[-5000:]
+    history = head_history(out)
+    per_epoch = head_history(classifier_runs["one"])["optimizer_steps"] // 2
+    assert history["optimizer_steps"] == per_epoch * epochs  # as uninterrupted
+    assert len(history["loss"]) == epochs - killed_at  # the restart trained only the epochs left
+    assert not state.parent.exists()
