@@ -196,12 +196,14 @@ def test_the_chief_keeps_its_folder_and_a_worker_loses_its_scratch(tmp_path):
     assert not out.exists() and not (tmp_path / "run").exists()
 
 
-def test_train_gan_multi_worker_without_tf_config_is_a_usage_error(tmp_path):
-    result = run_script("train_gan.py", "--strategy", "multi-worker", "--data", "phantom_small",
-                        "--run-dir", tmp_path / "run", "--epochs", "1")
+@pytest.mark.parametrize("script, arguments", [
+    ("train_gan.py", ["--data", "phantom_small", "--epochs", "1", "--run-dir", "{tmp}/run"]),
+    ("train_classifier.py", ["--backbone", "vgg16", "--weights", "none", "--data", "phantom_small", "--out", "{tmp}/run"]),
+])
+def test_multi_worker_without_tf_config_is_a_usage_error(tmp_path, script, arguments):
+    result = run_script(script, "--strategy", "multi-worker", *[a.format(tmp=tmp_path) for a in arguments])
     assert_user_error(result, "--strategy multi-worker", "TF_CONFIG")
     assert not (tmp_path / "run").exists()
-
 
 # --------------------------------------------------------------------------- the classifier's head
 
