@@ -194,6 +194,18 @@ def mirrored(examples: tf.data.Dataset) -> tf.data.Dataset:
     return examples.map(lambda e: {**e, "image": tf.image.flip_left_right(e["image"])})
 
 
+def shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`ds` split across the workers of a multi-worker strategy by element, not by file.
+
+    Every worker reads the whole input and keeps its own share of each global batch, so the
+    workers' shares together are exactly the batch one process would see (a split by file could
+    not be: the TFDS splits have one file). No effect without a distribution strategy.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def _shuffle_buffer(ds: tf.data.Dataset) -> int:
     count = int(ds.cardinality())
     return MAX_SHUFFLE_BUFFER if count < 1 else min(count, MAX_SHUFFLE_BUFFER)
@@ -210,7 +222,8 @@ def gan_dataset(
     """(images float32 [B, S, S, 1] in [-1, 1], labels int32 [B]), shuffled each epoch.
 
     Scaling is the fixed x / 127.5 - 1 (not the study's per-image min-max, which erases exposure).
-    shuffle_seed=None keeps the input order.
+    shuffle_seed=None keeps the input order. `batch_size` is the global batch: under a
+    multi-worker strategy each worker takes its share of every batch (`shard_by_data`).
     """
     images = ds.map(
         lambda e: (resized_uint8(e["image"], image_size), tf.cast(e["label"], tf.int32)),
@@ -224,7 +237,7 @@ def gan_dataset(
     images = images.map(
         lambda x, y: (tf.cast(x, tf.float32) / 127.5 - 1.0, y), num_parallel_calls=tf.data.AUTOTUNE
     )
-    return images.prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(images.prefetch(tf.data.AUTOTUNE))
 
 
 def classifier_dataset(

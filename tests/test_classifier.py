@@ -192,9 +192,9 @@ def test_mirror_trains_on_mirror_images_and_averages_each_image_with_its_mirror(
     train_sizes = []
     train_head = classifier.train_head
 
-    def recording_train_head(head, config, train, validation=None, verbose="auto"):
+    def recording_train_head(head, config, train, validation=None, verbose="auto", **distribution):
         train_sizes.append(len(train.labels))
-        return train_head(head, config, train, validation, verbose)
+        return train_head(head, config, train, validation, verbose, **distribution)
 
     monkeypatch.setattr(classifier.training, "train_head", recording_train_head)
     cache = FeatureCache(tmp_path / "features")

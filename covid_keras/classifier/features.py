@@ -259,6 +259,6 @@ class FeatureCache:
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        partial = self.directory / f"{key}.partial.npz"
+        partial = self.directory / f"{key}.partial-{os.getpid()}.npz"  # workers of one cluster may write at once
         np.savez(partial, features=feature_set.features, labels=feature_set.labels)
         os.replace(partial, self._path(key))  # readers never see a half-written file

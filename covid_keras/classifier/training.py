@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import pathlib
+import shutil
 from typing import Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import data, evaluation
+from covid_keras import data, distribute, evaluation
+from covid_keras.files import atomic_save_weights, atomic_write_text
 
 # The study's training presets (reference-facts.md, "Classifiers").
 from covid_keras.classifier.config import (
@@ -92,31 +98,86 @@ def check_both_classes(labels: np.ndarray, split: str) -> None:
                          "classifier needs both classes in train and validation")
 
 
+BACKUP_STATE = "state.json"
+
+
+def _feature_batches(features: FeatureSet, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """Batches of (features, labels), shuffled each epoch from `shuffle_seed` when given. The same
+    order in every process; `batch_size` is the global batch, split by data across workers."""
+    ds = tf.data.Dataset.from_tensor_slices(tuple(features))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(features.labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return data.shard_by_data(ds.batch(batch_size))
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """The model's weights and optimizer after every epoch, written atomically into `directory`
+    (weights first, then the state file that names them), so that a killed fit can resume."""
+
+    def __init__(self, directory: str | os.PathLike):
+        super().__init__()
+        self.directory = pathlib.Path(directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        weights = f"head-epoch{epoch + 1:05d}.weights.h5"
+        atomic_save_weights(self.model, self.directory / weights)
+        atomic_write_text(self.directory / BACKUP_STATE, json.dumps({"epoch": epoch + 1, "weights": weights}) + "\n")
+        for old in self.directory.glob("head-epoch*.weights.h5"):
+            if old.name != weights:
+                old.unlink()
+
+
+def restore_backup(model: keras.Model, directory: str | os.PathLike | None) -> int:
+    """Load `directory`'s last backup into `model` (compiled); -> the epochs it had completed (0: none)."""
+    if directory is None or not (pathlib.Path(directory) / BACKUP_STATE).exists():
+        return 0
+    directory = pathlib.Path(directory)
+    state = json.loads((directory / BACKUP_STATE).read_text())
+    model.optimizer.build(model.trainable_variables)  # its slots must exist to be loaded
+    model.load_weights(directory / state["weights"])
+    return int(state["epoch"])
+
+
 def train_head(
     head: keras.Model,
     config: ClassifierConfig,
     train: FeatureSet,
     validation: FeatureSet | None = None,
     verbose="auto",
+    strategy: tf.distribute.Strategy | None = None,
+    backup_dir: str | os.PathLike | None = None,
 ) -> dict[str, list[float]]:
     """Fit the head on cached features with the config's optimizer, rate, epochs and batch.
 
     With `config.keep_epoch` "best_validation" the head ends with the weights of its epoch of
-    lowest validation loss (and `validation` is required).
+    lowest validation loss (and `validation` is required). `strategy`: the one the head was built
+    under (default: the current one); `config.batch_size` is the global batch. `backup_dir`: the
+    head is backed up there every epoch and a rerun resumes from it (removed once the fit ends);
+    under several workers only the chief writes it and all resume from it, so it must be on a file
+    system they share. A resumed `best_validation` fit chooses among the epochs since the resume.
     """
-    compile_for_training(head, config.optimizer, config.head_learning_rate)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():  # the optimizer's variables too belong to the strategy
+        compile_for_training(head, config.optimizer, config.head_learning_rate)
+        initial_epoch = restore_backup(head, backup_dir)
+    distribute.fit_ready(head, strategy)
     callbacks = _keep_epoch_callbacks(config, validation is not None)
-    history = head.fit(
-        train.features,
-        train.labels,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        validation_data=tuple(validation) if validation is not None else None,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    return _fit_record(history, callbacks)
+    with contextlib.ExitStack() as stack:
+        if backup_dir is not None:
+            callbacks.append(EpochBackup(stack.enter_context(distribute.worker_scratch_dir(backup_dir, strategy))))
+        history = head.fit(
+            _feature_batches(train, config.batch_size, shuffle_seed=config.seed),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=_feature_batches(validation, config.batch_size) if validation is not None else None,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    if backup_dir is not None and distribute.is_chief(strategy):
+        shutil.rmtree(backup_dir, ignore_errors=True)  # every worker has finished the epochs it was for
+    # The updates over the whole fit, resumed or not: what a resumed run must share with an uninterrupted one.
+    return {**_fit_record(history, callbacks), "optimizer_steps": int(head.optimizer.iterations.numpy())}
 
 
 class KeepBestValidation(keras.callbacks.Callback):
@@ -211,7 +272,9 @@ def _predictions_from_features(
     """split -> (labels, P(COVID)); with `mirrored` (features of the mirror images) the mean over both."""
 
     def predict(features: np.ndarray) -> np.ndarray:
-        return model.predict(features, batch_size=PREDICT_BATCH_SIZE, verbose=0).reshape(-1)
+        # Called directly, not through `predict`: the same in every process, with no strategy to distribute it.
+        return np.concatenate([np.asarray(model(features[i : i + PREDICT_BATCH_SIZE], training=False)).reshape(-1)
+                               for i in range(0, len(features), PREDICT_BATCH_SIZE)])
 
     predictions = {}
     for name, feature_set in feature_sets.items():
@@ -289,6 +352,8 @@ def train_classifier(
     cache: FeatureCache | None = None,
     verbose="auto",
     precision_reason: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    backup_dir: str | os.PathLike | None = None,
 ) -> TrainedClassifier:
     """Train a classifier on splits["train"] and evaluate it on every split given.
 
@@ -298,9 +363,14 @@ def train_classifier(
     `config.fine_tune_layers` the top of the backbone is then trained with the head
     (on cached features of the layer below it where the backbone allows, see `_fine_tune`).
     `precision_reason`: why `config.feature_precision` was chosen, for the record.
+    `strategy`, `backup_dir`: how the head trains (see `train_head`); every worker computes the
+    features itself (through `cache`, which they may share).
     """
     if "train" not in splits:
         raise ValueError(f"splits needs a 'train' entry, got {sorted(splits)}")
+    strategy = strategy or tf.distribute.get_strategy()
+    if config.fine_tune_layers and distribute.worker_count(strategy) > 1:
+        raise ValueError("fine_tune_layers needs one worker: only the head on cached features trains on several")
     keras.utils.set_random_seed(config.seed)
     extractor = FeatureExtractor(config.backbone, config.image_size, config.weights, config.degrade_to,
                                  precision=config.feature_precision)
@@ -331,8 +401,10 @@ def train_classifier(
                     for name, examples in splits.items()}
         train = train.concatenate(mirrored["train"])
 
-    head = build_head(extractor.feature_shape)
-    history = train_head(head, config, train, features.get("validation"), verbose=verbose)
+    with strategy.scope():
+        head = build_head(extractor.feature_shape)
+    history = train_head(head, config, train, features.get("validation"), verbose=verbose, strategy=strategy,
+                         backup_dir=backup_dir)
 
     unfrozen, fine_tuned_on = [], None
     if config.fine_tune_layers:

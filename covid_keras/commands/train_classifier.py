@@ -9,6 +9,10 @@ given) and only the head is trained on them; --fine-tune N then also trains the 
 of the backbone. Writes OUT/model.keras, OUT/classifier.json (backbone, weights and their
 sha256, training settings, metrics per split) and OUT/roc.png, and prints the metrics as JSON.
 A non-empty OUT is refused unless --overwrite; OUT appears only once the model is saved whole.
+
+Several machines (the head on cached features): the same command on each with its TF_CONFIG
+(docs/distributed.md). --batch-size is the global batch; only the chief writes OUT; the head is
+backed up every epoch beside OUT (.OUT.backup), so rerunning every worker resumes a killed run.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import argparse
 import json
 import sys
 
-from covid_keras import classifier, cli, data, runtime, tuning
+from covid_keras import classifier, cli, data, distribute, runtime, tuning
 from covid_keras.backbones import BACKBONES
 
 
@@ -58,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--target-sensitivity", type=float, default=0.95,
                         help="the operating threshold is chosen on validation (after temperature scaling) so that "
                              "this share of COVID images is called COVID; exports and reports use it (default: %(default)s)")
+    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
+                        help="auto: multi-worker when $TF_CONFIG names several workers, else mirrored on several "
+                             "local GPUs, else one device")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
@@ -96,6 +103,12 @@ def main(argv=None) -> dict:
     inputs = {"--data-path": args.data_path, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
               "--weights": args.weights, "--hyperparameters": args.hyperparameters, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
+    try:  # before any TensorFlow op: a multi-worker strategy must come first
+        strategy = distribute.choose_strategy(args.strategy)
+    except ValueError as e:
+        raise cli.UsageError(f"--strategy {args.strategy}: {e}") from e
+    # A resume point only where a kill of one worker stops them all; one process reruns in seconds.
+    backup_dir = out.path.parent / f".{out.path.name}.backup" if distribute.worker_count(strategy) > 1 else None
     spec = data_spec(args)
     precision = feature_precision(args)
     config = classifier.ClassifierConfig(
@@ -119,10 +132,15 @@ def main(argv=None) -> dict:
         config = tuning.apply_best_hyperparameters(config, tuning.load_best_hyperparameters(args.hyperparameters))
     splits = {name: data.load_split(spec, name, balanced=args.balanced) for name in classifier.SPLITS}
     cache = classifier.FeatureCache(args.feature_cache) if args.feature_cache else None
-    trained = classifier.train_classifier(config, splits, cache=cache, precision_reason=precision.reason)
+    trained = classifier.train_classifier(config, splits, cache=cache, precision_reason=precision.reason,
+                                          strategy=strategy, backup_dir=backup_dir)
     description = {"config": spec.config, "path": spec.path, "balanced": args.balanced}
-    with out.writing() as folder:
-        classifier.save_classifier(trained, folder, data_description=description)
+    with distribute.worker_scratch_dir(out.path, strategy) as target:
+        if target == out.path:
+            with out.writing() as folder:
+                classifier.save_classifier(trained, folder, data_description=description)
+        else:  # another worker saves as the chief does (TensorFlow's pattern), into a folder then removed
+            classifier.save_classifier(trained, target, data_description=description)
     summary = {"out": str(out.path), "weights": trained.extractor.weights_info.to_dict(), "metrics": trained.metrics}
     print(json.dumps(summary, indent=2))
     return summary

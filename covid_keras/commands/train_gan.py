@@ -7,6 +7,10 @@
 
 Every GanConfig field can be overridden (`--image-size`, `--epochs`, `--batch-size`, `--d-every`, ...).
 Re-running the same command resumes the run from its last checkpoint.
+
+Several machines: start the same command on each with its TF_CONFIG (docs/distributed.md;
+scripts/launch_local_workers.sh on one machine). --batch-size is the global batch, split across
+the workers; only the chief writes --run-dir, which must be on a file system they all share.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import cli, data, runtime  # noqa: E402
+from covid_keras import cli, data, distribute, runtime  # noqa: E402
 from covid_keras.gan import config as gan_config  # noqa: E402
 from covid_keras.gan import presets as gan_presets
 from covid_keras.gan import run_dir as gan_run_dir
@@ -68,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights-dir", default=None,
                         help="local ImageNet weights for --class-guide-backbone resnet50 "
                              "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
+    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
+                        help="auto: multi-worker when $TF_CONFIG names several workers, else mirrored on several "
+                             "local GPUs, else one device")
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
     overrides = parser.add_argument_group("preset overrides")
@@ -89,16 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir or os.path.join("runs", f"run{args.run}-{args.data}-{config.image_size}px")
     # Only that it can be a folder: an existing run is resumed (gan_training refuses another's).
     cli.check_folder(run_dir, "--run-dir")
+    # Before any TensorFlow op (the checks above run none): a multi-worker strategy must come first.
+    try:
+        strategy = distribute.choose_strategy(args.strategy)
+    except ValueError as e:
+        raise cli.UsageError(f"--strategy {args.strategy}: {e}") from e
     verbose = int(args.verbose) if args.verbose.isdigit() else args.verbose
-    print(f"GAN run {args.run} on {args.data}: {config.image_size} px, batch {config.batch_size}, "
-          f"{config.epochs} epochs -> {os.path.abspath(run_dir)}")
+    print(f"GAN run {args.run} on {args.data}: {config.image_size} px, batch {config.batch_size} over "
+          f"{strategy.num_replicas_in_sync} replica(s), {config.epochs} epochs -> {os.path.abspath(run_dir)}")
 
     from covid_keras.gan import training as gan_training
 
     try:
         jit = {"auto": "auto", "on": True, "off": False}[args.jit]
         result = gan_training.train_gan(
-            config, spec, run_dir, verbose=verbose, jit_compile=jit, precision=args.precision,
+            config, spec, run_dir, strategy=strategy, verbose=verbose, jit_compile=jit, precision=args.precision,
             time_budget_s=None if args.minutes is None else 60 * args.minutes, init_from=args.init_from,
             weights_dir=args.weights_dir,
         )

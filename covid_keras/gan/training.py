@@ -6,6 +6,11 @@ last, so a kill at any moment leaves the previous one intact. Re-running the sam
 from it: optimizer slots and iterations (hence the learning-rate schedule), and the GAN's step
 counter (hence the D-every-K phase) come back with the weights. Data order after a resume
 restarts from the shuffle's first permutation.
+
+Under a multi-worker strategy (`covid_keras.distribute`) every worker runs `train_gan` on its
+share of each global batch; only the chief writes the run folder, the others write the same
+files into a temporary folder that is removed. All of them resume from the chief's resume point,
+so the run folder must be on a file system they share.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import backbones, data, runtime
+from covid_keras import backbones, data, distribute, runtime
 from covid_keras.files import atomic_save_weights, atomic_write_text
 from covid_keras.gan import sampling
 from covid_keras.gan.callbacks import (
@@ -206,7 +211,8 @@ def initialise_from_run(gan: ConditionalGAN, source_dir: str | os.PathLike) -> i
 
 def _fit_class_guide(gan: ConditionalGAN, config: GanConfig, data_spec: data.DataSpec, train_ds, run_dir, verbose,
                      weights_dir=None) -> None:
-    """Train the run's class guide on the real train split (validation split for early stopping)."""
+    """Train the run's class guide on the real train split (validation split for early stopping);
+    its weights and report go into `run_dir`."""
     if config.class_guide_backbone != "cnn":
         path = backbones.local_weights_file(config.class_guide_backbone, weights_dir)
         gan.class_guide.get_layer(config.class_guide_backbone).load_weights(str(path))
@@ -303,13 +309,21 @@ def train_gan(
     `weights_dir`: local ImageNet weights for a pretrained class guide (`backbones.local_weights_file`).
     `train_files`: train only on these train-split images (and fit the guide on them alone); a
     name outside the train split is refused. The list is part of the run's record.
+    `strategy`: the distribution strategy (default: the current one); `config.batch_size` is the
+    global batch. Under several workers only the chief writes `run_dir` (see the module docstring).
     """
     run_dir = pathlib.Path(run_dir)
     choice = _precision_for(run_dir, precision)
     precision, jit_compile = runtime.resolve(choice.precision, jit_compile)
     strategy = strategy or tf.distribute.get_strategy()
+    if time_budget_s is not None and distribute.worker_count(strategy) > 1:
+        # Each worker would read its own clock, and one stopping alone leaves the others waiting for it.
+        raise ValueError("a wall-time budget is not supported with several workers: each would stop at its own time")
     _check_architecture(config)  # before touching the data or the run dir
     _check_mode_seeking_pairs(config, strategy.num_replicas_in_sync)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch_size {config.batch_size} (the global batch) must split evenly over the "
+                         f"{strategy.num_replicas_in_sync} replicas")
     data.prepare(data_spec)
     class_names = data.class_names(data_spec)
     _check_two_classes(data_spec, class_names)
@@ -318,7 +332,24 @@ def train_gan(
     train = data.load_split(data_spec, "train", balanced=config.balanced)
     if train_files is not None:
         train = train_subset(train, train_files)
-    claim_run_dir(run_dir, run_record(config, data_spec, class_names, precision, init_from, train_files, choice.reason))
+    with distribute.worker_scratch_dir(run_dir, strategy) as out_dir:
+        return _train_into(
+            config, data_spec, run_dir, out_dir, strategy, train, class_names, choice, precision, jit_compile, verbose,
+            time_budget_s, init_from, weights_dir, train_files,
+        )
+
+
+def _train_into(
+    config: GanConfig, data_spec: data.DataSpec, run_dir: pathlib.Path, out_dir: pathlib.Path,
+    strategy: tf.distribute.Strategy, train: tf.data.Dataset, class_names: list[str],
+    choice: runtime.PrecisionChoice, precision: str, jit_compile: bool, verbose: str | int,
+    time_budget_s: float | None, init_from: str | None, weights_dir, train_files: Sequence[str] | None,
+) -> TrainResult:
+    """`train_gan` from its run record on: resume from `run_dir`, write into `out_dir` (the same
+    folder on the chief, a worker's temporary one elsewhere)."""
+    if out_dir == run_dir:  # the chief (or the only process) owns the record
+        claim_run_dir(run_dir, run_record(config, data_spec, class_names, precision, init_from, train_files,
+                                          choice.reason))
     print(f"precision: {precision} ({choice.reason})")
 
     gan_ds = _epoch_dataset(train, config)
@@ -328,29 +359,30 @@ def train_gan(
 
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same config
     with strategy.scope():
-        gan = build_gan(config, steps_per_epoch, jit_compile=jit_compile, precision=precision)
+        gan = distribute.fit_ready(build_gan(config, steps_per_epoch, jit_compile=jit_compile, precision=precision),
+                                   strategy)
     initial_epoch = restore_train_state(gan, run_dir)
     if initial_epoch:
         print(f"resuming {run_dir} from epoch {initial_epoch} (step {int(gan.step_counter.numpy())})")
     else:
         if init_from is not None:
             source_epoch = initialise_from_run(gan, init_from)
-            atomic_write_text(run_dir / INIT_REPORT, json.dumps({"run_dir": init_from, "epoch": source_epoch}) + "\n")
+            atomic_write_text(out_dir / INIT_REPORT, json.dumps({"run_dir": init_from, "epoch": source_epoch}) + "\n")
             print(f"starting from the weights of {init_from} at its epoch {source_epoch}")
         if gan.class_guide is not None:
             with strategy.scope():
-                _fit_class_guide(gan, config, data_spec, gan_ds, run_dir, verbose, weights_dir)
-    truncate_csv(run_dir / LOSS_CSV, initial_epoch)
+                _fit_class_guide(gan, config, data_spec, gan_ds, out_dir, verbose, weights_dir)
+    truncate_csv(out_dir / LOSS_CSV, initial_epoch)
 
     nan_guard = StopOnNonFiniteLoss()
     noise = np.random.default_rng(config.seed).standard_normal((config.samples_per_class, config.noise_dim))
     callbacks = [
         nan_guard,
         LearningRateLogger(),
-        SampleGrid(run_dir / SAMPLES_DIR, class_names, noise.astype("float32"), config.sample_every, config.epochs),
-        keras.callbacks.CSVLogger(str(run_dir / LOSS_CSV), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR), write_graph=False),
-        AtomicCheckpoint(run_dir, config.checkpoint_every, nan_guard),  # last: after the CSV row and samples
+        SampleGrid(out_dir / SAMPLES_DIR, class_names, noise.astype("float32"), config.sample_every, config.epochs),
+        keras.callbacks.CSVLogger(str(out_dir / LOSS_CSV), append=True),
+        keras.callbacks.TensorBoard(str(out_dir / TENSORBOARD_DIR), write_graph=False),
+        AtomicCheckpoint(out_dir, config.checkpoint_every, nan_guard),  # last: after the CSV row and samples
     ]
     if time_budget_s is not None:
         callbacks.insert(0, TimeBudget(time_budget_s))
@@ -360,8 +392,9 @@ def train_gan(
         history = fit.history
     else:
         print(f"{run_dir} already finished its {config.epochs} epochs")
-    save_loss_curve(run_dir)
-    epochs_done = completed_epochs(run_dir)
+    save_loss_curve(out_dir)
+    # A worker's own record holds only the epochs since this start; the chief's may still be moving.
+    epochs_done = max(initial_epoch, completed_epochs(out_dir))
     if nan_guard.bad_epoch is not None:
         kept = (f"{run_dir / CHECKPOINT_DIR / STATE_FILE} still points at the last good checkpoint (epoch {epochs_done})"
                 if epochs_done else "no epoch had completed, so there is no checkpoint to resume from")
