@@ -30,10 +30,9 @@ import time
 
 import numpy as np
 
+from bench.feature_precision import machine
 from covid_keras import classifier, cli, data, formatting
 from covid_keras.evaluation import intervals
-
-from bench.feature_precision import machine
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 METRICS = ("accuracy", "auc")

@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from covid_keras import data, distribute, evaluation
-from covid_keras.files import atomic_save_weights, atomic_write_text
 
 # The study's training presets (reference-facts.md, "Classifiers").
 from covid_keras.classifier.config import (
@@ -33,6 +32,7 @@ from covid_keras.classifier.model import (
 )
 from covid_keras.classifier.operating_rule import METADATA_KEY as OPERATING_RULE_KEY
 from covid_keras.classifier.operating_rule import OperatingRule
+from covid_keras.files import atomic_save_weights, atomic_write_text
 from covid_keras.labels import BINARY_CLASSES, POSITIVE_CLASS
 
 
