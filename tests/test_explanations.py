@@ -300,3 +300,14 @@ def test_evaluate_classifier_on_a_one_class_folder_reports_recall_not_accuracy(s
                                        str(tmp_path / "tfds")])
     assert result["one_class"] == "COVID" and result["n"] == 6 and "accuracy" not in result
     assert 0 <= result["recall"] <= 1 and set(result["p_covid_calibrated"]) >= {"q05", "q50", "q95"}
+
+
+@pytest.mark.parametrize("backbone, size", [("vgg16", 64), ("resnet50", 64), ("inception_v3", 75)])
+def test_gradcam_works_at_every_backbones_cut_layer(backbone, size):
+    extractor = classifier.FeatureExtractor(backbone, size, weights=None)
+    keras.utils.set_random_seed(0)
+    model = classifier.assemble_classifier(extractor, classifier.build_head(extractor.feature_shape))
+    images = np.random.default_rng(0).uniform(-100, 100, (2, size, size, 3)).astype(np.float32)
+    probability, heatmaps = GradCam.of(model)(images)
+    np.testing.assert_allclose(probability, model.predict(images, verbose=0)[:, 0], atol=1e-5)
+    assert heatmaps.shape == (2, *extractor.feature_shape[:2])
