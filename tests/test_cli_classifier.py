@@ -34,7 +34,7 @@ def test_train_classifier_refuses_a_non_empty_out_before_reading_data(earlier_ou
 @pytest.mark.parametrize("change, named", [
     (["--epochs", "0"], ["--epochs"]),
     (["--batch-size", "-1"], ["--batch-size"]),
-    (["--image-size", "10"], ["image_size 10"]),
+    (["--image-size", "10"], ["--image-size 10", "minimum is 32"]),
     (["--weights", "{tmp}/absent.weights.h5"], ["{tmp}/absent.weights.h5"]),
     (["--hyperparameters", "{tmp}/no-search"], ["{tmp}/no-search"]),
     (["--data", "folder", "--data-path", "{tmp}/no-such-tree"], ["{tmp}/no-such-tree"]),

@@ -69,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
     args = parser.parse_args(argv)
+    if args.image_size < BACKBONES[args.backbone].min_size:
+        parser.error(f"--image-size {args.image_size} is too small for {args.backbone}: "
+                     f"its minimum is {BACKBONES[args.backbone].min_size}")
     if args.data_path and args.manual_dir:
         parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
     if not 0.0 < args.target_sensitivity <= 1.0:
