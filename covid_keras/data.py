@@ -102,8 +102,9 @@ def builder(spec: DataSpec) -> covid_xray.Builder:
 def prepare(spec: DataSpec) -> covid_xray.Builder:
     """Build the dataset if it is not built yet; return its builder. Logs skipped files."""
     dataset = builder(spec)
-    if spec.path is not None and not os.path.exists(spec.path):
-        # Checked even when a build exists: a mistyped path must not pass silently.
+    if _is_prepared(dataset) and spec.path is not None and not os.path.exists(spec.path):
+        # A build exists, so the path would not be read: a mistyped one must not pass silently.
+        # (Without a build, the builder's own message says where to get the data.)
         raise sources.SourceError(f"{spec.path} does not exist; expected a folder or a .zip laid out as "
                                   f"{sources.EXPECTED_LAYOUT}")
     if _is_prepared(dataset) and spec.path is not None and spec.config != "folder":
