@@ -15,13 +15,11 @@ Uses:
 Rows, and what was measured (python -m bench; bench/gpu_check.sh on a GPU):
 
 - CPU with bfloat16 instructions (`amx_bf16` or `avx512_bf16` in /proc/cpuinfo): mixed_bfloat16
-  for features and the GAN. Measured: VGG16 224 px features on a 2-core AMD EPYC Zen 4
-  (avx512_bf16, no AMX) ran at 7.3 img/s in float32 and 14.8 img/s in mixed_bfloat16 (a probe;
-  `python -m bench.feature_precision` measures it again); on an Intel Xeon with AMX, VGG16
-  224 px ran about 6.5x faster in bfloat16 and the run-3 GAN step 1.45x (bench/gan_vs_torch.py).
-  Pending: the test accuracy and AUC of classifiers trained on bfloat16 vs float32 features
-  (`python -m bench.precision_accuracy`), and a full GAN run's samples in bfloat16 vs float32.
-  Until those are in docs/results.md, COVID_KERAS_PRECISION=float32 restores the old default.
+  for features and the GAN. Measured (`python -m bench.feature_precision`, docs/results.md): on a
+  2-core AMD EPYC Zen 4 (avx512_bf16, no AMX) VGG16 features ran 1.99x and ResNet50 1.45x faster
+  than float32 at 150 and 224 px, and classifiers trained on them score as on float32 features
+  (`python -m bench.precision_accuracy`). Not yet measured: a full GAN run's samples in bfloat16
+  vs float32, and any AMX Xeon; COVID_KERAS_PRECISION=float32 restores the old default.
 - CPU without them (e.g. an AVX2-only AMD EPYC): float32. There bfloat16 is emulated: VGG16
   224 px features ran about 8x slower than float32 and the GAN step at 0.12x-0.24x its float32
   speed; XLA's jit_compile was about 5x slower (bench/gan_speedups.py).
