@@ -102,18 +102,19 @@ def builder(spec: DataSpec) -> covid_xray.Builder:
 def prepare(spec: DataSpec) -> covid_xray.Builder:
     """Build the dataset if it is not built yet; return its builder. Logs skipped files."""
     dataset = builder(spec)
-    if _is_prepared(dataset) and spec.path is not None and not os.path.exists(spec.path):
+    prepared = _is_prepared(dataset)
+    if prepared and spec.path is not None and not os.path.exists(spec.path):
         # A build exists, so the path would not be read: a mistyped one must not pass silently.
         # (Without a build, the builder's own message says where to get the data.)
         raise sources.SourceError(f"{spec.path} does not exist; expected a folder or a .zip laid out as "
                                   f"{sources.EXPECTED_LAYOUT}")
-    if _is_prepared(dataset) and spec.path is not None and spec.config != "folder":
+    if prepared and spec.path is not None and spec.config != "folder":
         built_from = build_report(spec).get("source")
         if built_from and os.path.abspath(built_from) != os.path.abspath(spec.path) \
                 and not os.path.abspath(built_from).startswith(os.path.abspath(spec.path) + os.sep):
             _log.warning("%s was prepared from %s, not %s: using that build (pass another --data-dir to build "
                          "from %s)", spec.config, built_from, spec.path, spec.path)
-    if not _is_prepared(dataset):
+    if not prepared:
         dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=spec.path))
         skipped = build_report(spec)["skipped"]
         if skipped:

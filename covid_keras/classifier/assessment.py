@@ -23,11 +23,7 @@ from covid_keras.backbones import get_backbone_spec
 from covid_keras.classifier.gradcam import GradCam, upsampled
 from covid_keras.classifier.operating_rule import OperatingRule
 from covid_keras.evaluation import shortcuts
-from covid_keras.evaluation.calibration import (
-    expected_calibration_error,
-    reliability_bins,
-)
-from covid_keras.evaluation.operating_point import wilson_interval
+from covid_keras.evaluation.operating_point import rates_with_intervals, wilson_interval
 from covid_keras.labels import BINARY_CLASSES
 
 THUMBNAIL_SIZE = 128  # the grey images kept for the heatmap grids
@@ -102,10 +98,9 @@ def assess(scored: ScoredImages, rule: OperatingRule) -> dict:
             "p_covid_calibrated": distribution,
         }
     at_half = evaluation.classification_metrics(scored.labels, scored.raw)
-    accuracy_hits = round(at_half["accuracy"] * at_half["n"])
     return {
         **at_half,
-        "accuracy_interval": wilson_interval(accuracy_hits, at_half["n"]),
+        "accuracy_interval": rates_with_intervals(scored.labels, scored.raw, at_half["threshold"])["accuracy_interval"],
         "auc_interval": evaluation.roc_auc_interval(scored.labels, scored.raw),
         "with_operating_rule": rule.report(scored.labels, scored.raw),
         "p_covid_calibrated": distribution,
@@ -156,10 +151,9 @@ def write_explanations(scored: ScoredImages, rule: OperatingRule, out_dir: str |
         plots.save_heatmap_grid(overlays, titles, out_dir / f"gradcam_{class_name}.png",
                                 title=f"{title} {class_name}: the {len(indices)} most confident".strip())
     if len(set(scored.labels.tolist())) == 2:
-        curves = {"raw": (reliability_bins(scored.labels, scored.raw),
-                          expected_calibration_error(scored.labels, scored.raw)),
-                  f"T = {rule.temperature:.2f}": (reliability_bins(scored.labels, calibrated),
-                                                  expected_calibration_error(scored.labels, calibrated))}
+        calibration = rule.report(scored.labels, scored.raw)
+        curves = {"raw": (calibration["reliability_before"], calibration["ece_before"]),
+                  f"T = {rule.temperature:.2f}": (calibration["reliability_after"], calibration["ece_after"])}
         plots.save_reliability_diagram(curves, out_dir / "reliability.png", title=title or None)
     files.atomic_write_json(out_dir / "shortcuts.json", report, default=files.json_default)
     return report
