@@ -76,6 +76,9 @@ class GanConfig:
     # > 0: G also pays this weight / (image distance / noise distance) over pairs of fakes of one
     # class (MSGAN's mode-seeking term), against samples that ignore their noise.
     mode_seeking_weight: float = 0.0
+    # True: one generator and one discriminator per class, each pair trained on that class's train
+    # images alone (covid_keras.gan.class_separate), so a class's samples must look like that class.
+    class_separate: bool = False
 
     # Optimisation.
     batch_size: int = 8
@@ -134,6 +137,12 @@ class GanConfig:
             raise ValueError(f"GanConfig.epoch_images must be 0 or >= batch_size ({self.batch_size}), got {self.epoch_images}")
         if self.class_guide_weight < 0:
             raise ValueError(f"GanConfig.class_guide_weight must be >= 0, got {self.class_guide_weight}")
+        if self.class_separate and (self.class_guide_weight > 0 or self.aux_class_weight > 0):
+            # Both tell classes apart, and each network of a class-separate run sees one class only.
+            raise ValueError(
+                "GanConfig.class_separate trains each class's networks on that class alone: class_guide_weight "
+                f"({self.class_guide_weight:g}) and aux_class_weight ({self.aux_class_weight:g}) must be 0"
+            )
         for name in ("class_guide_from_epoch", "class_guide_ramp_epochs"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"GanConfig.{name} must be >= 0, got {getattr(self, name)!r}")

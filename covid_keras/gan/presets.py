@@ -53,6 +53,14 @@ PRESETS["guided"] = dict(
 # gap is about ten times the small CNN's at the start, hence the lower weight.
 PRESETS["guided_resnet50"] = dict(PRESETS["guided"], class_guide_backbone="resnet50", class_guide_weight=10.0)
 
+# One `stable` GAN per class (covid_keras.gan.class_separate), with `guided`'s mode seeking and resize
+# upsampling but no class guide and no AC head: a class's discriminator sees that class alone, so
+# its generator cannot ignore the label. At equal epochs it takes the steps of one conditional run.
+PRESETS["per_class"] = dict(
+    PRESETS["stable"], aux_class_weight=0.0, mode_seeking_weight=1.0, generator_upsampling="resize",
+    class_separate=True,
+)
+
 
 def from_preset(run: str | int, **overrides: Any) -> GanConfig:
     """The preset `run` ("1", "2", "3", "stable", "guided") with `overrides` (GanConfig field names) applied."""

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import time
 from typing import Any, Sequence
 
 import keras
@@ -27,7 +28,7 @@ import tensorflow as tf
 
 from covid_keras import backbones, data, distribute, runtime
 from covid_keras.files import atomic_save_weights, atomic_write_text
-from covid_keras.gan import sampling
+from covid_keras.gan import class_separate, sampling
 from covid_keras.gan.callbacks import (
     AtomicCheckpoint,
     LearningRateLogger,
@@ -98,12 +99,12 @@ def make_optimizer(
     return keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=1e-8)
 
 
-def generator_for(config: GanConfig) -> keras.Model:
-    """The (untrained) generator that `config` describes."""
+def generator_for(config: GanConfig, name: str = "generator") -> keras.Model:
+    """The (untrained) generator that `config` describes (one class's, for a class-separate run)."""
     return build_generator(
         config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
         config.generator_filters, base_channels=config.base_channels, conditioning=config.generator_conditioning,
-        upsampling=config.generator_upsampling,
+        upsampling=config.generator_upsampling, name=name,
     )
 
 
@@ -329,6 +330,11 @@ def train_gan(
     _check_two_classes(data_spec, class_names)
     config = dataclasses.replace(config, num_classes=len(class_names))
     init_from = None if init_from is None else str(init_from)
+    if config.class_separate:
+        return _train_class_separate(
+            config, data_spec, run_dir, strategy, class_names, choice, verbose, jit_compile, time_budget_s,
+            init_from, weights_dir, train_files,
+        )
     train = data.load_split(data_spec, "train", balanced=config.balanced)
     if train_files is not None:
         train = train_subset(train, train_files)
@@ -337,6 +343,38 @@ def train_gan(
             config, data_spec, run_dir, out_dir, strategy, train, class_names, choice, precision, jit_compile, verbose,
             time_budget_s, init_from, weights_dir, train_files,
         )
+
+
+def _train_class_separate(
+    config: GanConfig, data_spec: data.DataSpec, run_dir: pathlib.Path, strategy: tf.distribute.Strategy,
+    class_names: list[str], choice: runtime.PrecisionChoice, verbose, jit_compile, time_budget_s: float | None,
+    init_from: str | None, weights_dir, train_files: Sequence[str] | None,
+) -> TrainResult:
+    """Each class's run in turn (covid_keras.gan.class_separate), each an ordinary run on that class's
+    train images; the parent's config.json records the whole. Killed, it resumes where it stopped."""
+    if init_from is not None:
+        raise ValueError("--init-from is not supported for a class-separate run (start each class from scratch)")
+    if distribute.is_chief(strategy):
+        claim_run_dir(run_dir, run_record(config, data_spec, class_names, choice.precision, None, train_files,
+                                          choice.reason))
+    pairs = data.file_names_and_labels(data.load_split(data_spec, "train", balanced=config.balanced))
+    if train_files is not None:
+        outside = sorted(set(train_files) - {name for name, _ in pairs})
+        if outside:
+            raise ValueError(f"{len(outside)} train_files are not in the train split: {outside[:3]}")
+    one_class = dataclasses.replace(config, class_separate=False)
+    start, results = time.monotonic(), []
+    for label, name in enumerate(class_names):
+        files = class_separate.files_of_class(pairs, label, train_files)
+        print(f"class {name}: {len(files)} train images -> {class_separate.class_run_dir(run_dir, name)}")
+        left = None if time_budget_s is None else max(time_budget_s - (time.monotonic() - start), 0.0)
+        results.append(train_gan(
+            one_class, data_spec, class_separate.class_run_dir(run_dir, name), strategy=strategy, verbose=verbose,
+            jit_compile=jit_compile, precision=choice.precision, time_budget_s=left, weights_dir=weights_dir,
+            train_files=files,
+        ))
+    return TrainResult(run_dir, results[-1].gan, config, class_names, min(r.initial_epoch for r in results),
+                       min(r.epochs_done for r in results), {})
 
 
 def _train_into(
@@ -409,6 +447,11 @@ def load_generator(run_dir: str | os.PathLike, which: str | int = "latest") -> t
     """(generator, GanConfig, class names) of a run; `which` is "latest" or a kept epoch number."""
     run_dir = pathlib.Path(run_dir)
     config, class_names = read_run_config(run_dir)
+    if config.class_separate:
+        generators = [load_generator(class_separate.class_run_dir(run_dir, name), which)[0] for name in class_names]
+        for label, generator in enumerate(generators):
+            generator.name = f"generator_{label}"  # unique inside the combined model
+        return class_separate.combine_generators(generators), config, class_names
     generator = generator_for(config)
     if which == "latest":
         path = run_dir / GENERATOR_WEIGHTS
