@@ -38,7 +38,7 @@ def test_each_class_trains_on_its_own_images_alone(trained, spec):
     assert parent["gan"]["class_separate"] is True
     pairs = data.file_names_and_labels(data.load_split(spec, "train", balanced=True))
     for label, name in enumerate(trained.class_names):
-        sub_dir = class_separate.class_run_dir(trained.run_dir, name)
+        sub_dir = gan_run_dir.class_run_dir(trained.run_dir, name)
         record = json.loads((sub_dir / gan_run_dir.CONFIG_FILE).read_text())
         assert record["gan"]["class_separate"] is False
         assert record["data"]["train_files"] == sorted(f for f, y in pairs if y == label)
@@ -53,7 +53,7 @@ def test_the_loaded_generator_draws_each_label_from_its_class_run(trained):
     labels = np.array([0, 1, 1, 0], np.int32)
     combined = np.asarray(generator([noise, labels]))
     for label, name in enumerate(class_names):
-        own, _, _ = gan_training.load_generator(class_separate.class_run_dir(trained.run_dir, name))
+        own, _, _ = gan_training.load_generator(gan_run_dir.class_run_dir(trained.run_dir, name))
         expected = np.asarray(own([noise, np.full(4, label, np.int32)]))
         np.testing.assert_allclose(combined[labels == label], expected[labels == label], atol=1e-6)
     assert not np.allclose(combined[0], combined[3]) or not np.allclose(combined[1], combined[2])

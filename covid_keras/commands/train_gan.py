@@ -117,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as e:  # the run failed (NaN losses), not its command: exit code 1
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"done: {result.epochs_done}/{config.epochs} epochs in {result.run_dir} "
-          f"(config.json, {gan_run_dir.LOSS_CSV}, {gan_run_dir.SAMPLES_DIR}/, {gan_run_dir.LOSS_CURVE}, "
-          f"{gan_run_dir.GENERATOR_WEIGHTS}, {gan_run_dir.CHECKPOINT_DIR}/)")
+    contents = (f"config.json, {gan_run_dir.LOSS_CSV}, {gan_run_dir.SAMPLES_DIR}/, {gan_run_dir.LOSS_CURVE}, "
+                f"{gan_run_dir.GENERATOR_WEIGHTS}, {gan_run_dir.CHECKPOINT_DIR}/")
+    if config.class_separate:
+        contents = f"config.json and a run folder per class in {gan_run_dir.CLASSES_DIR}/: {contents}"
+    print(f"done: {result.epochs_done}/{config.epochs} epochs in {result.run_dir} ({contents})")
     return 0
 
 

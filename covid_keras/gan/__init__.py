@@ -5,6 +5,7 @@
     guide        the class guide: builders and its training      model     the losses and ConditionalGAN(keras.Model)
     run_dir      a run folder's layout and records (no TF)       callbacks what a run writes while it trains
     training     train_gan, resume, loading a run's networks     sampling  drawing (and filtering) labelled samples
+    class_separate  one GAN per class, combined into one generator
 
 Importing this package imports nothing else, so `covid_keras.gan.config` stays free of TensorFlow.
 """

@@ -10,7 +10,8 @@ samples for them to pass. Frid-Adar et al. (2018) trained one DCGAN per lesion c
 augmentation purpose. The cost: each generator learns from its class's images only; at equal
 epochs the per-class runs together take the generator steps of one conditional run.
 
-Layout: the run folder holds config.json (the whole run) and `classes/<class name>/`, each an
+Layout (`run_dir.class_run_dir`): the run folder holds config.json (the whole run) and
+`classes/<class name>/`, each an
 ordinary run folder trained on that class's `train_files`, resumed and checkpointed as any run.
 `training.load_generator` on the parent returns `combine_generators(...)` of the class runs, which
 keeps the generator contract ([noise, label] -> image), so sampling, filtering, the evidence
@@ -19,18 +20,9 @@ protocol and export take it unchanged.
 
 from __future__ import annotations
 
-import os
-import pathlib
 from typing import Sequence
 
 import keras
-
-CLASSES_DIR = "classes"
-
-
-def class_run_dir(run_dir: str | os.PathLike, class_name: str) -> pathlib.Path:
-    """The folder of `class_name`'s run inside a class-separate run."""
-    return pathlib.Path(run_dir) / CLASSES_DIR / class_name
 
 
 def files_of_class(names_and_labels: Sequence[tuple[str, int]], label: int,

@@ -55,6 +55,7 @@ GUIDE_WEIGHTS = "class_guide.weights.h5"
 INIT_REPORT = "init_from.json"
 WEIGHTS_SUFFIX = ".weights.h5"
 PRECISION_REASON = "precision_reason"  # config.json's key for why `precision` was chosen
+CLASSES_DIR = "classes"  # a class-separate run's folder of per-class runs (covid_keras.gan.class_separate)
 
 
 
@@ -108,6 +109,11 @@ def claim_run_dir(run_dir: pathlib.Path, record: dict) -> None:
         raise ValueError(f"{run_dir} is not empty and has no {CONFIG_FILE}: refusing to write a GAN run into it")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config_path, json.dumps(record, indent=2) + "\n")
+
+
+def class_run_dir(run_dir: str | os.PathLike, class_name: str) -> pathlib.Path:
+    """The folder of `class_name`'s run inside a class-separate run."""
+    return pathlib.Path(run_dir) / CLASSES_DIR / class_name
 
 
 def read_run_record(run_dir: pathlib.Path) -> dict:

@@ -60,6 +60,7 @@ from covid_keras.gan.run_dir import (
     TENSORBOARD_DIR,
     WEIGHTS_SUFFIX,
     claim_run_dir,
+    class_run_dir,
     completed_epochs,
     read_run_config,
     read_run_record,
@@ -366,10 +367,10 @@ def _train_class_separate(
     start, results = time.monotonic(), []
     for label, name in enumerate(class_names):
         files = class_separate.files_of_class(pairs, label, train_files)
-        print(f"class {name}: {len(files)} train images -> {class_separate.class_run_dir(run_dir, name)}")
+        print(f"class {name}: {len(files)} train images -> {class_run_dir(run_dir, name)}")
         left = None if time_budget_s is None else max(time_budget_s - (time.monotonic() - start), 0.0)
         results.append(train_gan(
-            one_class, data_spec, class_separate.class_run_dir(run_dir, name), strategy=strategy, verbose=verbose,
+            one_class, data_spec, class_run_dir(run_dir, name), strategy=strategy, verbose=verbose,
             jit_compile=jit_compile, precision=choice.precision, time_budget_s=left, weights_dir=weights_dir,
             train_files=files,
         ))
@@ -448,7 +449,7 @@ def load_generator(run_dir: str | os.PathLike, which: str | int = "latest") -> t
     run_dir = pathlib.Path(run_dir)
     config, class_names = read_run_config(run_dir)
     if config.class_separate:
-        generators = [load_generator(class_separate.class_run_dir(run_dir, name), which)[0] for name in class_names]
+        generators = [load_generator(class_run_dir(run_dir, name), which)[0] for name in class_names]
         for label, generator in enumerate(generators):
             generator.name = f"generator_{label}"  # unique inside the combined model
         return class_separate.combine_generators(generators), config, class_names
