@@ -42,9 +42,11 @@ from covid_keras.evaluation.images import (
 from covid_keras.evaluation.judge import (
     ClassifierRecipe,
     judge_classes,
+    judge_probabilities,
     train_small_cnn,
 )
 from covid_keras.evaluation.kid import kid_per_class
+from covid_keras.evaluation.metrics import roc_auc, roc_auc_interval
 from covid_keras.evaluation.tstr import tstr_classifier_seed
 from covid_keras.formatting import significant
 from covid_keras.gan import sampling
@@ -89,6 +91,22 @@ def _accuracy_section(correct: np.ndarray, labels: np.ndarray, class_names: Sequ
         "per_class": {name: float(correct[labels == i].mean()) for i, name in enumerate(class_names)
                       if np.any(labels == i)},
     }
+
+
+def label_separation(labels: np.ndarray, probabilities: np.ndarray, seed: int = 0) -> dict | None:
+    """How far a judge's P(class 1) moves with the label, whatever its threshold: the ROC AUC of
+    P(class 1) between images labelled 1 and 0, with its 95 % bootstrap interval. 0.5: the label
+    changes nothing the judge sees, even where accuracy is 0.5 only because the judge gives every
+    sample one class. None for more than two classes or when a label is missing."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[-1] != 2:
+        return None
+    auc = roc_auc(labels, probabilities[:, 1])
+    interval = roc_auc_interval(labels, probabilities[:, 1], seed=seed)
+    if auc is None or interval is None:
+        return None
+    return {"auc": auc, "low": interval[0], "high": interval[1],
+            "mean_probability_per_label": [float(probabilities[np.asarray(labels) == k, 1].mean()) for k in (0, 1)]}
 
 
 def _guide_classes(guide, images: np.ndarray) -> np.ndarray:
@@ -197,12 +215,14 @@ def evaluate_evidence(
         judge.fit(train.images, train.labels, real["validation"].images, real["validation"].labels)
     tstr = tstr_versus_trtr(generator, real, split, class_names, settings, guide, log)
     small_cnn = tstr["small_cnn_judge"]
-    judges = {"independent": lambda images: judge.predict_classes(images),
-              "small_cnn": lambda images: judge_classes(small_cnn, images)}
+    judges = {"independent": lambda images: judge.predict_probabilities(images),
+              "small_cnn": lambda images: judge_probabilities(small_cnn, images)}
 
     image_sets = {split: scored, **{s.name: s.images for s in sample_sets}}
-    predictions = {name: {key: classify(images.images) for key, images in image_sets.items()}
-                   for name, classify in judges.items()}
+    probabilities = {name: {key: score(images.images) for key, images in image_sets.items()}
+                     for name, score in judges.items()}
+    predictions = {name: {key: np.argmax(p, axis=-1) for key, p in by_set.items()}
+                   for name, by_set in probabilities.items()}
     items: dict[str, list] = {}
     report_judges, fidelity = {}, {}
     for name in judges:
@@ -214,6 +234,8 @@ def evaluate_evidence(
             correct = _correct(predictions[name][sample_set.name], sample_set.images.labels)
             fidelity[name][sample_set.name] = _accuracy_section(correct, sample_set.images.labels, class_names, seed)
             items[f"fidelity_{name}_{sample_set.name}"] = correct.astype(int).tolist()
+    separation = {name: {key: label_separation(images.labels, probabilities[name][key], seed)
+                         for key, images in image_sets.items()} for name in judges}
     report_judges["independent"]["description"] = judge.describe()
     report_judges["small_cnn"]["description"] = {"kind": "small CNN, TRTR classifier 0 (real train)",
                                                  "recipe": dataclasses.asdict(settings.recipe)}
@@ -252,6 +274,7 @@ def evaluate_evidence(
                     for s in sample_sets},
         "judges": report_judges,
         "fidelity": fidelity,
+        "label_separation": separation,
         "guide_agreement_with_independent_judge": agreement,
         "kid": kid,
         "memorisation": memorised,
@@ -333,6 +356,16 @@ def evidence_markdown(report: dict) -> str:
     for name, judge in report["judges"].items():
         cells = [_interval(report["fidelity"][name][k]) for k in kinds]
         lines.append(f"| {name} | {_interval(judge[f'{split}_accuracy'])} | " + " | ".join(cells) + " |")
+    if any(report.get("label_separation", {}).get(name, {}).get(split) for name in report["judges"]):
+        second, first = report["class_names"][1], report["class_names"][0]
+        lines += ["", f"Label separation: the judge's P({second}) ranks images labelled {second} above those labelled "
+                  f"{first} (ROC AUC; 0.5 = the label changes nothing the judge sees):", "",
+                  "| judge | real " + split + " | " + " | ".join(f"{k} samples" for k in kinds) + " |",
+                  "|---|---|" + "---|" * len(kinds)]
+        for name in report["judges"]:
+            cells = [report["label_separation"][name][key] for key in [split] + kinds]
+            lines.append(f"| {name} | " + " | ".join(
+                "n/a" if c is None else f"{c['auc']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" for c in cells) + " |")
     if "filtered" in report["samples"]:
         acceptance = report["samples"]["filtered"]["acceptance_per_class"]
         lines += ["", "Filter acceptance per class: " + ", ".join(f"{n} {a:.3f}" for n, a in acceptance.items())]

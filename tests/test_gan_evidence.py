@@ -158,6 +158,8 @@ def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, 
     assert faithful["judges"]["independent"]["validation_accuracy"]["mean"] > 0.8
     assert faithful["fidelity"]["independent"]["unfiltered"]["mean"] > 0.8
     assert swapped["fidelity"]["independent"]["unfiltered"]["mean"] < 0.2
+    assert faithful["label_separation"]["independent"]["unfiltered"]["auc"] > 0.8
+    assert swapped["label_separation"]["independent"]["unfiltered"]["auc"] < 0.2
     assert faithful["guide_agreement_with_independent_judge"] is None  # unguided
     assert set(faithful["tstr"]) >= {"trtr", "unfiltered", "unfiltered_minus_trtr"}
     assert not faithful["memorisation"]["unfiltered"]["flagged"] or faithful["memorisation"]["unfiltered"]["ratio"] > 0
@@ -165,8 +167,22 @@ def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, 
     out = gan_evidence.write_evidence(faithful, blobs, tmp_path)
     saved = json.loads((out / "evidence.json").read_text())
     assert saved["fidelity"] == json.loads(json.dumps(faithful["fidelity"]))
-    assert "| independent |" in (out / "evidence.md").read_text()
+    assert "| independent |" in (out / "evidence.md").read_text() and "Label separation" in (out / "evidence.md").read_text()
     assert (out / "grid_left_unfiltered.png").stat().st_size > 0 and (out / "closest_train_unfiltered.png").is_file()
+
+
+def test_label_separation_sees_the_label_where_accuracy_is_at_chance():
+    """A judge that calls every sample class 1 scores 0.5 accuracy, yet ranks the class-1 samples higher."""
+    labels = np.repeat([0, 1], 50)
+    p_second = np.where(labels == 1, 0.9, 0.7) + np.random.default_rng(0).uniform(-0.05, 0.05, 100)
+    probabilities = np.stack([1 - p_second, p_second], axis=1)
+    assert np.mean(np.argmax(probabilities, axis=1) == labels) == 0.5
+    separation = gan_evidence.label_separation(labels, probabilities)
+    assert separation["auc"] == 1.0 and separation["low"] == 1.0
+    assert separation["mean_probability_per_label"] == pytest.approx([0.7, 0.9], abs=0.01)
+    flat = gan_evidence.label_separation(labels, np.full((100, 2), 0.5))
+    assert flat["auc"] == 0.5
+    assert gan_evidence.label_separation(labels, np.full((100, 3), 1 / 3)) is None
 
 
 def test_settings_refuse_what_the_protocol_forbids():
