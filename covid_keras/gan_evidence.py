@@ -392,3 +392,51 @@ def evidence_markdown(report: dict) -> str:
         m = report["memorisation"][kind]
         lines.append(f"| {kind} | {m['ratio']:.3f} | {m['near_copy_share']:.3f} | {'yes' if m['flagged'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def read_evidence(path) -> dict:
+    """An evidence report from its folder or its evidence.json; a clear error for anything else."""
+    path = pathlib.Path(path)
+    report = files.read_json(path / "evidence.json" if path.is_dir() else path, "an evidence report")
+    if not isinstance(report, dict) or not str(report.get("protocol", "")).startswith("gan-evidence/"):
+        raise ValueError(f"{path} is not a gan_evidence report (no gan-evidence protocol)")
+    return report
+
+
+def comparison_markdown(reports: Mapping[str, dict]) -> str:
+    """Several evidence reports as one table, a row per report and sample kind. Reports scored on
+    different splits are refused: a validation figure and a test figure are not comparable."""
+    splits = {label: r["splits_scored"][0] for label, r in reports.items()}
+    if len(set(splits.values())) > 1:
+        raise ValueError(f"the reports were scored on different splits ({splits}); compare like with like")
+    split = next(iter(splits.values()))
+    first, second = next(iter(reports.values()))["class_names"][:2]
+    lines = [f"Scored on the {split} split; 95 % intervals over images (one GAN training seed each).", "",
+             f"| report | samples | independent judge: accuracy ({first} / {second}) | label separation (AUC) | "
+             f"small-CNN judge | TSTR minus TRTR | KID vs {split} ({first} / {second}) | memorisation ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, r in reports.items():
+        real = r["judges"]["independent"][f"{split}_accuracy"]
+        real_separation = (r.get("label_separation") or {}).get("independent", {}).get(split)
+        lines.append(f"| {label} | real {split} | {_interval(real)} | "
+                     f"{_auc_cell(real_separation)} | {_interval(r['judges']['small_cnn'][f'{split}_accuracy'])} | | | |")
+        for kind in r["samples"]:
+            fidelity = r["fidelity"]["independent"][kind]
+            per_class = " / ".join(f"{fidelity['per_class'][name]:.2f}" for name in (first, second))
+            separation = (r.get("label_separation") or {}).get("independent", {}).get(kind)
+            d = r["tstr"][f"{kind}_minus_trtr"]
+            kid = r["kid"][f"vs_{split}"][kind]["per_class"]
+            lines.append(
+                f"| {label} | {kind} | {_interval(fidelity)} ({per_class}) | {_auc_cell(separation)} | "
+                f"{_interval(r['fidelity']['small_cnn'][kind])} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
+                f"{significant(kid[first]['mean'])} / {significant(kid[second]['mean'])} | "
+                f"{r['memorisation'][kind]['ratio']:.2f} |")
+    extractors = {r["kid"]["extractor"]["name"] for r in reports.values()}
+    lines += ["", f"KID on {', '.join(sorted(extractors))} features. Label separation: the independent judge's "
+              f"P({second}) for samples labelled {second} against those labelled {first}; n/a in reports made "
+              "before it was measured."]
+    return "\n".join(lines) + "\n"
+
+
+def _auc_cell(section: dict | None) -> str:
+    return "n/a" if not section else f"{section['auc']:.3f} [{section['low']:.3f}, {section['high']:.3f}]"

@@ -85,3 +85,14 @@ def test_gan_evidence_refuses_a_non_run_and_a_non_empty_out_before_any_work(run_
     refused = run_script("gan_evidence.py", "--run-dir", run_dir, "--data", "phantom_small", "--out", out)
     assert assert_user_error(refused) == f"error: {out} is not empty; pass --overwrite to replace it"
     assert snapshot(out) == before
+
+
+def test_compare_evidence_answers_misuse_in_one_line(tmp_path, capsys):
+    from covid_keras import cli
+    from covid_keras.commands import compare_evidence
+
+    (tmp_path / "a").mkdir()
+    assert cli.run(compare_evidence.main, [str(tmp_path / "a"), "--label", "x", "--label", "y"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --label: 2 labels for 1 reports; give one per report"
+    assert cli.run(compare_evidence.main, [str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'a' / 'evidence.json'} is missing (an evidence report)"

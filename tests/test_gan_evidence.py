@@ -170,6 +170,18 @@ def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, 
     assert "| independent |" in (out / "evidence.md").read_text() and "Label separation" in (out / "evidence.md").read_text()
     assert (out / "grid_left_unfiltered.png").stat().st_size > 0 and (out / "closest_train_unfiltered.png").is_file()
 
+    # Side by side: a row per report and sample kind; reports of different splits are refused.
+    table = gan_evidence.comparison_markdown({"faithful": gan_evidence.read_evidence(out), "swapped": swapped})
+    rows = [line for line in table.splitlines() if line.startswith("| faithful |") or line.startswith("| swapped |")]
+    assert len(rows) == 4 and "| swapped | unfiltered |" in table
+    on_test = {**swapped, "splits_scored": ["test"]}
+    with pytest.raises(ValueError, match="different splits"):
+        gan_evidence.comparison_markdown({"a": saved, "b": on_test})
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "evidence.json").write_text('{"fidelity": {}}')
+    with pytest.raises(ValueError, match="not a gan_evidence report"):
+        gan_evidence.read_evidence(tmp_path / "other")
+
 
 def test_label_separation_sees_the_label_where_accuracy_is_at_chance():
     """A judge that calls every sample class 1 scores 0.5 accuracy, yet ranks the class-1 samples higher."""

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "evaluate-gan": "evaluate_gan",
     "evidence": "gan_evidence",
     "compare-gan-reports": "compare_gan_reports",
+    "compare-evidence": "compare_evidence",
     "train-translation-gan": "train_translation_gan",
     "train-classifier": "train_classifier",
     "evaluate-classifier": "evaluate_classifier",
