@@ -156,7 +156,7 @@ def test_quick_study_end_to_end_and_resumed(tmp_path, capsys):
         assert saved["data"]["train_files"] == record["subsets"][n[1:]]["files"]
     assert len({run["generator_steps"] for run in record["gan_runs"].values()}) == 1
     # Every classifier is saved and scores a folder through its own degradation step.
-    model_dir = out / "classifiers" / "n6-gan-x1-gan1" / "seed1"
+    model_dir = out / "classifiers" / "n6-gan-x1-gan0" / "seed1"
     model, metadata = classifier.load_classifier(model_dir)
     assert metadata["training"]["degrade_to"] == 32
     assert any(isinstance(l, classifier.DegradeResolution) for l in _all_layers(model))

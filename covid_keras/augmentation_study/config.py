@@ -118,7 +118,7 @@ def quick_config(weights: str | None = None) -> StudyConfig:
         gan_overrides=dict(image_size=32, batch_size=8, generator_filters=(32, 16), discriminator_filters=(16, 32, 32),
                            base_channels=16, class_guide_from_epoch=1, class_guide_ramp_epochs=0,
                            sample_every=2, checkpoint_every=2),
-        gan_epochs=2, epoch_images=16, gan_seeds=(0,), smallest_n_gan_seeds=(0, 1), ratio=1, ratio_sweep=(1, 2),
+        gan_epochs=2, epoch_images=16, gan_seeds=(0,), smallest_n_gan_seeds=(0,), ratio=1, ratio_sweep=(1, 2),
         min_guide_confidence=0.01,  # a tiny GAN's guide is unsure of everything; this only exercises the path
     )
 
