@@ -311,7 +311,8 @@ def train_translation_gan(config: TranslationConfig, data_spec, run_dir, minutes
               "class_names": list(data.class_names(data_spec)), "epochs_done": 0}
     files.atomic_write_json(run_dir / CONFIG_FILE, record, sort_keys=True)
     budget = None if minutes is None else 60.0 * minutes
-    model.fit(train, epochs=config.epochs, verbose=verbose, callbacks=[_SaveEveryEpoch(run_dir, record, budget)])
+    model.fit(train, epochs=config.epochs, verbose=verbose, callbacks=[_SaveEveryEpoch(run_dir, record, budget)],
+              shuffle=False)  # the dataset shuffles itself
     images, labels = next(iter(data.gan_dataset(data.load_split(data_spec, "train"), config.image_size, 8,
                                                 shuffle_seed=None)))
     targets = other_class(tf.cast(labels, tf.int32), config.num_classes, tf.constant([config.seed, 0], tf.int64))

@@ -173,6 +173,7 @@ def train_head(
             validation_data=_feature_batches(validation, config.batch_size) if validation is not None else None,
             callbacks=callbacks,
             verbose=verbose,
+            shuffle=False,  # the batches come from their own seeded shuffle; Keras cannot reshuffle a dataset
         )
     if backup_dir is not None and distribute.is_chief(strategy):
         shutil.rmtree(backup_dir, ignore_errors=True)  # every worker has finished the epochs it was for

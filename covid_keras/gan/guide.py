@@ -162,7 +162,8 @@ def train_class_guide(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=GUIDE_PATIENCE, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=GUIDE_PATIENCE // 2),
         ]
-    history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose).history
+    history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                          shuffle=False).history  # train_ds shuffles itself
     guide.trainable = False
     return _guide_report(history, val_ds is not None)
 

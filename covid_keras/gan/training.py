@@ -427,7 +427,8 @@ def _train_into(
         callbacks.insert(0, TimeBudget(time_budget_s))
     history: dict[str, list[float]] = {}
     if initial_epoch < config.epochs:
-        fit = gan.fit(gan_ds, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+        fit = gan.fit(gan_ds, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                      shuffle=False)  # the dataset shuffles itself
         history = fit.history
     else:
         print(f"{run_dir} already finished its {config.epochs} epochs")
