@@ -344,6 +344,10 @@ def _interval(section: dict) -> str:
     return f"{section['mean']:.3f} [{section['low']:.3f}, {section['high']:.3f}]"
 
 
+def _signed_interval(section: dict) -> str:
+    return f"{section['mean']:+.3f} [{section['low']:+.3f}, {section['high']:+.3f}]"
+
+
 def evidence_markdown(report: dict) -> str:
     """The report as a short Markdown page: one table per question."""
     split = report["splits_scored"][0]
@@ -364,8 +368,7 @@ def evidence_markdown(report: dict) -> str:
                   "|---|---|" + "---|" * len(kinds)]
         for name in report["judges"]:
             cells = [report["label_separation"][name][key] for key in [split] + kinds]
-            lines.append(f"| {name} | " + " | ".join(
-                "n/a" if c is None else f"{c['auc']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" for c in cells) + " |")
+            lines.append(f"| {name} | " + " | ".join(_auc_cell(c) for c in cells) + " |")
     if "filtered" in report["samples"]:
         acceptance = report["samples"]["filtered"]["acceptance_per_class"]
         lines += ["", "Filter acceptance per class: " + ", ".join(f"{n} {a:.3f}" for n, a in acceptance.items())]
@@ -377,7 +380,7 @@ def evidence_markdown(report: dict) -> str:
               "|---|---|---|", f"| TRTR (real train) | {_interval(tstr['trtr'])} | |"]
     for kind in kinds:
         d = tstr[f"{kind}_minus_trtr"]
-        lines.append(f"| TSTR ({kind}) | {_interval(tstr[kind])} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |")
+        lines.append(f"| TSTR ({kind}) | {_interval(tstr[kind])} | {_signed_interval(d)} |")
     kid = report["kid"]
     lines += ["", f"KID on {kid['extractor']['name']} ({kid['extractor']['weights']}), per class:", "",
               "| samples | vs " + split + " | vs train |", "|---|---|---|"]
@@ -428,7 +431,7 @@ def comparison_markdown(reports: Mapping[str, dict]) -> str:
             kid = r["kid"][f"vs_{split}"][kind]["per_class"]
             lines.append(
                 f"| {label} | {kind} | {_interval(fidelity)} ({per_class}) | {_auc_cell(separation)} | "
-                f"{_interval(r['fidelity']['small_cnn'][kind])} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
+                f"{_interval(r['fidelity']['small_cnn'][kind])} | {_signed_interval(d)} | "
                 f"{significant(kid[first]['mean'])} / {significant(kid[second]['mean'])} | "
                 f"{r['memorisation'][kind]['ratio']:.2f} |")
     extractors = {r["kid"]["extractor"]["name"] for r in reports.values()}

@@ -25,11 +25,9 @@ from typing import Sequence
 import keras
 
 
-def files_of_class(names_and_labels: Sequence[tuple[str, int]], label: int,
-                   train_files: Sequence[str] | None = None) -> list[str]:
-    """The file names labelled `label`, within `train_files` when given (a study's subset)."""
-    allowed = None if train_files is None else set(train_files)
-    return sorted(name for name, y in names_and_labels if y == label and (allowed is None or name in allowed))
+def files_of_class(names_and_labels: Sequence[tuple[str, int]], label: int) -> list[str]:
+    """The file names labelled `label`, sorted."""
+    return sorted(name for name, y in names_and_labels if y == label)
 
 
 @keras.saving.register_keras_serializable(package="covid_keras")

@@ -100,12 +100,12 @@ def make_optimizer(
     return keras.optimizers.Adam(learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=1e-8)
 
 
-def generator_for(config: GanConfig, name: str = "generator") -> keras.Model:
-    """The (untrained) generator that `config` describes (one class's, for a class-separate run)."""
+def generator_for(config: GanConfig) -> keras.Model:
+    """The (untrained) generator that `config` describes."""
     return build_generator(
         config.image_size, config.noise_dim, config.num_classes, config.embedding_dim,
         config.generator_filters, base_channels=config.base_channels, conditioning=config.generator_conditioning,
-        upsampling=config.generator_upsampling, name=name,
+        upsampling=config.generator_upsampling,
     )
 
 
@@ -331,14 +331,14 @@ def train_gan(
     _check_two_classes(data_spec, class_names)
     config = dataclasses.replace(config, num_classes=len(class_names))
     init_from = None if init_from is None else str(init_from)
-    if config.class_separate:
-        return _train_class_separate(
-            config, data_spec, run_dir, strategy, class_names, choice, verbose, jit_compile, time_budget_s,
-            init_from, weights_dir, train_files,
-        )
     train = data.load_split(data_spec, "train", balanced=config.balanced)
     if train_files is not None:
         train = train_subset(train, train_files)
+    if config.class_separate:
+        return _train_class_separate(
+            config, data_spec, run_dir, strategy, train, class_names, choice, verbose, jit_compile, time_budget_s,
+            init_from, weights_dir, train_files,
+        )
     with distribute.worker_scratch_dir(run_dir, strategy) as out_dir:
         return _train_into(
             config, data_spec, run_dir, out_dir, strategy, train, class_names, choice, precision, jit_compile, verbose,
@@ -348,25 +348,22 @@ def train_gan(
 
 def _train_class_separate(
     config: GanConfig, data_spec: data.DataSpec, run_dir: pathlib.Path, strategy: tf.distribute.Strategy,
-    class_names: list[str], choice: runtime.PrecisionChoice, verbose, jit_compile, time_budget_s: float | None,
-    init_from: str | None, weights_dir, train_files: Sequence[str] | None,
+    train: tf.data.Dataset, class_names: list[str], choice: runtime.PrecisionChoice, verbose, jit_compile,
+    time_budget_s: float | None, init_from: str | None, weights_dir, train_files: Sequence[str] | None,
 ) -> TrainResult:
     """Each class's run in turn (covid_keras.gan.class_separate), each an ordinary run on that class's
-    train images; the parent's config.json records the whole. Killed, it resumes where it stopped."""
+    images of `train` (the split, or its `train_files`); the parent's config.json records the whole.
+    Killed, it resumes where it stopped."""
     if init_from is not None:
         raise ValueError("--init-from is not supported for a class-separate run (start each class from scratch)")
     if distribute.is_chief(strategy):
         claim_run_dir(run_dir, run_record(config, data_spec, class_names, choice.precision, None, train_files,
                                           choice.reason))
-    pairs = data.file_names_and_labels(data.load_split(data_spec, "train", balanced=config.balanced))
-    if train_files is not None:
-        outside = sorted(set(train_files) - {name for name, _ in pairs})
-        if outside:
-            raise ValueError(f"{len(outside)} train_files are not in the train split: {outside[:3]}")
+    pairs = data.file_names_and_labels(train)
     one_class = dataclasses.replace(config, class_separate=False)
     start, results = time.monotonic(), []
     for label, name in enumerate(class_names):
-        files = class_separate.files_of_class(pairs, label, train_files)
+        files = class_separate.files_of_class(pairs, label)
         print(f"class {name}: {len(files)} train images -> {class_run_dir(run_dir, name)}")
         left = None if time_budget_s is None else max(time_budget_s - (time.monotonic() - start), 0.0)
         results.append(train_gan(
