@@ -28,6 +28,10 @@ CLASS_GUIDE_BACKBONES = ("cnn", "resnet50")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine_restarts")
 DISCRIMINATOR_PADDINGS = ("auto", "valid", "same")
+# "none": the discriminator is learnt from scratch (covid_keras.gan.networks); otherwise heads on a frozen
+# pretrained network's features (covid_keras.gan.projected). Not VGG16 (the independent judge's network)
+# nor ResNet50 (KID's feature space): the generator is never trained against what measures it.
+DISCRIMINATOR_BACKBONES = ("none", "inception_v3")
 
 
 @dataclasses.dataclass
@@ -60,6 +64,11 @@ class GanConfig:
     ema_decay: float = 0.0  # > 0: sample from a moving average of the generator's weights
     aux_class_weight: float = 0.0  # > 0: an AC-GAN class head on D, weighted so in both losses
     minibatch_std: bool = False  # D sees the batch's feature spread (counters mode collapse)
+    # Not "none": a projected discriminator, trained heads on this frozen pretrained network's features
+    # at several scales (covid_keras.gan.projected), which sees the images resized to this side. Its
+    # weights come from --weights-dir; discriminator_filters / padding are then unused.
+    discriminator_backbone: str = "none"
+    discriminator_backbone_size: int = 128
     # > 0: a classifier is trained on the real train split first, then frozen; G also minimises its
     # class cross-entropy on the fakes, times this weight (covid_keras.gan.guide).
     class_guide_weight: float = 0.0
@@ -121,6 +130,15 @@ class GanConfig:
         _check_choice("discriminator_norm", self.discriminator_norm, DISCRIMINATOR_NORMS)
         _check_choice("class_guide_loss", self.class_guide_loss, CLASS_GUIDE_LOSSES)
         _check_choice("class_guide_backbone", self.class_guide_backbone, CLASS_GUIDE_BACKBONES)
+        _check_choice("discriminator_backbone", self.discriminator_backbone, DISCRIMINATOR_BACKBONES)
+        if self.discriminator_backbone != "none" and (
+            self.discriminator_conditioning != "projection" or self.discriminator_norm != "spectral"
+        ):
+            raise ValueError(
+                f"GanConfig.discriminator_backbone {self.discriminator_backbone!r} builds spectrally normalised "
+                "projection heads: discriminator_conditioning must be 'projection' and discriminator_norm "
+                f"'spectral' (got {self.discriminator_conditioning!r}, {self.discriminator_norm!r})"
+            )
         for policy in self.diff_augment:
             _check_choice("diff_augment", policy, DIFF_AUGMENT_POLICIES)
         if not 0.0 <= self.ema_decay < 1.0:
@@ -149,7 +167,7 @@ class GanConfig:
         positive = (
             "image_size", "num_classes", "noise_dim", "base_channels", "embedding_dim", "batch_size",
             "epochs", "d_every", "restart_epochs", "sample_every", "samples_per_class", "checkpoint_every",
-            "class_guide_input_size",
+            "class_guide_input_size", "discriminator_backbone_size",
         )
         for name in positive:
             if int(getattr(self, name)) < 1:

@@ -61,6 +61,14 @@ PRESETS["per_class"] = dict(
     class_separate=True,
 )
 
+# `guided`'s generator (mode seeking, resize upsampling) against a projected discriminator
+# (covid_keras.gan.projected): heads on frozen InceptionV3 features at three scales, the AC head on
+# them too, no class guide. Needs --weights-dir (the InceptionV3 file of ../shared/tools/backbone_weights.py).
+PRESETS["projected"] = dict(
+    PRESETS["stable"], mode_seeking_weight=1.0, generator_upsampling="resize", minibatch_std=False,
+    discriminator_backbone="inception_v3", discriminator_backbone_size=128,
+)
+
 
 def from_preset(run: str | int, **overrides: Any) -> GanConfig:
     """The preset `run` ("1", "2", "3", "stable", "guided") with `overrides` (GanConfig field names) applied."""

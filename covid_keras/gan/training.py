@@ -40,6 +40,7 @@ from covid_keras.gan.callbacks import (
 from covid_keras.gan.config import GanConfig
 from covid_keras.gan.guide import class_guide_for, guide_accuracy, train_class_guide
 from covid_keras.gan.model import ConditionalGAN
+from covid_keras.gan.projected import build_projected_discriminator
 from covid_keras.gan.networks import (
     build_discriminator,
     build_generator,
@@ -109,8 +110,15 @@ def generator_for(config: GanConfig) -> keras.Model:
     )
 
 
-def discriminator_for(config: GanConfig) -> keras.Model:
-    """The (untrained) discriminator that `config` describes."""
+def discriminator_for(config: GanConfig, backbone_weights: str | None = None) -> keras.Model:
+    """The (untrained) discriminator that `config` describes; `backbone_weights`: the pretrained file
+    of a projected discriminator's backbone (None: random, for loading a trained one)."""
+    if config.discriminator_backbone != "none":
+        return build_projected_discriminator(
+            config.image_size, config.num_classes, config.discriminator_backbone, config.discriminator_backbone_size,
+            backbone_weights, leaky_relu_slope=config.leaky_relu_slope, dropout=config.dropout,
+            auxiliary_classifier=config.aux_class_weight > 0, minibatch_std=config.minibatch_std,
+        )
     return build_discriminator(
         config.image_size, config.num_classes, config.embedding_dim, config.discriminator_filters,
         padding=config.discriminator_padding, leaky_relu_slope=config.leaky_relu_slope, dropout=config.dropout,
@@ -120,9 +128,11 @@ def discriminator_for(config: GanConfig) -> keras.Model:
 
 
 def build_gan(
-    config: GanConfig, steps_per_epoch: int = 1, jit_compile: bool = False, precision: str = "float32"
+    config: GanConfig, steps_per_epoch: int = 1, jit_compile: bool = False, precision: str = "float32",
+    backbone_weights: str | None = None,
 ) -> ConditionalGAN:
     """A compiled ConditionalGAN for `config`. Call inside `strategy.scope()` to distribute it.
+    `backbone_weights`: see `discriminator_for`.
 
     The restart period is `restart_epochs` epochs for both networks: G updates every step, D once
     every `d_every` steps, so D's period in updates is `d_every` times shorter. `precision` is a
@@ -130,7 +140,7 @@ def build_gan(
     """
     with runtime.precision_policy(precision):
         gan = ConditionalGAN(
-            generator_for(config), discriminator_for(config), config.noise_dim, config.num_classes,
+            generator_for(config), discriminator_for(config, backbone_weights), config.noise_dim, config.num_classes,
             config.d_every, config.seed, diff_augment=config.diff_augment, ema_decay=config.ema_decay,
             aux_class_weight=config.aux_class_weight, class_guide=class_guide_for(config),
             class_guide_weight=config.class_guide_weight,
@@ -247,6 +257,12 @@ def _count_batches(ds: tf.data.Dataset) -> int:
 def _check_architecture(config: GanConfig) -> None:
     """Raise the builders' ValueError for a size the generator or discriminator cannot make."""
     upsampling_plan(config.image_size, len(config.generator_filters))
+    if config.discriminator_backbone != "none":
+        minimum = backbones.get_backbone_spec(config.discriminator_backbone).min_size
+        if config.discriminator_backbone_size < minimum:
+            raise ValueError(f"GanConfig.discriminator_backbone_size must be >= {minimum} for "
+                             f"{config.discriminator_backbone}, got {config.discriminator_backbone_size}")
+        return
     resolve_discriminator_padding(config.image_size, len(config.discriminator_filters), config.discriminator_padding)
 
 
@@ -308,7 +324,8 @@ def train_gan(
     tolerance, and a resumed run keeps its recorded precision when asked for "auto". `time_budget_s`
     stops after the epoch that crosses it (see `TimeBudget`). `init_from`: a fresh run starts from
     that run's latest weights (`initialise_from_run`), e.g. to add a class guide to a trained GAN.
-    `weights_dir`: local ImageNet weights for a pretrained class guide (`backbones.local_weights_file`).
+    `weights_dir`: local pretrained weights for a pretrained class guide or discriminator backbone
+    (`backbones.local_weights_file`).
     `train_files`: train only on these train-split images (and fit the guide on them alone); a
     name outside the train split is refused. The list is part of the run's record.
     `strategy`: the distribution strategy (default: the current one); `config.batch_size` is the
@@ -322,6 +339,8 @@ def train_gan(
         # Each worker would read its own clock, and one stopping alone leaves the others waiting for it.
         raise ValueError("a wall-time budget is not supported with several workers: each would stop at its own time")
     _check_architecture(config)  # before touching the data or the run dir
+    if config.discriminator_backbone != "none":
+        backbones.local_weights_file(config.discriminator_backbone, weights_dir)  # FileNotFoundError saying how
     _check_mode_seeking_pairs(config, strategy.num_replicas_in_sync)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) must split evenly over the "
@@ -393,10 +412,17 @@ def _train_into(
     if steps_per_epoch == 0:
         raise ValueError(f"the train split of {data_spec.config!r} has fewer images than batch_size={config.batch_size}")
 
+    backbone_weights = None
+    if config.discriminator_backbone != "none":
+        backbone_weights = str(backbones.local_weights_file(config.discriminator_backbone, weights_dir))
+        print(f"discriminator: heads on frozen {config.discriminator_backbone} features from {backbone_weights}")
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same config
     with strategy.scope():
-        gan = distribute.fit_ready(build_gan(config, steps_per_epoch, jit_compile=jit_compile, precision=precision),
-                                   strategy)
+        gan = distribute.fit_ready(
+            build_gan(config, steps_per_epoch, jit_compile=jit_compile, precision=precision,
+                      backbone_weights=backbone_weights),
+            strategy,
+        )
     initial_epoch = restore_train_state(gan, run_dir)
     if initial_epoch:
         print(f"resuming {run_dir} from epoch {initial_epoch} (step {int(gan.step_counter.numpy())})")
