@@ -48,6 +48,7 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
             "discriminator_norm": gan_config.DISCRIMINATOR_NORMS,
             "class_guide_loss": gan_config.CLASS_GUIDE_LOSSES,
             "class_guide_backbone": gan_config.CLASS_GUIDE_BACKBONES,
+            "discriminator_backbone": gan_config.DISCRIMINATOR_BACKBONES,
         }.get(field.name)
         parser.add_argument(flag, type=type(default), default=None, choices=choices, help=help_text)
 
