@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Probe: does the independent judge call soft images COVID? (docs/results.md, issue #30)
 
-The independent judge of `gan_evidence` (frozen exact ImageNet VGG16, a head on real train images
+The independent judge of `evaluation.evidence` (frozen exact ImageNet VGG16, a head on real train images
 at the GAN's 64 px) scores real validation images blurred by Gaussians of growing sigma; beside
 it, the sharpness (`evaluation.diagnostics.sharpness`) of those images and of a GAN run's samples,
 so the blur at which real images are as soft as the samples can be read off.
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from covid_keras.evaluation.images import balanced_labels, load_real_splits
     from covid_keras.gan import sampling
     from covid_keras.gan import training as gan_training
-    from covid_keras.independent_judge import ImagenetJudge
+    from covid_keras.evaluation.imagenet_judge import ImagenetJudge
 
     spec = data.DataSpec.parse(args.data, args.data_path, None)
     real = load_real_splits(spec, 64, ("train", "validation"))

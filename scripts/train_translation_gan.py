@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the image-editing GAN (covid_keras.translation_gan): real X-rays of one class edited into the other.
+"""Train the image-editing GAN (covid_keras.gan.translation): real X-rays of one class edited into the other.
 
 The same command as `covid-keras train-translation-gan`; its code and `--help` live in
 covid_keras/commands/train_translation_gan.py.

@@ -1,4 +1,4 @@
-"""gan_comparison: reports side by side, pooled per configuration against the goals."""
+"""evaluation.comparison: reports side by side, pooled per configuration against the goals."""
 
 import importlib.util
 import json
@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from covid_keras import cli
-from covid_keras import gan_comparison as gc
+from covid_keras.evaluation import comparison as gc
 
 
 def report(seed, *, fidelity=0.8, judge=0.9, tstr=(0.75, 0.77), trtr=0.9, run_dir="/runs/guided",

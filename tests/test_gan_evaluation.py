@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covid_keras import data, gan_comparison
+from covid_keras import data
+from covid_keras.evaluation import comparison
 from covid_keras.augment import RandomBlur
 from covid_keras.evaluation import checkpoints as eval_checkpoints
 from covid_keras.evaluation import diagnostics as eval_diagnostics
@@ -406,7 +407,7 @@ def test_evaluate_gan_draws_fresh_samples_for_each_tstr_classifier(tmp_path, blo
     assert tstr["trtr_fit"] == "reused the judge (same recipe, real train)"
     assert "over 2 classifiers" in (tmp_path / "summary.md").read_text()
     # The comparison reads what was written: the mean and spread over these classifiers.
-    (row,) = gan_comparison.compare_paths([tmp_path])["reports"]
+    (row,) = comparison.compare_paths([tmp_path])["reports"]
     assert row["tstr"] == pytest.approx(tstr["tstr_accuracy"]) and row["tstr_sd"] == pytest.approx(tstr["tstr_accuracy_sd"])
 
 
@@ -422,7 +423,7 @@ def test_tstr_with_blur_trains_its_own_trtr_and_leaves_the_judge_as_it_is(tmp_pa
     judge = keras.models.load_model(tmp_path / "judge.keras")
     assert not any(isinstance(layer, RandomBlur) for layer in judge.layers)
     assert "random Gaussian blur of sigma up to 1.5 px" in (tmp_path / "summary.md").read_text()
-    assert gan_comparison.compare_paths([tmp_path])["reports"][0]["configuration"].endswith("TSTR blur ≤1.5 px")
+    assert comparison.compare_paths([tmp_path])["reports"][0]["configuration"].endswith("TSTR blur ≤1.5 px")
     with pytest.raises(ValueError, match="tstr_blur_sigma"):
         gan_report.EvaluationSettings(tstr_blur_sigma=-1.0)
 
@@ -485,9 +486,9 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     assert result["class_fidelity"]["judge"]["source"] == str(tmp_path / "judge.keras")
     # The run's config travels in the report, so the comparison can tell runs apart by training seed.
     assert result["run_config"] == run_config.to_dict()
-    (row,) = gan_comparison.compare_paths([out])["reports"]
+    (row,) = comparison.compare_paths([out])["reports"]
     assert row["training_seed"] == 7
-    assert gan_comparison.RUN_CONFIG_FILE == gan_run_dir.CONFIG_FILE
+    assert comparison.RUN_CONFIG_FILE == gan_run_dir.CONFIG_FILE
     assert "tstr_trtr" not in result
 
     with pytest.raises(ValueError, match="differ from the real data"):

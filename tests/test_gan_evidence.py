@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from covid_keras import gan_evidence
+from covid_keras.evaluation import evidence
 from covid_keras.evaluation import embeddings as eval_embeddings
 from covid_keras.evaluation import images as eval_images
 from covid_keras.evaluation import intervals, memorisation
 from covid_keras.evaluation import judge as eval_judge
-from covid_keras.independent_judge import ImagenetJudge
+from covid_keras.evaluation.imagenet_judge import ImagenetJudge
 from tests.tiny import SIZE, TINY_RECIPE, blob_dataset, template_generator
 
 CLASSES = ("left", "right")
@@ -82,7 +82,7 @@ def templates(blobs):
 
 
 def _settings(split):
-    return gan_evidence.EvidenceSettings(split=split, per_class=16, classifiers=2, kid_subsets=5,
+    return evidence.EvidenceSettings(split=split, per_class=16, classifiers=2, kid_subsets=5,
                                          min_guide_confidence=0.5, recipe=dataclasses.replace(TINY_RECIPE, epochs=2))
 
 
@@ -115,7 +115,7 @@ def test_no_test_image_reaches_a_training_step(blobs, templates, monkeypatch):
     split = "test"
     seen_in_training = set()
     seen_anywhere = set()
-    train_small_cnn = gan_evidence.train_small_cnn
+    train_small_cnn = evidence.train_small_cnn
 
     def spy_train(train_images, train_labels, val_images, val_labels, *args, **kwargs):
         seen_in_training.update(_digests(train_images) | _digests(val_images))
@@ -133,11 +133,11 @@ def test_no_test_image_reaches_a_training_step(blobs, templates, monkeypatch):
         seen_anywhere.update(_digests(images))
         return features(images, *args, **kwargs)
 
-    monkeypatch.setattr(gan_evidence, "train_small_cnn", spy_train)
+    monkeypatch.setattr(evidence, "train_small_cnn", spy_train)
     monkeypatch.setattr(judge, "fit", spy_fit)
     monkeypatch.setattr(judge.extractor, "features", spy_features)
     guide = side_guide()
-    report = gan_evidence.evaluate_evidence(template_generator(templates), blobs, CLASSES, _settings(split),
+    report = evidence.evaluate_evidence(template_generator(templates), blobs, CLASSES, _settings(split),
                                             guide=guide, judge=judge, extractor=judge.extractor, log=lambda *a: None)
 
     test = _digests(blobs["test"].images)
@@ -153,7 +153,7 @@ def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, 
     settings = _settings("validation")
     # Scored on validation, no step trains on or even looks at a test image.
     seen = set()
-    train_small_cnn, features = gan_evidence.train_small_cnn, fitted_judge.extractor.features
+    train_small_cnn, features = evidence.train_small_cnn, fitted_judge.extractor.features
 
     def spy_train(train_images, train_labels, val_images, val_labels, *args, **kwargs):
         seen.update(_digests(train_images) | _digests(val_images))
@@ -163,10 +163,10 @@ def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, 
         seen.update(_digests(images))
         return features(images, *args, **kwargs)
 
-    monkeypatch.setattr(gan_evidence, "train_small_cnn", spy_train)
+    monkeypatch.setattr(evidence, "train_small_cnn", spy_train)
     monkeypatch.setattr(fitted_judge.extractor, "features", spy_features)
     faithful, swapped = (
-        gan_evidence.evaluate_evidence(template_generator(t), blobs, CLASSES, settings, judge=fitted_judge,
+        evidence.evaluate_evidence(template_generator(t), blobs, CLASSES, settings, judge=fitted_judge,
                                        extractor=fitted_judge.extractor, log=lambda *a: None)
         for t in (templates, templates[::-1])
     )
@@ -180,23 +180,23 @@ def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, 
     assert set(faithful["tstr"]) >= {"trtr", "unfiltered", "unfiltered_minus_trtr"}
     assert not faithful["memorisation"]["unfiltered"]["flagged"] or faithful["memorisation"]["unfiltered"]["ratio"] > 0
 
-    out = gan_evidence.write_evidence(faithful, blobs, tmp_path)
+    out = evidence.write_evidence(faithful, blobs, tmp_path)
     saved = json.loads((out / "evidence.json").read_text())
     assert saved["fidelity"] == json.loads(json.dumps(faithful["fidelity"]))
     assert "| independent |" in (out / "evidence.md").read_text() and "Label separation" in (out / "evidence.md").read_text()
     assert (out / "grid_left_unfiltered.png").stat().st_size > 0 and (out / "closest_train_unfiltered.png").is_file()
 
     # Side by side: a row per report and sample kind; reports of different splits are refused.
-    table = gan_evidence.comparison_markdown({"faithful": gan_evidence.read_evidence(out), "swapped": swapped})
+    table = evidence.comparison_markdown({"faithful": evidence.read_evidence(out), "swapped": swapped})
     rows = [line for line in table.splitlines() if line.startswith("| faithful |") or line.startswith("| swapped |")]
     assert len(rows) == 4 and "| swapped | unfiltered |" in table
     on_test = {**swapped, "splits_scored": ["test"]}
     with pytest.raises(ValueError, match="different splits"):
-        gan_evidence.comparison_markdown({"a": saved, "b": on_test})
+        evidence.comparison_markdown({"a": saved, "b": on_test})
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "evidence.json").write_text('{"fidelity": {}}')
     with pytest.raises(ValueError, match="not a gan_evidence report"):
-        gan_evidence.read_evidence(tmp_path / "other")
+        evidence.read_evidence(tmp_path / "other")
 
 
 def test_label_separation_sees_the_label_where_accuracy_is_at_chance():
@@ -205,18 +205,18 @@ def test_label_separation_sees_the_label_where_accuracy_is_at_chance():
     p_second = np.where(labels == 1, 0.9, 0.7) + np.random.default_rng(0).uniform(-0.05, 0.05, 100)
     probabilities = np.stack([1 - p_second, p_second], axis=1)
     assert np.mean(np.argmax(probabilities, axis=1) == labels) == 0.5
-    separation = gan_evidence.label_separation(labels, probabilities)
+    separation = evidence.label_separation(labels, probabilities)
     assert separation["auc"] == 1.0 and separation["low"] == 1.0
     assert separation["mean_probability_per_label"] == pytest.approx([0.7, 0.9], abs=0.01)
-    flat = gan_evidence.label_separation(labels, np.full((100, 2), 0.5))
+    flat = evidence.label_separation(labels, np.full((100, 2), 0.5))
     assert flat["auc"] == 0.5
-    assert gan_evidence.label_separation(labels, np.full((100, 3), 1 / 3)) is None
+    assert evidence.label_separation(labels, np.full((100, 3), 1 / 3)) is None
 
 
 def test_settings_refuse_what_the_protocol_forbids():
     with pytest.raises(ValueError, match="split"):
-        gan_evidence.EvidenceSettings(split="train")
+        evidence.EvidenceSettings(split="train")
     with pytest.raises(ValueError, match="plain"):
-        gan_evidence.EvidenceSettings(recipe=eval_judge.ClassifierRecipe(blur_sigma=1.0))
+        evidence.EvidenceSettings(recipe=eval_judge.ClassifierRecipe(blur_sigma=1.0))
     with pytest.raises(ValueError, match="paired"):
-        gan_evidence.EvidenceSettings(classifiers=1)
+        evidence.EvidenceSettings(classifiers=1)

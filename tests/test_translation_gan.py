@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_keras import translation_gan as tg
+from covid_keras.gan import translation as tg
 
 SIZE = 16
 

@@ -34,15 +34,15 @@ def main(argv=None) -> int:
         raise cli.UsageError(f"--label: {len(labels)} labels for {len(args.reports)} reports; give one per report")
     out = cli.OutputFolder(args.out, args.overwrite) if args.out else None
 
-    from covid_keras import gan_evidence
+    from covid_keras.evaluation import evidence
 
     reports = {}
     for label, path in zip(labels, args.reports):
         try:
-            reports[label] = gan_evidence.read_evidence(path)
+            reports[label] = evidence.read_evidence(path)
         except (OSError, ValueError) as e:
             raise cli.UsageError(str(e)) from e
-    text = gan_evidence.comparison_markdown(reports)
+    text = evidence.comparison_markdown(reports)
     print(text)
     if out is not None:
         with out.writing() as folder:

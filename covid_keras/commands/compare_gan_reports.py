@@ -16,7 +16,8 @@ import argparse
 import json
 import pathlib
 
-from covid_keras import cli, gan_comparison
+from covid_keras import cli
+from covid_keras.evaluation import comparison
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,12 +31,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = cli.OutputFolder(args.out, args.overwrite) if args.out else None
-    comparison = gan_comparison.compare_paths(args.reports)
-    text = gan_comparison.markdown(comparison)
+    compared = comparison.compare_paths(args.reports)
+    text = comparison.markdown(compared)
     print(text)
     if out is not None:
         with out.writing() as folder:
-            (pathlib.Path(folder) / "comparison.json").write_text(json.dumps(comparison, indent=2))
+            (pathlib.Path(folder) / "comparison.json").write_text(json.dumps(compared, indent=2))
             (pathlib.Path(folder) / "comparison.md").write_text(text)
         print(f"written: {out.path}/comparison.json, {out.path}/comparison.md")
     return 0

@@ -19,7 +19,8 @@ from covid_keras import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from covid_keras import data, gan_evidence  # for the choices below
+    from covid_keras import data  # for the choices below
+    from covid_keras.evaluation import evidence
 
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="the GAN run folder (runs/<name>)")
@@ -29,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="TFDS data dir for the prepared real data (default: TFDS's own)")
     parser.add_argument("--weights-dir", help="folder of exact local ImageNet weights "
                         "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
-    parser.add_argument("--split", default="validation", choices=gan_evidence.HELD_OUT_SPLITS,
+    parser.add_argument("--split", default="validation", choices=evidence.HELD_OUT_SPLITS,
                         help="the held-out split scored (default validation; test once per final configuration)")
     parser.add_argument("--per-class", type=cli.positive_int, default=500, help="samples per class and kind (default 500)")
     parser.add_argument("--min-guide-confidence", type=float, default=0.9,
@@ -52,10 +53,11 @@ def main(argv=None) -> int:
     run_dir = pathlib.Path(args.run_dir)
     if not ((run_dir / "config.json").is_file() or (run_dir / "translation.json").is_file()):
         raise cli.UsageError(f"--run-dir {args.run_dir} is not a GAN run (no config.json or translation.json)")
-    from covid_keras import data, gan_evidence
+    from covid_keras import data
+    from covid_keras.evaluation import evidence
     from covid_keras.evaluation.judge import ClassifierRecipe
 
-    settings = gan_evidence.EvidenceSettings(
+    settings = evidence.EvidenceSettings(
         split=args.split, per_class=args.per_class, min_guide_confidence=args.min_guide_confidence,
         judge_backbone=args.judge_backbone, judge_input_size=args.judge_input_size,
         classifiers=args.classifiers, seed=args.seed,
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
     spec = data.DataSpec.parse(args.data, args.data_path, args.data_dir)
     which = int(args.which) if args.which.isdigit() else args.which
     with out.writing() as folder:
-        gan_evidence.evaluate_run_evidence(args.run_dir, spec, settings, which, args.weights_dir, folder)
+        evidence.evaluate_run_evidence(args.run_dir, spec, settings, which, args.weights_dir, folder)
     print((out.path / "evidence.md").read_text())
     return 0
 

@@ -1,4 +1,4 @@
-"""Train the image-editing GAN (covid_keras.translation_gan): real X-rays of one class edited into the other.
+"""Train the image-editing GAN (covid_keras.gan.translation): real X-rays of one class edited into the other.
 
     python scripts/train_translation_gan.py --data radiography --data-path ../shared/data/radiography \\
         --run-dir runs/translation --minutes 45
@@ -12,7 +12,7 @@ import argparse
 import pathlib
 
 from covid_keras import cli, data
-from covid_keras import translation_gan as tg
+from covid_keras.gan import translation as tg
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -14,7 +14,9 @@ The classifier metrics are also importable from the package itself (`evaluation.
 A GAN's evaluation (these need TensorFlow, so the package does not import them): `images`,
 `embeddings` (KID's feature extractors), `kid` (KID and diversity), `judge` (the small-CNN judge
 and class fidelity), `diagnostics` (DiffAugment, blur, checkerboard), `tstr` (TSTR vs TRTR),
-`checkpoints` (a run's kept generators), `gan_report` (`evaluate_gan`, its files and summary).
+`checkpoints` (a run's kept generators), `gan_report` (`evaluate_gan`, its files and summary),
+`imagenet_judge` (the independent judge: frozen ImageNet features and a trained head), `evidence`
+(the evidence protocol on one held-out split). `comparison` (reports side by side) reads JSON only.
 """
 
 from covid_keras.evaluation.metrics import (  # noqa: F401

@@ -112,7 +112,7 @@ def evaluate_gan(
     result = {
         "run_dir": str(run_dir) if run_dir else None,
         "checkpoint": which if run_dir else None,
-        # The run's GanConfig: tells runs that differ only in their training seed (gan_comparison).
+        # The run's GanConfig: tells runs that differ only in their training seed (evaluation.comparison).
         "run_config": run_config.to_dict() if run_config is not None else None,
         "image_size": image_size,
         "class_names": list(class_names),

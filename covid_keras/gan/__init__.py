@@ -6,6 +6,8 @@
     run_dir      a run folder's layout and records (no TF)       callbacks what a run writes while it trains
     training     train_gan, resume, loading a run's networks     sampling  drawing (and filtering) labelled samples
     class_separate  one GAN per class, combined into one generator
+    projected    a discriminator of trained heads on frozen pretrained features
+    translation  the image-editing GAN: a real X-ray of one class edited into the other
 
 Importing this package imports nothing else, so `covid_keras.gan.config` stays free of TensorFlow.
 """

@@ -23,7 +23,7 @@ LOSSES = ("bce", "hinge")
 # What the generator minimises of the class guide.
 CLASS_GUIDE_LOSSES = ("cross_entropy", "feature_matching")
 # The guide's network: a small CNN trained from scratch, or frozen ImageNet ResNet50 features with a
-# trained head. VGG16 is left out on purpose: it is the independent judge's network (gan_evidence).
+# trained head. VGG16 is left out on purpose: it is the independent judge's network (evaluation.evidence).
 CLASS_GUIDE_BACKBONES = ("cnn", "resnet50")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine_restarts")

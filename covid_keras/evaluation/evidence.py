@@ -4,7 +4,7 @@
   epochs, thresholds, recipes. `split="test"` is for the final table, once per configuration;
   with "validation" the test split is not even loaded. Every report records the splits it
   loaded and the one it scored.
-- **An independent judge** (`independent_judge.ImagenetJudge`: frozen ImageNet features, a
+- **An independent judge** (`imagenet_judge.ImagenetJudge`: frozen ImageNet features, a
   head on real train images at the GAN's resolution) beside the small-CNN judge; the run's class
   guide, when it has one, is scored for agreement with the judge on real and generated images.
 - **Filtered and unfiltered samples side by side**: the filter is the run's own class guide at
@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from covid_keras import files, plots, translation_gan
+from covid_keras import files, plots
 from covid_keras.evaluation import intervals, memorisation
 from covid_keras.evaluation.embeddings import EmbeddingExtractor, build_extractor
 from covid_keras.evaluation.images import (
@@ -51,7 +51,8 @@ from covid_keras.evaluation.tstr import tstr_classifier_seed
 from covid_keras.formatting import significant
 from covid_keras.gan import sampling
 from covid_keras.gan import training as gan_training
-from covid_keras.independent_judge import ImagenetJudge
+from covid_keras.gan import translation
+from covid_keras.evaluation.imagenet_judge import ImagenetJudge
 
 PROTOCOL = "gan-evidence/1"
 HELD_OUT_SPLITS = ("validation", "test")
@@ -289,12 +290,12 @@ def evaluate_run_evidence(run_dir, data_spec, settings: EvidenceSettings | None 
     """`evaluate_evidence` on a GAN run folder; loads only the splits it needs (no test for "validation")."""
     settings = settings or EvidenceSettings()
     splits = ("train", "validation") + (("test",) if settings.split == "test" else ())
-    if translation_gan.is_translation_run(run_dir):
-        translator, config, class_names = translation_gan.load_translation_run(run_dir)
+    if translation.is_translation_run(run_dir):
+        translator, config, class_names = translation.load_translation_run(run_dir)
         real = load_real_splits(data_spec, config.image_size, splits)
         # It edits real train images only: the bank never holds a held-out image.
         bank = real["train"]
-        generator = translation_gan.source_sampler(translator, bank.images.astype(np.float32) / 127.5 - 1.0,
+        generator = translation.source_sampler(translator, bank.images.astype(np.float32) / 127.5 - 1.0,
                                                    bank.labels, config.num_classes)
         guide = None
     else:
