@@ -14,6 +14,8 @@ from typing import Callable
 
 import keras
 
+from covid_keras.choices import BACKBONE_MIN_SIZES
+
 
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
@@ -34,7 +36,7 @@ BACKBONES = {
         constructor=keras.applications.VGG16,
         preprocess=keras.applications.vgg16.preprocess_input,
         weights_file="vgg16_notop.weights.h5",
-        min_size=32,
+        min_size=BACKBONE_MIN_SIZES["vgg16"],
     ),
     "resnet50": BackboneSpec(
         name="resnet50",
@@ -43,7 +45,7 @@ BACKBONES = {
         constructor=keras.applications.ResNet50,
         preprocess=keras.applications.resnet50.preprocess_input,
         weights_file="resnet50_notop.weights.h5",
-        min_size=32,
+        min_size=BACKBONE_MIN_SIZES["resnet50"],
     ),
     "inception_v3": BackboneSpec(
         name="inception_v3",
@@ -52,7 +54,7 @@ BACKBONES = {
         constructor=keras.applications.InceptionV3,
         preprocess=keras.applications.inception_v3.preprocess_input,
         weights_file="inception_v3_notop_APPROX.weights.h5",
-        min_size=75,
+        min_size=BACKBONE_MIN_SIZES["inception_v3"],
     ),
 }
 

@@ -23,12 +23,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from covid_keras import backbones, sources
+from covid_keras.choices import ALL_SPLITS, DATA_CONFIGS
 from tfds_builders.covid_xray import covid_xray_dataset_builder as covid_xray
 
-CONFIGS = tuple(c.name for c in covid_xray.Builder.BUILDER_CONFIGS)
+CONFIGS = DATA_CONFIGS  # the builder's configs, by name (tests hold them equal)
 MANUAL_CONFIGS = ("radiography", "radiography_4class", "folder")
 GENERATED_PREFIX = "generated/"
-ALL_SPLITS = "train+validation+test"
 # Shuffle buffers hold whole (small, cached uint8) datasets up to this many images.
 MAX_SHUFFLE_BUFFER = 10_000
 

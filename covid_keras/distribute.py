@@ -27,7 +27,8 @@ from typing import Iterator, Mapping
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one", "mirrored", "multi-worker")
+from covid_keras.choices import STRATEGIES
+
 TF_CONFIG = "TF_CONFIG"
 
 

@@ -33,11 +33,12 @@ import tensorflow as tf
 
 from covid_keras import files
 from covid_keras.backbones import get_backbone_spec
+from covid_keras.choices import DEFAULT_EXPORT_DIR, DEFAULT_SERVING_ROOT  # noqa: F401
 from covid_keras.classifier.gradcam import GradCam, split_classifier, upsampled
 from covid_keras.classifier.model import temperature_scaled
 from covid_keras.labels import BINARY_CLASSES, POSITIVE_CLASS
 
-DEFAULT_BASE_DIR = "saved_models"
+DEFAULT_BASE_DIR = DEFAULT_EXPORT_DIR
 # A decoded image costs about 3 bytes a pixel (and more while it is resized): a small PNG can
 # declare 12000 x 12000 pixels. Larger headers are refused before decoding, in the signature itself.
 MAX_IMAGE_PIXELS = 50_000_000
@@ -46,7 +47,6 @@ MODEL_CARD = "model_card.json"
 # TF Serving's loader ignores this folder; it is the documented place for extra files.
 CARD_FOLDER = "assets.extra"
 # Where the docker command in saved_models/README.md mounts the base folder.
-DEFAULT_SERVING_ROOT = "/models"
 
 CLASSIFY_FILES = "serving_default"
 CLASSIFY_IMAGES = "predict_images"

@@ -38,7 +38,8 @@ from typing import Iterable, Iterator, NamedTuple
 import keras
 import tensorflow as tf
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from covid_keras.choices import PRECISIONS
+
 USES = ("features", "head", "gan", "export")
 ENV_VAR = "COVID_KERAS_PRECISION"
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # either gives the CPU native bfloat16 arithmetic

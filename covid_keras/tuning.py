@@ -27,6 +27,7 @@ import keras_tuner
 import tensorflow as tf
 
 from covid_keras import classifier
+from covid_keras.choices import CLASSIFIER_OPTIMIZERS, LEARNING_RATE_RANGE, OBJECTIVE_DIRECTIONS, TUNERS  # noqa: F401
 from covid_keras.classifier import (
     ClassifierConfig,
     FeatureCache,
@@ -34,10 +35,7 @@ from covid_keras.classifier import (
     FeatureSet,
 )
 
-LEARNING_RATE_RANGE = (1e-5, 1e-2)
-OPTIMIZER_CHOICES = ("adam", "sgd", "rmsprop")
-OBJECTIVE_DIRECTIONS = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
-TUNERS = ("random", "bayesian")
+OPTIMIZER_CHOICES = CLASSIFIER_OPTIMIZERS
 
 BEST_FILE = "best_hyperparameters.json"
 TRIALS_FILE = "trials.json"

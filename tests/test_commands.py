@@ -28,6 +28,27 @@ def test_help_lists_every_subcommand_without_loading_tensorflow():
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
+def test_every_subcommand_answers_help_without_loading_tensorflow():
+    # One process for all: each --help runs in turn, and TensorFlow must still not be loaded at the end.
+    code = (
+        "import contextlib, io, sys\n"
+        "from covid_keras import commands\n"
+        "for name in commands.SUBCOMMANDS:\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n"
+        "            commands.main([name, '--help'])\n"
+        "        except SystemExit as e:\n"
+        "            assert e.code == 0, (name, e.code)\n"
+        "    assert f'covid-keras {name}' in out.getvalue(), name\n"
+        "    print(name, sorted(m for m in ('tensorflow', 'keras', 'tensorflow_datasets') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = [line for line in out.stdout.splitlines() if not line.endswith("[]")]
+    assert not loaded, f"--help loaded TensorFlow: {loaded}"
+
+
 def test_an_unknown_or_missing_subcommand_is_one_error_line(capsys):
     assert commands.main(["train-gun"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

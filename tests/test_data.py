@@ -253,3 +253,17 @@ def test_a_wrong_manual_path_is_not_ignored_once_the_data_is_built(tmp_path, cap
     with caplog.at_level("WARNING"):
         data.load_split(data.DataSpec.parse("radiography", str(other), str(tmp_path / "tfds")), "train")
     assert f"not {other}: using that build" in caplog.text
+
+
+def test_the_choices_commands_offer_are_the_implementations_own():
+    """covid_keras.choices lists names for --help without TensorFlow; each is what its module implements."""
+    from covid_keras import backbones, choices, classifier, distribute, runtime
+    from covid_keras.evaluation import embeddings
+    from tfds_builders.covid_xray import covid_xray_dataset_builder as covid_xray
+
+    assert choices.DATA_CONFIGS == tuple(c.name for c in covid_xray.Builder.BUILDER_CONFIGS)
+    assert choices.BACKBONE_NAMES == tuple(backbones.BACKBONES)
+    assert choices.BACKBONE_MIN_SIZES == {name: spec.min_size for name, spec in backbones.BACKBONES.items()}
+    assert tuple(classifier.OPTIMIZERS) == choices.CLASSIFIER_OPTIMIZERS
+    assert embeddings.EXTRACTORS is choices.KID_EXTRACTORS
+    assert runtime.PRECISIONS is choices.PRECISIONS and distribute.STRATEGIES is choices.STRATEGIES

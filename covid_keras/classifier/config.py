@@ -11,15 +11,19 @@ import keras
 import numpy as np
 
 from covid_keras import runtime
+from covid_keras.choices import (  # noqa: F401  (the package's names)
+    CLASSIFIER_OPTIMIZERS,
+    KEEP_EPOCH,
+    STUDY_BATCH_SIZE,
+    STUDY_EPOCHS,
+    STUDY_IMAGE_SIZE,
+    STUDY_OPTIMIZER,
+)
 from covid_keras.backbones import BackboneSpec, get_backbone_spec
 
 # The study's training presets (reference-facts.md, "Classifiers").
 
 
-STUDY_IMAGE_SIZE = 150
-STUDY_EPOCHS = 3
-STUDY_BATCH_SIZE = 8
-STUDY_OPTIMIZER = "adam"
 
 FEATURE_BATCH_SIZE = 32  # batch for backbone inference; no effect on the numbers
 PREDICT_BATCH_SIZE = 256  # batch for the head alone on cached features
@@ -32,11 +36,7 @@ ROC_FILE = "roc.png"
 METADATA_FORMAT_VERSION = 1
 WEIGHTS_TOOL = "python ../shared/tools/backbone_weights.py DIR"
 
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-}
+OPTIMIZERS = dict(zip(CLASSIFIER_OPTIMIZERS, (keras.optimizers.Adam, keras.optimizers.SGD, keras.optimizers.RMSprop)))
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -52,7 +52,6 @@ def check_image_size(spec: BackboneSpec, image_size: int) -> None:
         raise ValueError(f"image_size {image_size} is too small for {spec.name}: its minimum is {spec.min_size}")
 
 
-KEEP_EPOCH = ("last", "best_validation")
 
 
 @dataclasses.dataclass

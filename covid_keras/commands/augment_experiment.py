@@ -21,11 +21,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import classifier, cli, data, experiment  # noqa: E402
-from covid_keras.backbones import BACKBONES  # noqa: E402
-
-DATA_CONFIGS = data.CONFIGS
-BACKBONE_NAMES = tuple(BACKBONES)
+from covid_keras import choices, cli  # noqa: E402  (no TensorFlow before the arguments are parsed)
 QUICK = {"data": "phantom_small", "image_size": 75, "seeds": 2}
 
 
@@ -34,12 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generated", required=True, metavar="DIR", help="generated images, DIR/<class>/*.png")
     parser.add_argument("--quick", action="store_true",
                         help=f"small run: {QUICK['data']} data, {QUICK['image_size']} px, {QUICK['seeds']} seeds")
-    parser.add_argument("--data", default=None, choices=DATA_CONFIGS, help="covid_xray config (default phantom)")
+    parser.add_argument("--data", default=None, choices=choices.DATA_CONFIGS, help="covid_xray config (default phantom)")
     parser.add_argument("--manual-dir", "--data-path", dest="manual_dir", default=None,
                         help="radiography: the Kaggle download (zip or folder); folder: the ROOT/<class>/ tree")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
     parser.add_argument("--weights", default="imagenet", help="imagenet, a weights FILE or DIR, or none")
-    parser.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
+    parser.add_argument("--backbones", nargs="+", default=list(choices.BACKBONE_NAMES), choices=choices.BACKBONE_NAMES)
     parser.add_argument("--seeds", type=int, default=None, metavar="N", help="seeds 0..N-1 (default 3)")
     parser.add_argument("--per-class", type=int, default=None,
                         help="at most N generated images per class (default: the whole folder)")
@@ -64,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from covid_keras import classifier, data, experiment
+
     inputs = {"--generated": args.generated, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
               "--weights": args.weights, "--tuned": args.tuned, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)

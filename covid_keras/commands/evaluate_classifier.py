@@ -22,8 +22,7 @@ import contextlib
 import json
 import sys
 
-from covid_keras import classifier, cli, data, files
-from covid_keras.classifier import assessment
+from covid_keras import choices, cli, files
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,8 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, nargs="+", metavar=("CONFIG", "PATH"),
                         help="a data config and, for folder / radiography, its path: e.g. --data folder ROOT")
     parser.add_argument("--data-dir", help="TFDS data dir for the prepared data (default: TFDS's own)")
-    parser.add_argument("--split", default=data.ALL_SPLITS,
-                        help=f"TFDS split expression (default: {data.ALL_SPLITS}, i.e. every image)")
+    parser.add_argument("--split", default=choices.ALL_SPLITS,
+                        help=f"TFDS split expression (default: {choices.ALL_SPLITS}, i.e. every image)")
     parser.add_argument("--report", metavar="DIR",
                         help="write the Grad-CAM shortcut report, heatmap grids and reliability diagram here")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --report folder")
@@ -42,13 +41,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if len(args.data) > 2:
         parser.error("--data takes a config and at most one path")
-    if args.data[0] not in data.CONFIGS:
-        parser.error(f"--data: unknown config {args.data[0]!r}; choose one of {', '.join(data.CONFIGS)}")
+    if args.data[0] not in choices.DATA_CONFIGS:
+        parser.error(f"--data: unknown config {args.data[0]!r}; choose one of {', '.join(choices.DATA_CONFIGS)}")
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from covid_keras import classifier, data
+    from covid_keras.classifier import assessment
+
     config, path = args.data[0], (args.data[1] if len(args.data) == 2 else None)
     # Everything the user named is checked before the data is read or the model runs.
     classifier.load_classifier_metadata(args.model)

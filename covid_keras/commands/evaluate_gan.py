@@ -15,22 +15,18 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from covid_keras import cli
-from covid_keras.evaluation import embeddings as eval_embeddings
-from covid_keras.evaluation import gan_report
-from covid_keras.evaluation import judge as eval_judge
+from covid_keras import choices, cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from covid_keras import data  # for the choices below
 
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="the GAN run folder (runs/<name>)")
     parser.add_argument("--which", default="latest", help="'latest' (default) or the epoch of a kept snapshot (weights/generator-epoch<N>)")
-    parser.add_argument("--real", required=True, choices=data.CONFIGS, help="the real data config")
+    parser.add_argument("--real", required=True, choices=choices.DATA_CONFIGS, help="the real data config")
     parser.add_argument("--real-path", help="radiography: the Kaggle folder or zip; folder: the ROOT/<class>/ tree")
     parser.add_argument("--data-dir", help="TFDS data dir for the prepared real data (default: TFDS's own)")
-    parser.add_argument("--extractor", default="auto", choices=("auto",) + eval_embeddings.EXTRACTORS,
+    parser.add_argument("--extractor", default="auto", choices=("auto",) + choices.KID_EXTRACTORS,
                         help="KID feature extractor (auto: ImageNet InceptionV3 if its exact weights are at hand, "
                              "else ResNet50, then VGG16 local weights, else random_conv)")
     parser.add_argument("--extractor-weights", help="the extractor's weights file, or 'imagenet' (needs internet)")
@@ -68,6 +64,9 @@ def main(argv=None) -> int:
     if not (pathlib.Path(args.run_dir) / "config.json").is_file():
         raise cli.UsageError(f"--run-dir {args.run_dir} is not a GAN run (no config.json)")
     from covid_keras import data
+    from covid_keras.evaluation import embeddings as eval_embeddings
+    from covid_keras.evaluation import gan_report
+    from covid_keras.evaluation import judge as eval_judge
     from covid_keras.gan import training as gan_training
 
     spec = data.DataSpec.parse(args.real, args.real_path, args.data_dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from covid_keras import classifier, cli, export
+from covid_keras import choices, cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,9 +25,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--name", help="model name to serve under (only with a single model; default: the folder's name)"
     )
-    parser.add_argument("--base", default=export.DEFAULT_BASE_DIR, help="base folder (default: %(default)s)")
+    parser.add_argument("--base", default=choices.DEFAULT_EXPORT_DIR, help="base folder (default: %(default)s)")
     parser.add_argument(
-        "--serving-root", default=export.DEFAULT_SERVING_ROOT,
+        "--serving-root", default=choices.DEFAULT_SERVING_ROOT,
         help="where the server sees the base folder; models.config paths start here (default: %(default)s)",
     )
     args = parser.parse_args(argv)
@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from covid_keras import classifier, export
+
     # --base only grows (a new version per export, never overwritten), so it may hold anything.
     cli.check_folder(args.base, "--base")
     for path in args.classifier:

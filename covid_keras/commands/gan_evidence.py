@@ -15,22 +15,19 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from covid_keras import cli
+from covid_keras import choices, cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from covid_keras import data  # for the choices below
-    from covid_keras.evaluation import evidence
-
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="the GAN run folder (runs/<name>)")
     parser.add_argument("--which", default="latest", help="'latest' (default) or the epoch of a kept snapshot")
-    parser.add_argument("--data", required=True, choices=data.CONFIGS, help="the real data config")
+    parser.add_argument("--data", required=True, choices=choices.DATA_CONFIGS, help="the real data config")
     parser.add_argument("--data-path", help="radiography: the Kaggle folder or zip; folder: the ROOT/<class>/ tree")
     parser.add_argument("--data-dir", help="TFDS data dir for the prepared real data (default: TFDS's own)")
     parser.add_argument("--weights-dir", help="folder of exact local ImageNet weights "
                         "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
-    parser.add_argument("--split", default="validation", choices=evidence.HELD_OUT_SPLITS,
+    parser.add_argument("--split", default="validation", choices=choices.HELD_OUT_SPLITS,
                         help="the held-out split scored (default validation; test once per final configuration)")
     parser.add_argument("--per-class", type=cli.positive_int, default=500, help="samples per class and kind (default 500)")
     parser.add_argument("--min-guide-confidence", type=float, default=0.9,

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-from covid_keras import cli, data, plots
+from covid_keras import choices, cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=data.CONFIGS, default="phantom",
+    parser.add_argument("--data", choices=choices.DATA_CONFIGS, default="phantom",
                         help="which covid_xray config to build (default: phantom, the built-in synthetic images)")
     parser.add_argument("--manual-dir", default=None,
                         help="radiography*: the folder holding the Kaggle zip, or the extracted folder; "
@@ -33,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from covid_keras import data, plots
+
     preview = cli.OutputFile(args.preview, args.overwrite, "--preview") if args.preview else None
     spec = data.DataSpec.parse(args.data, args.manual_dir, args.data_dir)
     data.prepare(spec)

@@ -19,20 +19,15 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import cli, data  # noqa: E402
-from covid_keras.backbones import BACKBONES  # noqa: E402
-from covid_keras.gan import presets as gan_presets
-from covid_keras.reproduce import reproduce  # noqa: E402
-
-DATA_CONFIGS = data.CONFIGS
-BACKBONE_NAMES = tuple(BACKBONES)
+from covid_keras import choices, cli  # noqa: E402  (no TensorFlow before the arguments are parsed)
+from covid_keras.gan import presets as gan_presets  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="the quick profile: 64 px GAN for a few epochs on phantom_small, classifiers at 75 px")
-    parser.add_argument("--data", default=None, choices=DATA_CONFIGS,
+    parser.add_argument("--data", default=None, choices=choices.DATA_CONFIGS,
                         help="covid_xray config (default: phantom, or phantom_small with --quick)")
     parser.add_argument("--manual-dir", "--data-path", dest="manual_dir", default=None,
                         help="radiography: the Kaggle download (zip or folder); folder: the ROOT/<class>/ tree")
@@ -42,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="local weights used when the ImageNet download fails (default: random init)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="classifier seeds 0..N-1 (default 3)")
-    parser.add_argument("--backbones", nargs="+", default=None, choices=BACKBONE_NAMES,
+    parser.add_argument("--backbones", nargs="+", default=None, choices=choices.BACKBONE_NAMES,
                         help="default: all three")
     parser.add_argument("--per-class", type=int, default=None,
                         help="generated images per class (default 1000, quick 50)")
@@ -60,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from covid_keras.reproduce import reproduce
+
     out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
     try:
         record = reproduce(

@@ -21,14 +21,18 @@ import argparse
 import json
 import sys
 
-from covid_keras import classifier, cli, data, distribute, runtime, tuning
-from covid_keras.backbones import BACKBONES
+from typing import TYPE_CHECKING
+
+from covid_keras import choices, cli  # no TensorFlow before the arguments are parsed
+
+if TYPE_CHECKING:
+    from covid_keras import data, runtime
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
-    parser.add_argument("--data", required=True, choices=data.CONFIGS, help="the data config")
+    parser.add_argument("--backbone", required=True, choices=sorted(choices.BACKBONE_NAMES))
+    parser.add_argument("--data", required=True, choices=choices.DATA_CONFIGS, help="the data config")
     parser.add_argument("--data-path", help="folder: the ROOT/<class>/[images/]*.png tree")
     parser.add_argument("--manual-dir", help="radiography: the Kaggle download (zip or extracted folder)")
     parser.add_argument("--data-dir", help="TFDS data dir for the prepared data (default: TFDS's own)")
@@ -37,13 +41,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weights", default="imagenet",
                         help="imagenet (Keras download), a notop .weights.h5 FILE, a DIR of the files written by "
                              "../shared/tools/backbone_weights.py, or none (random init; tests only)")
-    parser.add_argument("--image-size", type=cli.positive_int, default=classifier.STUDY_IMAGE_SIZE)
-    parser.add_argument("--epochs", type=cli.positive_int, default=classifier.STUDY_EPOCHS)
-    parser.add_argument("--batch-size", type=cli.positive_int, default=classifier.STUDY_BATCH_SIZE)
+    parser.add_argument("--image-size", type=cli.positive_int, default=choices.STUDY_IMAGE_SIZE)
+    parser.add_argument("--epochs", type=cli.positive_int, default=choices.STUDY_EPOCHS)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=choices.STUDY_BATCH_SIZE)
     parser.add_argument("--learning-rate", type=float,
                         help="head learning rate (default: the study's 1e-3 / 1e-4 / 1e-5 for vgg16 / resnet50 / "
                              "inception_v3)")
-    parser.add_argument("--optimizer", default=classifier.STUDY_OPTIMIZER, choices=sorted(classifier.OPTIMIZERS))
+    parser.add_argument("--optimizer", default=choices.STUDY_OPTIMIZER, choices=sorted(choices.CLASSIFIER_OPTIMIZERS))
     parser.add_argument("--hyperparameters",
                         help="a tune_classifier.py output dir or best_hyperparameters.json: use its learning rate "
                              "and optimizer")
@@ -51,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="after the head, also train the top N backbone layers (BatchNorm stays frozen)")
     parser.add_argument("--fine-tune-epochs", type=cli.positive_int, help="default: --epochs")
     parser.add_argument("--fine-tune-learning-rate", type=float, help="default: a tenth of the head's rate")
-    parser.add_argument("--keep-epoch", default="last", choices=classifier.KEEP_EPOCH,
+    parser.add_argument("--keep-epoch", default="last", choices=choices.KEEP_EPOCH,
                         help="last (the study's) or best_validation: the weights of the epoch with the lowest val loss "
                              "(in the head phase and again in the fine-tuning phase)")
     parser.add_argument("--mirror", action="store_true",
@@ -62,21 +66,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--target-sensitivity", type=float, default=0.95,
                         help="the operating threshold is chosen on validation (after temperature scaling) so that "
                              "this share of COVID images is called COVID; exports and reports use it (default: %(default)s)")
-    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
+    parser.add_argument("--strategy", choices=choices.STRATEGIES, default="auto",
                         help="auto: multi-worker when $TF_CONFIG names several workers, else mirrored on several "
                              "local GPUs, else one device")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
     args = parser.parse_args(argv)
-    if args.image_size < BACKBONES[args.backbone].min_size:
-        parser.error(f"--image-size {args.image_size} is too small for {args.backbone}: "
-                     f"its minimum is {BACKBONES[args.backbone].min_size}")
+    check_image_size(parser, args)
     if args.data_path and args.manual_dir:
         parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
     if not 0.0 < args.target_sensitivity <= 1.0:
         parser.error(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
     return args
+
+
+def check_image_size(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    minimum = choices.BACKBONE_MIN_SIZES[args.backbone]
+    if args.image_size < minimum:
+        parser.error(f"--image-size {args.image_size} is too small for {args.backbone}: its minimum is {minimum}")
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
@@ -88,12 +96,16 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
 
 def feature_precision(args: argparse.Namespace) -> runtime.PrecisionChoice:
     """The features' precision for --precision, said once on stderr (stdout is the JSON summary)."""
+    from covid_keras import runtime
+
     choice = runtime.choose_precision("features", args.precision, requested_by="--precision")
     print(f"feature precision: {choice.precision} ({choice.reason})", file=sys.stderr)
     return choice
 
 
 def data_spec(args: argparse.Namespace) -> data.DataSpec:
+    from covid_keras import data
+
     return data.DataSpec.parse(args.data, args.data_path or args.manual_dir, args.data_dir)
 
 
@@ -103,6 +115,8 @@ def weights_argument(value: str) -> str | None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from covid_keras import classifier, data, distribute, tuning
+
     inputs = {"--data-path": args.data_path, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
               "--weights": args.weights, "--hyperparameters": args.hyperparameters, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read

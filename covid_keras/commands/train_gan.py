@@ -22,7 +22,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import cli, data, distribute, runtime  # noqa: E402
+from covid_keras import choices, cli  # noqa: E402  (no TensorFlow before the arguments are parsed)
 from covid_keras.gan import config as gan_config  # noqa: E402
 from covid_keras.gan import presets as gan_presets
 from covid_keras.gan import run_dir as gan_run_dir
@@ -39,7 +39,7 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
     elif isinstance(default, tuple):
         parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N", help=help_text)
     else:
-        choices = {
+        allowed = {
             "optimizer": gan_config.OPTIMIZERS, "lr_schedule": gan_config.LR_SCHEDULES, "loss": gan_config.LOSSES,
             "discriminator_padding": gan_config.DISCRIMINATOR_PADDINGS,
             "generator_conditioning": gan_config.GENERATOR_CONDITIONINGS,
@@ -50,13 +50,13 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
             "class_guide_backbone": gan_config.CLASS_GUIDE_BACKBONES,
             "discriminator_backbone": gan_config.DISCRIMINATOR_BACKBONES,
         }.get(field.name)
-        parser.add_argument(flag, type=type(default), default=None, choices=choices, help=help_text)
+        parser.add_argument(flag, type=type(default), default=None, choices=allowed, help=help_text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="3", choices=sorted(gan_presets.PRESETS), help="the report's run preset (default 3)")
-    parser.add_argument("--data", default="phantom", choices=data.CONFIGS, help="which covid_xray TFDS config (default phantom)")
+    parser.add_argument("--data", default="phantom", choices=choices.DATA_CONFIGS, help="which covid_xray TFDS config (default phantom)")
     parser.add_argument("--manual-dir", "--data-path", dest="data_path", default=None,
                         help="the Kaggle download for radiography, the ROOT/<class>/ tree for folder")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 (bar) or 2 (a line per epoch)")
     parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
                         help="XLA-compile the train step (auto: the fastest measured for this device kind)")
-    parser.add_argument("--precision", choices=("auto",) + runtime.PRECISIONS, default="auto",
+    parser.add_argument("--precision", choices=("auto",) + choices.PRECISIONS, default="auto",
                         help="Keras dtype policy (auto: $COVID_KERAS_PRECISION if set, else mixed_bfloat16 where the "
                              "CPU has avx512_bf16 or amx_bf16, float32 on other CPUs, mixed_float16 on a GPU; a resumed "
                              "run keeps its own)")
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights-dir", default=None,
                         help="local ImageNet weights for --class-guide-backbone resnet50 "
                              "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
-    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
+    parser.add_argument("--strategy", choices=choices.STRATEGIES, default="auto",
                         help="auto: multi-worker when $TF_CONFIG names several workers, else mirrored on several "
                              "local GPUs, else one device")
     parser.add_argument("--minutes", type=float, default=None,
@@ -86,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from covid_keras import data, distribute
+
     names = {f.name for f in dataclasses.fields(gan_config.GanConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     try:

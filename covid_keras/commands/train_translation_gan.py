@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from covid_keras import cli, data
-from covid_keras.gan import translation as tg
+from covid_keras import choices, cli  # no TensorFlow before the arguments are parsed
+from covid_keras.gan.config import TranslationConfig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    defaults = tg.TranslationConfig()
+    defaults = TranslationConfig()
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, choices=data.CONFIGS, help="the real data config")
+    parser.add_argument("--data", required=True, choices=choices.DATA_CONFIGS, help="the real data config")
     parser.add_argument("--data-path", help="radiography: the Kaggle folder or zip; folder: the ROOT/<class>/ tree")
     parser.add_argument("--data-dir", help="TFDS data dir (default: TFDS's own)")
     parser.add_argument("--run-dir", required=True, help="output folder (refused when it holds a translation run)")
@@ -36,9 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from covid_keras import data
+    from covid_keras.gan import translation as tg
+
     if tg.is_translation_run(args.run_dir):
         raise cli.UsageError(f"--run-dir {args.run_dir} already holds a translation run; choose another")
-    config = tg.TranslationConfig(
+    config = TranslationConfig(
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
         identity_weight=args.identity_weight, cycle_weight=args.cycle_weight,
         aux_class_weight=args.aux_class_weight, d_every=args.d_every, seed=args.seed,

@@ -14,40 +14,37 @@ from __future__ import annotations
 import argparse
 import json
 
-from covid_keras import classifier, cli, data, tuning
-from covid_keras.backbones import BACKBONES
+from covid_keras import choices, cli  # no TensorFlow before the arguments are parsed
 from covid_keras.commands import train_classifier
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
-    parser.add_argument("--data", default="phantom", choices=data.CONFIGS, help="the data config (default phantom)")
+    parser.add_argument("--backbone", required=True, choices=sorted(choices.BACKBONE_NAMES))
+    parser.add_argument("--data", default="phantom", choices=choices.DATA_CONFIGS, help="the data config (default phantom)")
     parser.add_argument("--data-path", help="folder: the ROOT/<class>/[images/]*.png tree")
     parser.add_argument("--manual-dir", help="radiography: the Kaggle download (zip or extracted folder)")
     parser.add_argument("--data-dir", help="TFDS data dir for the prepared data (default: TFDS's own)")
     parser.add_argument("--balanced", action="store_true", help="equal classes per split, as the study did")
     parser.add_argument("--weights", default="imagenet", help="imagenet, a weights FILE, a weights DIR, or none")
-    parser.add_argument("--image-size", type=cli.positive_int, default=classifier.STUDY_IMAGE_SIZE)
-    parser.add_argument("--epochs", type=cli.positive_int, default=classifier.STUDY_EPOCHS, help="epochs per trial")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=classifier.STUDY_BATCH_SIZE)
+    parser.add_argument("--image-size", type=cli.positive_int, default=choices.STUDY_IMAGE_SIZE)
+    parser.add_argument("--epochs", type=cli.positive_int, default=choices.STUDY_EPOCHS, help="epochs per trial")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=choices.STUDY_BATCH_SIZE)
     parser.add_argument("--trials", type=cli.positive_int, default=10)
-    parser.add_argument("--tuner", default="random", choices=tuning.TUNERS,
+    parser.add_argument("--tuner", default="random", choices=choices.TUNERS,
                         help="bayesian needs keras-tuner[bayesian] (scikit-learn, scipy)")
-    parser.add_argument("--objective", default="val_auc", choices=sorted(tuning.OBJECTIVE_DIRECTIONS))
-    parser.add_argument("--min-learning-rate", type=float, default=tuning.LEARNING_RATE_RANGE[0])
-    parser.add_argument("--max-learning-rate", type=float, default=tuning.LEARNING_RATE_RANGE[1])
-    parser.add_argument("--optimizers", nargs="+", default=list(tuning.OPTIMIZER_CHOICES),
-                        choices=sorted(classifier.OPTIMIZERS))
+    parser.add_argument("--objective", default="val_auc", choices=sorted(choices.OBJECTIVE_DIRECTIONS))
+    parser.add_argument("--min-learning-rate", type=float, default=choices.LEARNING_RATE_RANGE[0])
+    parser.add_argument("--max-learning-rate", type=float, default=choices.LEARNING_RATE_RANGE[1])
+    parser.add_argument("--optimizers", nargs="+", default=list(choices.CLASSIFIER_OPTIMIZERS),
+                        choices=sorted(choices.CLASSIFIER_OPTIMIZERS))
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
     train_classifier.add_precision_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new search is done")
     args = parser.parse_args(argv)
-    if args.image_size < BACKBONES[args.backbone].min_size:
-        parser.error(f"--image-size {args.image_size} is too small for {args.backbone}: "
-                     f"its minimum is {BACKBONES[args.backbone].min_size}")
+    train_classifier.check_image_size(parser, args)
     if args.data_path and args.manual_dir:
         parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
     if not 0 < args.min_learning_rate < args.max_learning_rate:
@@ -58,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from covid_keras import classifier, data, tuning
+
     inputs = {"--data-path": args.data_path, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
               "--weights": args.weights, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read

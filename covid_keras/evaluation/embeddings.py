@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from covid_keras.backbones import default_weights_dir, get_backbone_spec
+from covid_keras.choices import KID_EXTRACTORS
 from covid_keras.evaluation.images import to_uint8_images
 
 
@@ -84,7 +85,7 @@ def build_random_conv_model(input_size: int = 64, seed: int = 0) -> keras.Model:
 
 # ImageNet extractors: pooled features of the backbone's last conv block at its native size.
 IMAGENET_INPUT_SIZES = {"inception_v3": 299, "resnet50": 224, "vgg16": 224}
-EXTRACTORS = ("inception_v3", "resnet50", "vgg16", "random_conv")
+EXTRACTORS = KID_EXTRACTORS
 # Keras' own cache file for InceptionV3 ImageNet weights (present only where it was downloaded once).
 KERAS_INCEPTION_CACHE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 

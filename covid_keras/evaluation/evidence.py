@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from covid_keras import files, plots
+from covid_keras.choices import HELD_OUT_SPLITS
 from covid_keras.evaluation import intervals, memorisation
 from covid_keras.evaluation.embeddings import EmbeddingExtractor, build_extractor
 from covid_keras.evaluation.images import (
@@ -55,7 +56,6 @@ from covid_keras.gan import translation
 from covid_keras.evaluation.imagenet_judge import ImagenetJudge
 
 PROTOCOL = "gan-evidence/1"
-HELD_OUT_SPLITS = ("validation", "test")
 
 
 @dataclasses.dataclass
