@@ -63,3 +63,13 @@ def test_a_subcommand_runs_its_module(name, capsys):
     assert exit_info.value.code == 0
     assert f"covid-keras {name}" in capsys.readouterr().out
     assert importlib.import_module(f"covid_keras.commands.{commands.SUBCOMMANDS[name]}").run
+
+
+@pytest.mark.parametrize("run, batch_size", [("3", 8), ("stable", 32)])
+def test_train_gan_help_shows_the_chosen_presets_values(run, batch_size, capsys):
+    from covid_keras.commands import train_gan
+
+    with pytest.raises(SystemExit):
+        train_gan.parse_args(["--run", run, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"--batch-size BATCH_SIZE (preset {run}: {batch_size})" in text

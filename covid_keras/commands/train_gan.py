@@ -28,10 +28,21 @@ from covid_keras.gan import presets as gan_presets
 from covid_keras.gan import run_dir as gan_run_dir
 
 
-def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+def _preset_values(argv: list[str] | None) -> tuple[str, dict]:
+    """The --run asked for (before the full parse) and its GanConfig values, so --help shows them."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--run", default="3")
+    run = early.parse_known_args(argv)[0].run
+    if run not in gan_presets.PRESETS:
+        run = "3"  # the full parse names the bad --run
+    return run, gan_presets.from_preset(run).to_dict()
+
+
+def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field, run: str, value) -> None:
     flag = "--" + field.name.replace("_", "-")
     default = field.default
-    help_text = f"override the preset's {field.name} (default config: {default})"
+    shown = " ".join(map(str, value)) if isinstance(value, list) else value
+    help_text = f"(preset {run}: {shown})"
     if isinstance(default, bool):
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif field.name == "diff_augment":
@@ -54,8 +65,10 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field) -> 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    run, preset = _preset_values(argv)
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="3", choices=sorted(gan_presets.PRESETS), help="the report's run preset (default 3)")
+    parser.add_argument("--run", default="3", choices=sorted(gan_presets.PRESETS),
+                        help="the run preset (default 3, the report's; `--run NAME --help` shows NAME's values)")
     parser.add_argument("--data", default="phantom", choices=choices.DATA_CONFIGS, help="which covid_xray TFDS config (default phantom)")
     parser.add_argument("--manual-dir", "--data-path", dest="data_path", default=None,
                         help="the Kaggle download for radiography, the ROOT/<class>/ tree for folder")
@@ -71,16 +84,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", default=None, metavar="RUN_DIR",
                         help="start a new run from another run's latest weights (G, its average, D; fresh optimizers)")
     parser.add_argument("--weights-dir", default=None,
-                        help="local ImageNet weights for --class-guide-backbone resnet50 "
+                        help="local pretrained weights for --class-guide-backbone resnet50 or --discriminator-backbone "
                              "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
     parser.add_argument("--strategy", choices=choices.STRATEGIES, default="auto",
                         help="auto: multi-worker when $TF_CONFIG names several workers, else mirrored on several "
                              "local GPUs, else one device")
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
-    overrides = parser.add_argument_group("preset overrides")
+    overrides = parser.add_argument_group(f"preset overrides (each shows preset {run}'s value)")
     for field in dataclasses.fields(gan_config.GanConfig):
-        _add_override(overrides, field)
+        _add_override(overrides, field, run, preset[field.name])
     return parser.parse_args(argv)
 
 
