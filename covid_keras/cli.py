@@ -2,6 +2,8 @@
 
 - `ArgumentParser`: argparse whose errors are one line, `error: argument --epochs: ...`, exit code 2.
 - `positive_int`: an argparse type for counts and sizes (0 and negatives are refused by name).
+- `add_data_arguments`: the same data flags on every command, `--data CONFIG`, `--data-path PATH`
+  (`--manual-dir` is its older name), `--data-dir DIR`.
 - `run(main)`: calls a script's `main(argv)`; a user error (`UsageError`, `ValueError`, `OSError`
   and whatever the script adds) becomes `error: <message>` on stderr and exit code 2, without a
   traceback. `COVID_KERAS_TRACEBACK=1` shows the traceback, to debug the library itself.
@@ -10,7 +12,7 @@
   written under a temporary sibling that is renamed into place only when the work succeeds, so a
   crash or a kill never leaves a half-written output, nor loses the earlier one.
 
-Imports nothing of the package and no TensorFlow, so a script can check its arguments first.
+Imports only `covid_keras.choices` and no TensorFlow, so a script can check its arguments first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import shutil
 import sys
 import tempfile
 from typing import Callable, Iterator, Mapping, Sequence
+
+from covid_keras.choices import DATA_CONFIGS
 
 EXIT_USAGE = 2  # argparse's code for a bad command line; every user error gets it
 TRACEBACK_VARIABLE = "COVID_KERAS_TRACEBACK"
@@ -48,6 +52,28 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def add_data_arguments(
+    parser: argparse.ArgumentParser,
+    default: str | None = None,
+    required: bool = False,
+    what: str = "the data",
+    old_names: tuple[str, str] | None = None,
+) -> None:
+    """`--data CONFIG`, `--data-path PATH` (dest `data_path`; `--manual-dir` too) and `--data-dir DIR`.
+
+    `what` says which data in the help; `old_names`: a command's earlier names for the first two
+    flags, still accepted."""
+    shown = f" (default {default})" if default else ""
+    config_names, path_names = ("--data",), ("--data-path", "--manual-dir")
+    if old_names:
+        config_names, path_names = config_names + (old_names[0],), path_names + (old_names[1],)
+    parser.add_argument(*config_names, dest="data", default=default, required=required, choices=DATA_CONFIGS,
+                        help=f"{what}: a covid_xray config{shown}")
+    parser.add_argument(*path_names, dest="data_path", default=None,
+                        help="radiography: the Kaggle download (zip or folder); folder: the ROOT/<class>/ tree")
+    parser.add_argument("--data-dir", default=None, help="TFDS data dir for the prepared data (default: TFDS's own)")
 
 
 def one_line(message: str) -> str:

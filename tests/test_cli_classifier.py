@@ -38,7 +38,7 @@ def test_train_classifier_refuses_a_non_empty_out_before_reading_data(earlier_ou
     (["--weights", "{tmp}/absent.weights.h5"], ["{tmp}/absent.weights.h5"]),
     (["--hyperparameters", "{tmp}/no-search"], ["{tmp}/no-search"]),
     (["--data", "folder", "--data-path", "{tmp}/no-such-tree"], ["{tmp}/no-such-tree"]),
-    (["--data-path", "{tmp}/a", "--manual-dir", "{tmp}/b"], ["--data-path", "--manual-dir"]),
+    (["--data", "folder", "--manual-dir", "{tmp}/no-such-tree"], ["{tmp}/no-such-tree"]),  # the older name
     (["--target-sensitivity", "1.5"], ["--target-sensitivity"]),
     (["--out", "{tmp}/a_file"], ["--out", "{tmp}/a_file is a file"]),
     (["--out", "{tmp}/a_file/below"], ["--out", "{tmp}/a_file is a file"]),

@@ -62,7 +62,7 @@ def test_generate_never_replaces_the_run_it_reads(run_dir):
 
 @pytest.mark.parametrize("change, named", [
     (["--run-dir", "{tmp}/a_file"], ["--run-dir", "{tmp}/a_file is a file"]),
-    (["--run-dir", "{tmp}/a_file/run"], ["--run-dir", "{tmp}/a_file is a file"]),
+    (["--out", "{tmp}/a_file/run"], ["--out", "{tmp}/a_file is a file"]),
     (["--data", "folder", "--data-path", "{tmp}/no-such-tree"], ["{tmp}/no-such-tree"]),
     (["--epochs", "many"], ["--epochs", "'many'"]),
 ])

@@ -30,10 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generated", required=True, metavar="DIR", help="generated images, DIR/<class>/*.png")
     parser.add_argument("--quick", action="store_true",
                         help=f"small run: {QUICK['data']} data, {QUICK['image_size']} px, {QUICK['seeds']} seeds")
-    parser.add_argument("--data", default=None, choices=choices.DATA_CONFIGS, help="covid_xray config (default phantom)")
-    parser.add_argument("--manual-dir", "--data-path", dest="manual_dir", default=None,
-                        help="radiography: the Kaggle download (zip or folder); folder: the ROOT/<class>/ tree")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
+    cli.add_data_arguments(parser, what="the real data (default phantom, phantom_small with --quick)")
     parser.add_argument("--weights", default="imagenet", help="imagenet, a weights FILE or DIR, or none")
     parser.add_argument("--backbones", nargs="+", default=list(choices.BACKBONE_NAMES), choices=choices.BACKBONE_NAMES)
     parser.add_argument("--seeds", type=int, default=None, metavar="N", help="seeds 0..N-1 (default 3)")
@@ -62,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from covid_keras import classifier, data, experiment
 
-    inputs = {"--generated": args.generated, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
+    inputs = {"--generated": args.generated, "--data-path": args.data_path, "--data-dir": args.data_dir,
               "--weights": args.weights, "--tuned": args.tuned, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)
     quick = QUICK if args.quick else {}
     try:
         config = experiment.ExperimentConfig(
-            data=data.DataSpec.parse(args.data or quick.get("data", "phantom"), args.manual_dir, args.data_dir),
+            data=data.DataSpec.parse(args.data or quick.get("data", "phantom"), args.data_path, args.data_dir),
             generated_dir=args.generated,
             backbones=tuple(args.backbones),
             seeds=tuple(range(args.seeds or quick.get("seeds", 3))),

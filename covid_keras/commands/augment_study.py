@@ -38,10 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="the built-in phantom_small data, tiny networks and random backbone weights: "
                              "the whole study end to end in a few minutes (what CI runs)")
-    parser.add_argument("--data", default="radiography", help="covid_xray config (default radiography)")
-    parser.add_argument("--data-path", "--manual-dir", dest="data_path", default=None,
-                        help="radiography: the Kaggle download (zip or folder); folder: the ROOT/<class>/ tree")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
+    cli.add_data_arguments(parser, default="radiography")
     parser.add_argument("--weights", default=None,
                         help="the backbone's ImageNet weights: a file or a folder from ../shared/tools/backbone_weights.py "
                              "(required unless --quick)")

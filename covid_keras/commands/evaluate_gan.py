@@ -23,9 +23,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="the GAN run folder (runs/<name>)")
     parser.add_argument("--which", default="latest", help="'latest' (default) or the epoch of a kept snapshot (weights/generator-epoch<N>)")
-    parser.add_argument("--real", required=True, choices=choices.DATA_CONFIGS, help="the real data config")
-    parser.add_argument("--real-path", help="radiography: the Kaggle folder or zip; folder: the ROOT/<class>/ tree")
-    parser.add_argument("--data-dir", help="TFDS data dir for the prepared real data (default: TFDS's own)")
+    cli.add_data_arguments(parser, required=True, what="the real data", old_names=("--real", "--real-path"))
     parser.add_argument("--extractor", default="auto", choices=("auto",) + choices.KID_EXTRACTORS,
                         help="KID feature extractor (auto: ImageNet InceptionV3 if its exact weights are at hand, "
                              "else ResNet50, then VGG16 local weights, else random_conv)")
@@ -69,7 +67,7 @@ def main(argv=None) -> int:
     from covid_keras.evaluation import judge as eval_judge
     from covid_keras.gan import training as gan_training
 
-    spec = data.DataSpec.parse(args.real, args.real_path, args.data_dir)
+    spec = data.DataSpec.parse(args.data, args.data_path, args.data_dir)
     recipe = eval_judge.ClassifierRecipe(epochs=args.judge_epochs, seed=args.seed)
     settings = gan_report.EvaluationSettings(
         per_class=args.per_class,

@@ -22,9 +22,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="the GAN run folder (runs/<name>)")
     parser.add_argument("--which", default="latest", help="'latest' (default) or the epoch of a kept snapshot")
-    parser.add_argument("--data", required=True, choices=choices.DATA_CONFIGS, help="the real data config")
-    parser.add_argument("--data-path", help="radiography: the Kaggle folder or zip; folder: the ROOT/<class>/ tree")
-    parser.add_argument("--data-dir", help="TFDS data dir for the prepared real data (default: TFDS's own)")
+    cli.add_data_arguments(parser, required=True, what="the real data")
     parser.add_argument("--weights-dir", help="folder of exact local ImageNet weights "
                         "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
     parser.add_argument("--split", default="validation", choices=choices.HELD_OUT_SPLITS,

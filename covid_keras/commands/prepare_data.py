@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-from covid_keras import choices, cli
+from covid_keras import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=choices.DATA_CONFIGS, default="phantom",
-                        help="which covid_xray config to build (default: phantom, the built-in synthetic images)")
-    parser.add_argument("--manual-dir", default=None,
-                        help="radiography*: the folder holding the Kaggle zip, or the extracted folder; "
-                             "folder: the root of ROOT/<class>/[images/]*.png")
-    parser.add_argument("--data-dir", default=None,
-                        help="TFDS data dir for the prepared data (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    cli.add_data_arguments(parser, default="phantom", what="which data to build (phantom: the built-in synthetic images)")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="write a grid of the first training images of each class to this PNG")
     parser.add_argument("--preview-per-class", type=cli.positive_int, default=8, help="images per class in the preview")
@@ -36,7 +30,7 @@ def main(argv=None) -> int:
     from covid_keras import data, plots
 
     preview = cli.OutputFile(args.preview, args.overwrite, "--preview") if args.preview else None
-    spec = data.DataSpec.parse(args.data, args.manual_dir, args.data_dir)
+    spec = data.DataSpec.parse(args.data, args.data_path, args.data_dir)
     data.prepare(spec)
     report = data.build_report(spec)
     print(f"{spec.config}: {report['examples']} examples from {report['source']}")

@@ -27,11 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="the quick profile: 64 px GAN for a few epochs on phantom_small, classifiers at 75 px")
-    parser.add_argument("--data", default=None, choices=choices.DATA_CONFIGS,
-                        help="covid_xray config (default: phantom, or phantom_small with --quick)")
-    parser.add_argument("--manual-dir", "--data-path", dest="manual_dir", default=None,
-                        help="radiography: the Kaggle download (zip or folder); folder: the ROOT/<class>/ tree")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir for the real data (default: TFDS's own)")
+    cli.add_data_arguments(parser, what="the real data (default phantom, phantom_small with --quick)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), a weights FILE or DIR, or none")
     parser.add_argument("--fallback-weights", default=None, metavar="DIR",
                         help="local weights used when the ImageNet download fails (default: random init)")
@@ -65,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             weights=args.weights,
             fallback_weights=args.fallback_weights,
-            manual_dir=args.manual_dir,
+            manual_dir=args.data_path,
             data_dir=args.data_dir,
             seeds=range(args.seeds) if args.seeds else None,
             backbones=args.backbones,

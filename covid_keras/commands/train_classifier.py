@@ -32,10 +32,7 @@ if TYPE_CHECKING:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", required=True, choices=sorted(choices.BACKBONE_NAMES))
-    parser.add_argument("--data", required=True, choices=choices.DATA_CONFIGS, help="the data config")
-    parser.add_argument("--data-path", help="folder: the ROOT/<class>/[images/]*.png tree")
-    parser.add_argument("--manual-dir", help="radiography: the Kaggle download (zip or extracted folder)")
-    parser.add_argument("--data-dir", help="TFDS data dir for the prepared data (default: TFDS's own)")
+    cli.add_data_arguments(parser, required=True)
     parser.add_argument("--balanced", action="store_true",
                         help="downsample each split to equal classes, as the study did")
     parser.add_argument("--weights", default="imagenet",
@@ -74,8 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
     args = parser.parse_args(argv)
     check_image_size(parser, args)
-    if args.data_path and args.manual_dir:
-        parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
     if not 0.0 < args.target_sensitivity <= 1.0:
         parser.error(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
     return args
@@ -106,7 +101,7 @@ def feature_precision(args: argparse.Namespace) -> runtime.PrecisionChoice:
 def data_spec(args: argparse.Namespace) -> data.DataSpec:
     from covid_keras import data
 
-    return data.DataSpec.parse(args.data, args.data_path or args.manual_dir, args.data_dir)
+    return data.DataSpec.parse(args.data, args.data_path, args.data_dir)
 
 
 def weights_argument(value: str) -> str | None:
@@ -117,7 +112,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from covid_keras import classifier, data, distribute, tuning
 
-    inputs = {"--data-path": args.data_path, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
+    inputs = {"--data-path": args.data_path, "--data-dir": args.data_dir,
               "--weights": args.weights, "--hyperparameters": args.hyperparameters, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
     try:  # before any TensorFlow op: a multi-worker strategy must come first

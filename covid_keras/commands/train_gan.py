@@ -10,7 +10,7 @@ Re-running the same command resumes the run from its last checkpoint.
 
 Several machines: start the same command on each with its TF_CONFIG (docs/distributed.md;
 scripts/launch_local_workers.sh on one machine). --batch-size is the global batch, split across
-the workers; only the chief writes --run-dir, which must be on a file system they all share.
+the workers; only the chief writes the run folder (--out), which must be on a file system they all share.
 """
 
 from __future__ import annotations
@@ -69,11 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="3", choices=sorted(gan_presets.PRESETS),
                         help="the run preset (default 3, the report's; `--run NAME --help` shows NAME's values)")
-    parser.add_argument("--data", default="phantom", choices=choices.DATA_CONFIGS, help="which covid_xray TFDS config (default phantom)")
-    parser.add_argument("--manual-dir", "--data-path", dest="data_path", default=None,
-                        help="the Kaggle download for radiography, the ROOT/<class>/ tree for folder")
-    parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's own)")
-    parser.add_argument("--run-dir", default=None, help="output folder (default runs/run<RUN>-<DATA>-<SIZE>px)")
+    cli.add_data_arguments(parser, default="phantom")
+    parser.add_argument("--out", "--run-dir", dest="run_dir", default=None,
+                        help="the run folder, written or resumed (default runs/run<RUN>-<DATA>-<SIZE>px)")
     parser.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 (bar) or 2 (a line per epoch)")
     parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
                         help="XLA-compile the train step (auto: the fastest measured for this device kind)")
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = args.run_dir or os.path.join("runs", f"run{args.run}-{args.data}-{config.image_size}px")
     # Only that it can be a folder: an existing run is resumed (gan_training refuses another's).
-    cli.check_folder(run_dir, "--run-dir")
+    cli.check_folder(run_dir, "--out (--run-dir)")
     # Before any TensorFlow op (the checks above run none): a multi-worker strategy must come first.
     try:
         strategy = distribute.choose_strategy(args.strategy)

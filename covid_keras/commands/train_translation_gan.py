@@ -11,17 +11,16 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from covid_keras import choices, cli  # no TensorFlow before the arguments are parsed
+from covid_keras import cli  # no TensorFlow before the arguments are parsed
 from covid_keras.gan.config import TranslationConfig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     defaults = TranslationConfig()
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, choices=choices.DATA_CONFIGS, help="the real data config")
-    parser.add_argument("--data-path", help="radiography: the Kaggle folder or zip; folder: the ROOT/<class>/ tree")
-    parser.add_argument("--data-dir", help="TFDS data dir (default: TFDS's own)")
-    parser.add_argument("--run-dir", required=True, help="output folder (refused when it holds a translation run)")
+    cli.add_data_arguments(parser, required=True, what="the real data")
+    parser.add_argument("--out", "--run-dir", dest="run_dir", required=True,
+                        help="the run folder to write (refused when it holds a translation run)")
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs)
     parser.add_argument("--minutes", type=float, help="stop after the epoch that ends past this wall time")
@@ -40,7 +39,7 @@ def main(argv=None) -> int:
     from covid_keras.gan import translation as tg
 
     if tg.is_translation_run(args.run_dir):
-        raise cli.UsageError(f"--run-dir {args.run_dir} already holds a translation run; choose another")
+        raise cli.UsageError(f"--out {args.run_dir} already holds a translation run; choose another")
     config = TranslationConfig(
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
         identity_weight=args.identity_weight, cycle_weight=args.cycle_weight,

@@ -21,10 +21,7 @@ from covid_keras.commands import train_classifier
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", required=True, choices=sorted(choices.BACKBONE_NAMES))
-    parser.add_argument("--data", default="phantom", choices=choices.DATA_CONFIGS, help="the data config (default phantom)")
-    parser.add_argument("--data-path", help="folder: the ROOT/<class>/[images/]*.png tree")
-    parser.add_argument("--manual-dir", help="radiography: the Kaggle download (zip or extracted folder)")
-    parser.add_argument("--data-dir", help="TFDS data dir for the prepared data (default: TFDS's own)")
+    cli.add_data_arguments(parser, default="phantom")
     parser.add_argument("--balanced", action="store_true", help="equal classes per split, as the study did")
     parser.add_argument("--weights", default="imagenet", help="imagenet, a weights FILE, a weights DIR, or none")
     parser.add_argument("--image-size", type=cli.positive_int, default=choices.STUDY_IMAGE_SIZE)
@@ -45,8 +42,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new search is done")
     args = parser.parse_args(argv)
     train_classifier.check_image_size(parser, args)
-    if args.data_path and args.manual_dir:
-        parser.error("give either --data-path (folder) or --manual-dir (radiography), not both")
     if not 0 < args.min_learning_rate < args.max_learning_rate:
         parser.error(f"--min-learning-rate {args.min_learning_rate} and --max-learning-rate "
                      f"{args.max_learning_rate} must satisfy 0 < min < max")
@@ -57,10 +52,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from covid_keras import classifier, data, tuning
 
-    inputs = {"--data-path": args.data_path, "--manual-dir": args.manual_dir, "--data-dir": args.data_dir,
+    inputs = {"--data-path": args.data_path, "--data-dir": args.data_dir,
               "--weights": args.weights, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
-    spec = data.DataSpec.parse(args.data, args.data_path or args.manual_dir, args.data_dir)
+    spec = data.DataSpec.parse(args.data, args.data_path, args.data_dir)
     config = classifier.ClassifierConfig(
         backbone=args.backbone,
         weights=None if args.weights.lower() == "none" else args.weights,
