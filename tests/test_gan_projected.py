@@ -103,3 +103,11 @@ def test_missing_backbone_weights_are_refused_before_the_run_folder_exists(spec,
     with pytest.raises(FileNotFoundError, match="inception_v3_notop_APPROX.weights.h5"):
         gan_training.train_gan(config, spec, tmp_path / "run", verbose=0, precision="float32", weights_dir=tmp_path / "none")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_the_preset_builds_at_64_and_128_px(size):
+    config = gan_presets.from_preset("projected", image_size=size)
+    assert gan_training.generator_for(config).output_shape == (None, size, size, 1)
+    logit, classes = gan_training.discriminator_for(config).output_shape
+    assert logit == (None, 1) and classes == (None, 2)
