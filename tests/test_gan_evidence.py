@@ -109,33 +109,25 @@ def fitted_judge(blobs):
     return judge
 
 
+def _recording(function, seen: set):
+    """`function`, which first adds the digests of every image array it is given to `seen`."""
+    def spy(*args, **kwargs):
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, np.ndarray) and value.ndim == 4:
+                seen.update(_digests(value))
+        return function(*args, **kwargs)
+    return spy
+
+
 def test_no_test_image_reaches_a_training_step(blobs, templates, monkeypatch):
     """Everything that trains or stops early (judges, TRTR, TSTR) is spied on; test images may only be
     scored. (Scored on validation, they are not even looked at: see the next test.)"""
     split = "test"
-    seen_in_training = set()
-    seen_anywhere = set()
-    train_small_cnn = evidence.train_small_cnn
-
-    def spy_train(train_images, train_labels, val_images, val_labels, *args, **kwargs):
-        seen_in_training.update(_digests(train_images) | _digests(val_images))
-        return train_small_cnn(train_images, train_labels, val_images, val_labels, *args, **kwargs)
-
+    seen_in_training, seen_anywhere = set(), set()
     judge = _judge()
-    fit = judge.fit
-    features = judge.extractor.features
-
-    def spy_fit(train_images, train_labels, val_images, val_labels, *args, **kwargs):
-        seen_in_training.update(_digests(train_images) | _digests(val_images))
-        return fit(train_images, train_labels, val_images, val_labels, *args, **kwargs)
-
-    def spy_features(images, *args, **kwargs):
-        seen_anywhere.update(_digests(images))
-        return features(images, *args, **kwargs)
-
-    monkeypatch.setattr(evidence, "train_small_cnn", spy_train)
-    monkeypatch.setattr(judge, "fit", spy_fit)
-    monkeypatch.setattr(judge.extractor, "features", spy_features)
+    monkeypatch.setattr(evidence, "train_small_cnn", _recording(evidence.train_small_cnn, seen_in_training))
+    monkeypatch.setattr(judge, "fit", _recording(judge.fit, seen_in_training))
+    monkeypatch.setattr(judge.extractor, "features", _recording(judge.extractor.features, seen_anywhere))
     guide = side_guide()
     report = evidence.evaluate_evidence(template_generator(templates), blobs, CLASSES, _settings(split),
                                             guide=guide, judge=judge, extractor=judge.extractor, log=lambda *a: None)
@@ -153,18 +145,8 @@ def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, 
     settings = _settings("validation")
     # Scored on validation, no step trains on or even looks at a test image.
     seen = set()
-    train_small_cnn, features = evidence.train_small_cnn, fitted_judge.extractor.features
-
-    def spy_train(train_images, train_labels, val_images, val_labels, *args, **kwargs):
-        seen.update(_digests(train_images) | _digests(val_images))
-        return train_small_cnn(train_images, train_labels, val_images, val_labels, *args, **kwargs)
-
-    def spy_features(images, *args, **kwargs):
-        seen.update(_digests(images))
-        return features(images, *args, **kwargs)
-
-    monkeypatch.setattr(evidence, "train_small_cnn", spy_train)
-    monkeypatch.setattr(fitted_judge.extractor, "features", spy_features)
+    monkeypatch.setattr(evidence, "train_small_cnn", _recording(evidence.train_small_cnn, seen))
+    monkeypatch.setattr(fitted_judge.extractor, "features", _recording(fitted_judge.extractor.features, seen))
     faithful, swapped = (
         evidence.evaluate_evidence(template_generator(t), blobs, CLASSES, settings, judge=fitted_judge,
                                        extractor=fitted_judge.extractor, log=lambda *a: None)
