@@ -96,3 +96,14 @@ def test_compare_evidence_answers_misuse_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --label: 2 labels for 1 reports; give one per report"
     assert cli.run(compare_evidence.main, [str(tmp_path / "a")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'a' / 'evidence.json'} is missing (an evidence report)"
+
+
+@pytest.mark.parametrize("script, args", [
+    ("train_translation_gan.py", ["--data", "phantom_small", "--out", "{tmp}/a_file"]),
+    ("reproduce.py", ["--quick", "--seeds", "0", "--out", "{tmp}/new"]),
+])
+def test_translation_and_reproduce_misuse_is_one_error_line(tmp_path, script, args):
+    (tmp_path / "a_file").write_text("not a folder")
+    result = run_script(script, *(a.format(tmp=tmp_path) for a in args))
+    assert_user_error(result)
+    assert (tmp_path / "a_file").read_text() == "not a folder" and not (tmp_path / "new").exists()

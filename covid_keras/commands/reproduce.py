@@ -24,7 +24,7 @@ from covid_keras.gan import presets as gan_presets  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="the quick profile: 64 px GAN for a few epochs on phantom_small, classifiers at 75 px")
     cli.add_data_arguments(parser, what="the real data (default phantom, phantom_small with --quick)")
