@@ -200,7 +200,7 @@ def test_config_overrides_json_and_errors(tmp_path):
     assert (config.image_size, config.epochs, config.generator_filters) == (64, 2, (8, 8))
     config.save(tmp_path / "c.json")
     assert gan_config.GanConfig.load(tmp_path / "c.json") == config
-    with pytest.raises(ValueError, match=r"unknown GAN run '4'.*\['1', '2', '3', 'guided', 'guided_resnet50', 'per_class', 'stable'\]"):
+    with pytest.raises(ValueError, match=r"unknown GAN run '4'.*\['1', '2', '3', 'guided', 'guided_resnet50', 'per_class', 'projected', 'stable'\]"):
         gan_presets.from_preset("4")
     with pytest.raises(ValueError, match="GanConfig.optimizer"):
         gan_presets.from_preset("3", optimizer="rmsprop")
