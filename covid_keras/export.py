@@ -33,12 +33,11 @@ import tensorflow as tf
 
 from covid_keras import files
 from covid_keras.backbones import get_backbone_spec
-from covid_keras.choices import DEFAULT_EXPORT_DIR, DEFAULT_SERVING_ROOT  # noqa: F401
+from covid_keras.choices import DEFAULT_EXPORT_DIR, DEFAULT_SERVING_ROOT
 from covid_keras.classifier.gradcam import GradCam, split_classifier, upsampled
 from covid_keras.classifier.model import temperature_scaled
 from covid_keras.labels import BINARY_CLASSES, POSITIVE_CLASS
 
-DEFAULT_BASE_DIR = DEFAULT_EXPORT_DIR
 # A decoded image costs about 3 bytes a pixel (and more while it is resized): a small PNG can
 # declare 12000 x 12000 pixels. Larger headers are refused before decoding, in the signature itself.
 MAX_IMAGE_PIXELS = 50_000_000
@@ -46,7 +45,6 @@ MODELS_CONFIG = "models.config"
 MODEL_CARD = "model_card.json"
 # TF Serving's loader ignores this folder; it is the documented place for extra files.
 CARD_FOLDER = "assets.extra"
-# Where the docker command in saved_models/README.md mounts the base folder.
 
 CLASSIFY_FILES = "serving_default"
 CLASSIFY_IMAGES = "predict_images"
@@ -87,7 +85,7 @@ def check_model_name(name: str) -> str:
 
 
 def write_models_config(
-    base_dir: str | os.PathLike = DEFAULT_BASE_DIR, serving_root: str = DEFAULT_SERVING_ROOT
+    base_dir: str | os.PathLike = DEFAULT_EXPORT_DIR, serving_root: str = DEFAULT_SERVING_ROOT
 ) -> pathlib.Path:
     """Add every model under base_dir to `models.config` (model_config_list text format).
 
@@ -355,7 +353,7 @@ def export_classifier(
     backbone: str,
     image_size: int,
     name: str,
-    base_dir: str | os.PathLike = DEFAULT_BASE_DIR,
+    base_dir: str | os.PathLike = DEFAULT_EXPORT_DIR,
     class_names: Sequence[str] = BINARY_CLASSES,
     threshold: float = 0.5,
     temperature: float = 1.0,
@@ -494,7 +492,7 @@ def export_generator(
     *,
     class_names: Sequence[str],
     name: str,
-    base_dir: str | os.PathLike = DEFAULT_BASE_DIR,
+    base_dir: str | os.PathLike = DEFAULT_EXPORT_DIR,
     metadata: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export a generator ([noise [B, D], label int32 [B]] -> [B, S, S, 1] in [-1, 1])."""
@@ -534,7 +532,7 @@ def _default_name(directory: str | os.PathLike) -> str:
 
 
 def export_classifier_dir(
-    classifier_dir: str | os.PathLike, base_dir=DEFAULT_BASE_DIR, name: str | None = None
+    classifier_dir: str | os.PathLike, base_dir=DEFAULT_EXPORT_DIR, name: str | None = None
 ) -> ExportResult:
     """Export a saved classifier folder (`model.keras` + `classifier.json`) with its operating rule."""
     from covid_keras.classifier import OperatingRule, load_classifier
@@ -554,7 +552,7 @@ def export_classifier_dir(
     )
 
 
-def export_gan_run(run_dir: str | os.PathLike, base_dir=DEFAULT_BASE_DIR, name: str | None = None) -> ExportResult:
+def export_gan_run(run_dir: str | os.PathLike, base_dir=DEFAULT_EXPORT_DIR, name: str | None = None) -> ExportResult:
     """Export the generator of a GAN run folder (`runs/<name>/`)."""
     from covid_keras.gan.training import load_generator
 

@@ -35,8 +35,6 @@ from covid_keras.classifier import (
     FeatureSet,
 )
 
-OPTIMIZER_CHOICES = CLASSIFIER_OPTIMIZERS
-
 BEST_FILE = "best_hyperparameters.json"
 TRIALS_FILE = "trials.json"
 TUNER_DIR = "keras_tuner"
@@ -49,7 +47,7 @@ class HeadHyperModel(keras_tuner.HyperModel):
         self,
         feature_shape: Sequence[int],
         learning_rate_range: tuple[float, float] = LEARNING_RATE_RANGE,
-        optimizers: Sequence[str] = OPTIMIZER_CHOICES,
+        optimizers: Sequence[str] = CLASSIFIER_OPTIMIZERS,
         epochs: int = classifier.STUDY_EPOCHS,
         batch_size: int = classifier.STUDY_BATCH_SIZE,
         seed: int = 0,
@@ -153,7 +151,7 @@ def tune_head(
     epochs: int = classifier.STUDY_EPOCHS,
     batch_size: int = classifier.STUDY_BATCH_SIZE,
     learning_rate_range: tuple[float, float] = LEARNING_RATE_RANGE,
-    optimizers: Sequence[str] = OPTIMIZER_CHOICES,
+    optimizers: Sequence[str] = CLASSIFIER_OPTIMIZERS,
     seed: int = 0,
     extra_record: Mapping | None = None,
     verbose: int = 1,

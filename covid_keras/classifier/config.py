@@ -11,7 +11,10 @@ import keras
 import numpy as np
 
 from covid_keras import runtime
-from covid_keras.choices import (  # noqa: F401  (the package's names)
+from covid_keras.backbones import BackboneSpec, get_backbone_spec
+# The study's training presets (reference-facts.md, "Classifiers") and the other choices live in
+# covid_keras.choices (no TensorFlow, for --help); the package re-exports them.
+from covid_keras.choices import (  # noqa: F401
     CLASSIFIER_OPTIMIZERS,
     KEEP_EPOCH,
     STUDY_BATCH_SIZE,
@@ -19,11 +22,6 @@ from covid_keras.choices import (  # noqa: F401  (the package's names)
     STUDY_IMAGE_SIZE,
     STUDY_OPTIMIZER,
 )
-from covid_keras.backbones import BackboneSpec, get_backbone_spec
-
-# The study's training presets (reference-facts.md, "Classifiers").
-
-
 
 FEATURE_BATCH_SIZE = 32  # batch for backbone inference; no effect on the numbers
 PREDICT_BATCH_SIZE = 256  # batch for the head alone on cached features
@@ -50,8 +48,6 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
 def check_image_size(spec: BackboneSpec, image_size: int) -> None:
     if image_size < spec.min_size:
         raise ValueError(f"image_size {image_size} is too small for {spec.name}: its minimum is {spec.min_size}")
-
-
 
 
 @dataclasses.dataclass
@@ -143,8 +139,6 @@ class ClassifierConfig:
             values["resolved_fine_tune_epochs"] = self.fine_tune_epochs or self.epochs
             values["resolved_fine_tune_learning_rate"] = self.fine_tune_rate
         return values
-
-
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,10 +35,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    cli.check_folder(args.run_dir, "--out")
     from covid_keras import data
     from covid_keras.gan import translation as tg
 
-    cli.check_folder(args.run_dir, "--out")
     if tg.is_translation_run(args.run_dir):
         raise cli.UsageError(f"--out {args.run_dir} already holds a translation run; choose another")
     config = TranslationConfig(

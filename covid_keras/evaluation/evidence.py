@@ -33,6 +33,7 @@ from covid_keras import files, plots
 from covid_keras.choices import HELD_OUT_SPLITS
 from covid_keras.evaluation import intervals, memorisation
 from covid_keras.evaluation.embeddings import EmbeddingExtractor, build_extractor
+from covid_keras.evaluation.imagenet_judge import ImagenetJudge
 from covid_keras.evaluation.images import (
     LabelledImages,
     balanced_labels,
@@ -53,7 +54,6 @@ from covid_keras.formatting import significant
 from covid_keras.gan import sampling
 from covid_keras.gan import training as gan_training
 from covid_keras.gan import translation
-from covid_keras.evaluation.imagenet_judge import ImagenetJudge
 
 PROTOCOL = "gan-evidence/1"
 
@@ -296,7 +296,7 @@ def evaluate_run_evidence(run_dir, data_spec, settings: EvidenceSettings | None 
         # It edits real train images only: the bank never holds a held-out image.
         bank = real["train"]
         generator = translation.source_sampler(translator, bank.images.astype(np.float32) / 127.5 - 1.0,
-                                                   bank.labels, config.num_classes)
+                                               bank.labels, config.num_classes)
         guide = None
     else:
         generator, config, class_names = gan_training.load_generator(run_dir, which=which)

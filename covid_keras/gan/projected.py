@@ -37,16 +37,22 @@ def _tap_layers(base: keras.Model, taps) -> list[keras.layers.Layer]:
     return [pools[which] if kind == "max_pooling" else base.get_layer(which) for kind, which in taps]
 
 
+def check_backbone(backbone: str, input_size: int) -> None:
+    """ValueError unless `backbone` can be tapped here and accepts `input_size` (without building it)."""
+    if backbone not in BACKBONE_TAPS:
+        raise ValueError(f"unknown discriminator backbone {backbone!r}; choose one of {sorted(BACKBONE_TAPS)}")
+    minimum = get_backbone_spec(backbone).min_size
+    if input_size < minimum:
+        raise ValueError(f"discriminator backbone {backbone} needs an input side >= {minimum}, got {input_size}")
+
+
 def backbone_features(backbone: str, input_size: int, weights: str | None = None) -> keras.Model:
     """The frozen tap model: `backbone`'s input [B, size, size, 3] -> its feature maps at the taps.
 
     `weights`: a local weights file for the whole backbone (`backbones.local_weights_file`), or None
     (random; a trained discriminator's weights, backbone included, come back from its checkpoint)."""
-    if backbone not in BACKBONE_TAPS:
-        raise ValueError(f"unknown discriminator backbone {backbone!r}; choose one of {sorted(BACKBONE_TAPS)}")
+    check_backbone(backbone, input_size)
     spec = get_backbone_spec(backbone)
-    if input_size < spec.min_size:
-        raise ValueError(f"discriminator backbone {backbone} needs an input side >= {spec.min_size}, got {input_size}")
     base = spec.constructor(include_top=False, weights=weights, input_shape=(input_size, input_size, 3))
     features = keras.Model(
         base.inputs, [layer.output for layer in _tap_layers(base, BACKBONE_TAPS[backbone])], name=f"{backbone}_features"

@@ -40,13 +40,13 @@ from covid_keras.gan.callbacks import (
 from covid_keras.gan.config import GanConfig
 from covid_keras.gan.guide import class_guide_for, guide_accuracy, train_class_guide
 from covid_keras.gan.model import ConditionalGAN
-from covid_keras.gan.projected import build_projected_discriminator
 from covid_keras.gan.networks import (
     build_discriminator,
     build_generator,
     resolve_discriminator_padding,
     upsampling_plan,
 )
+from covid_keras.gan.projected import build_projected_discriminator, check_backbone
 from covid_keras.gan.run_dir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -258,10 +258,7 @@ def _check_architecture(config: GanConfig) -> None:
     """Raise the builders' ValueError for a size the generator or discriminator cannot make."""
     upsampling_plan(config.image_size, len(config.generator_filters))
     if config.discriminator_backbone != "none":
-        minimum = backbones.get_backbone_spec(config.discriminator_backbone).min_size
-        if config.discriminator_backbone_size < minimum:
-            raise ValueError(f"GanConfig.discriminator_backbone_size must be >= {minimum} for "
-                             f"{config.discriminator_backbone}, got {config.discriminator_backbone_size}")
+        check_backbone(config.discriminator_backbone, config.discriminator_backbone_size)
         return
     resolve_discriminator_padding(config.image_size, len(config.discriminator_filters), config.discriminator_padding)
 
