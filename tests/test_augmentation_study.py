@@ -193,3 +193,19 @@ def test_another_study_in_the_same_folder_is_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="not empty"):
         study.claim_study_dir(tmp_path / "busy", config)
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_a_gan_without_a_class_guide_has_no_guide_filtered_arm(tmp_path, capsys):
+    config = study.StudyConfig(**{**study.quick_config().__dict__, "gan_preset": "projected",
+                                  "gan_overrides": {"batch_size": 8}})
+    assert not config.filters_by_guide and study.quick_config().filters_by_guide
+    arms = {cell["arm"] for cell in study.AugmentationStudy(config, tmp_path / "unused").plan_cells()}
+    assert "gan_filtered" not in arms and {"gan", "classic_gan", "classic", "real"} <= arms
+    # Its discriminator backbone's weights are looked for before the study folder is made.
+    no_weights = study.StudyConfig(**{**config.__dict__, "weights_dir": str(tmp_path / "empty")})
+    with pytest.raises(FileNotFoundError, match="inception_v3"):
+        study.AugmentationStudy(no_weights, tmp_path / "study").run()
+    assert not (tmp_path / "study").exists()
+    assert cli.run(augment_study.main, ["--quick", "--gan-preset", "projected", "--weights-dir",
+                                        str(tmp_path / "empty"), "--out", str(tmp_path / "study")]) == 2
+    assert "--weights-dir" in capsys.readouterr().err and not (tmp_path / "study").exists()

@@ -13,6 +13,7 @@ seed; validation and test stay the full real splits):
       classic        + offline Keras-augmented copies of them (`augment.ClassicAugmenter`)
       gan            + generated images, r x n per class
       gan_filtered   + generated images the GAN's own class guide gives P >= min_guide_confidence
+                     (a GAN without a class guide, e.g. the projected preset, has no such arm)
       classic_gan    + half classic copies, half generated images
       real_full_resolution   the real arm without the degradation below, to show what it costs
 

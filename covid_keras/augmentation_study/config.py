@@ -62,7 +62,7 @@ class StudyConfig:
     subset_seed: int = 0
     augment_seed: int = 0
     sample_seed: int = 0
-    weights_dir: str | None = None  # ImageNet weights for a pretrained class guide
+    weights_dir: str | None = None  # ImageNet weights for a pretrained class guide or discriminator backbone
 
     def __post_init__(self):
         self.sizes = tuple(ALL if s == ALL else int(s) for s in self.sizes)
@@ -83,6 +83,11 @@ class StudyConfig:
     def gan_config(self, seed: int = 0) -> gan_config.GanConfig:
         return gan_presets.from_preset(self.gan_preset, **{
             **self.gan_overrides, "epochs": self.gan_epochs, "epoch_images": self.epoch_images, "seed": seed})
+
+    @property
+    def filters_by_guide(self) -> bool:
+        """Whether the GAN has a class guide to filter its samples with (the guide-filtered arm)."""
+        return self.gan_config().class_guide_weight > 0
 
     @property
     def gan_image_size(self) -> int:

@@ -120,6 +120,7 @@ class AugmentationStudy:
     # Stages, each reusing what an earlier run of the same study left.
 
     def run(self) -> dict:
+        gan_training.check_pretrained_weights(self.config.gan_config(), self.config.weights_dir)  # before the folder
         claim_study_dir(self.out, self.config)
         data.prepare(self.config.data)
         class_names = data.class_names(self.config.data)
@@ -190,10 +191,12 @@ class AugmentationStudy:
 
     def draw_samples(self, gan_runs: Mapping) -> dict:
         """(n, seed, kind) -> (uint8 images [N, S, S, 1], labels, images drawn per class); kind "gan" or
-        "gan_filtered" (kept where the run's own class guide gives the class P >= min_guide_confidence)."""
+        "gan_filtered" (kept where the run's own class guide gives the class P >= min_guide_confidence;
+        only for a GAN that has a guide)."""
         samples = {}
+        kinds = ("gan", "gan_filtered") if self.config.filters_by_guide else ("gan",)
         for (n, seed), run_dir in gan_runs.items():
-            for kind in ("gan", "gan_filtered"):
+            for kind in kinds:
                 path = self.out / "samples" / f"{run_dir.name}-{kind}.npz"
                 if not path.exists():
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,7 +310,8 @@ class AugmentationStudy:
                 for seed in config.seeds_of_gan(n):
                     cells.append(dict(n=n, arm="gan", ratio=ratio, gan_seed=seed))
                     if ratio == config.ratio:
-                        cells.append(dict(n=n, arm="gan_filtered", ratio=ratio, gan_seed=seed))
+                        if config.filters_by_guide:
+                            cells.append(dict(n=n, arm="gan_filtered", ratio=ratio, gan_seed=seed))
                         cells.append(dict(n=n, arm="classic_gan", ratio=ratio, gan_seed=seed))
         for cell in cells:
             cell["name"] = cell_name(cell)

@@ -43,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the backbone's ImageNet weights: a file or a folder from ../shared/tools/backbone_weights.py "
                              "(required unless --quick)")
     parser.add_argument("--weights-dir", default=None,
-                        help="ImageNet weights for a pretrained GAN class guide (--gan-preset guided_resnet50)")
+                        help="ImageNet weights for a GAN's pretrained part: the class guide of --gan-preset "
+                             "guided_resnet50, the discriminator backbone of --gan-preset projected")
     parser.add_argument("--sizes", nargs="+", type=_size, default=None, metavar="N",
                         help="real train images per class, or 'all' (default 50 100 all)")
     parser.add_argument("--classifier-seeds", type=cli.positive_int, default=None, metavar="K",

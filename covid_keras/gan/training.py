@@ -297,6 +297,15 @@ def _precision_for(run_dir: pathlib.Path, requested: str) -> runtime.PrecisionCh
     return choice
 
 
+def check_pretrained_weights(config: GanConfig, weights_dir: str | os.PathLike | None) -> None:
+    """Raise FileNotFoundError (saying how to make them) when a pretrained part of `config` (a class
+    guide or discriminator backbone) has no local ImageNet weights in `weights_dir`."""
+    for name in (config.class_guide_backbone if config.class_guide_weight > 0 else "cnn",
+                 config.discriminator_backbone):
+        if name not in ("cnn", "none"):
+            backbones.local_weights_file(name, weights_dir)
+
+
 def train_gan(
     config: GanConfig,
     data_spec: data.DataSpec,
@@ -336,8 +345,7 @@ def train_gan(
         # Each worker would read its own clock, and one stopping alone leaves the others waiting for it.
         raise ValueError("a wall-time budget is not supported with several workers: each would stop at its own time")
     _check_architecture(config)  # before touching the data or the run dir
-    if config.discriminator_backbone != "none":
-        backbones.local_weights_file(config.discriminator_backbone, weights_dir)  # FileNotFoundError saying how
+    check_pretrained_weights(config, weights_dir)
     _check_mode_seeking_pairs(config, strategy.num_replicas_in_sync)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) must split evenly over the "
