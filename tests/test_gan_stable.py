@@ -297,14 +297,15 @@ def constant_guide(logits=(2.0, 0.0)):
 
 
 def guided_pair(guide, weight, **guide_options):
-    """Two GANs with the same generator and discriminator weights, one of them guided by `guide`."""
+    """Two GANs with the same generator and discriminator weights, one of them guided by `guide`
+    (`guide_options`: the rest of ClassGuideTerm's arguments)."""
     config = tiny_stable_config(ema_decay=0.0)
     keras.utils.set_random_seed(0)
     plain = gan_training.build_gan(config)
     guided = gan_model.ConditionalGAN(
         keras.models.clone_model(plain.generator), keras.models.clone_model(plain.discriminator),
         config.noise_dim, 2, config.d_every, config.seed, diff_augment=config.diff_augment,
-        aux_class_weight=config.aux_class_weight, class_guide=guide, class_guide_weight=weight, **guide_options,
+        aux_class_weight=config.aux_class_weight, guide_term=gan_guide.ClassGuideTerm(guide, weight, **guide_options),
     )
     guided.generator.set_weights(plain.generator.get_weights())
     guided.discriminator.set_weights(plain.discriminator.get_weights())
@@ -342,23 +343,20 @@ def test_class_guide_steers_the_generator_and_is_never_trained_by_the_gan():
     differs = [not np.allclose(a, b) for a, b in zip(plain.generator.get_weights(), guided.generator.get_weights())]
     assert any(differs)  # the guide's gradient reached the generator
     restored = gan_model.ConditionalGAN.from_config(guided.get_config())
-    assert restored.class_guide_weight == 1.0 and restored.class_guide is not None
+    assert restored.guide_term.weight == 1.0 and restored.class_guide is restored.guide_term.network
 
 
-def test_class_guide_weight_and_guide_go_together():
-    generator = gan_networks.build_generator(SIZE, 16, 2, 4, (8, 8, 8), base_channels=8)
-    discriminator = gan_networks.build_discriminator(SIZE, 2, 4, (8,) * 5)
+def test_a_class_guide_term_needs_a_positive_weight():
     with pytest.raises(ValueError, match="class_guide_weight"):
-        gan_model.ConditionalGAN(generator, discriminator, 16, 2, class_guide_weight=1.0)
-    with pytest.raises(ValueError, match="class_guide_weight"):
-        gan_model.ConditionalGAN(generator, discriminator, 16, 2, class_guide=constant_guide(), class_guide_weight=0.0)
+        gan_guide.ClassGuideTerm(constant_guide(), 0.0)
     with pytest.raises(ValueError, match="class_guide_weight"):
         tiny_stable_config(class_guide_weight=-1.0)
+    assert gan_training.build_gan(tiny_stable_config()).guide_term is None
 
 
 def test_guide_feature_matching_compares_each_classes_mean_and_spread():
     _, guided = guided_pair(constant_guide(), 1.0)
-    match = lambda fake, fake_labels, real, real_labels: float(guided._guide_feature_matching(  # noqa: E731
+    match = lambda fake, fake_labels, real, real_labels: float(guided.guide_term.feature_matching(  # noqa: E731
         tf.constant(fake, tf.float32), tf.constant(fake_labels), tf.constant(real, tf.float32), tf.constant(real_labels)))
     rng = np.random.default_rng(0)
     real = rng.normal(size=(8, 5))
@@ -383,7 +381,7 @@ def test_a_feature_matching_guide_steers_the_generator_and_is_never_trained():
     keras.utils.set_random_seed(3)
     guide = gan_guide.build_class_guide(SIZE, 2, filters=(4, 4))
     guide_before = [w.copy() for w in guide.get_weights()]
-    plain, guided = guided_pair(guide, 1.0, class_guide_loss="feature_matching")
+    plain, guided = guided_pair(guide, 1.0, loss="feature_matching")
     images, labels = reals()
     plain_logs = plain.train_step((tf.constant(images), tf.constant(labels)))
     guided_logs = guided.train_step((tf.constant(images), tf.constant(labels)))
@@ -392,14 +390,13 @@ def test_a_feature_matching_guide_steers_the_generator_and_is_never_trained():
     for before, after in zip(guide_before, guide.get_weights()):
         np.testing.assert_array_equal(before, after)
     assert any(not np.allclose(a, b) for a, b in zip(plain.generator.get_weights(), guided.generator.get_weights()))
-    assert gan_model.ConditionalGAN.from_config(guided.get_config()).class_guide_loss == "feature_matching"
+    assert gan_model.ConditionalGAN.from_config(guided.get_config()).guide_term.loss == "feature_matching"
     config = tiny_stable_config(class_guide_weight=1.0, class_guide_loss="feature_matching")
-    assert gan_training.build_gan(config).class_guide_loss == "feature_matching"
+    assert gan_training.build_gan(config).guide_term.loss == "feature_matching"
     with pytest.raises(ValueError, match="class_guide_loss"):
         tiny_stable_config(class_guide_loss="kl_divergence")
     with pytest.raises(ValueError, match="class_guide_loss"):
-        gan_model.ConditionalGAN(plain.generator, plain.discriminator, 16, 2, class_guide=guide, class_guide_weight=1.0,
-                           class_guide_loss="kl_divergence")
+        gan_guide.ClassGuideTerm(guide, 1.0, loss="kl_divergence")
 
 
 def load_script(path):
@@ -460,19 +457,14 @@ def test_a_guided_run_trains_its_guide_once_and_resumes_with_it(tmp_path, projec
 
 
 def test_class_guide_weight_starts_late_and_ramps_up():
-    plain, _ = guided_pair(constant_guide(), 1.0)
-    late = gan_model.ConditionalGAN(
-        plain.generator, plain.discriminator, 16, 2, class_guide=constant_guide(), class_guide_weight=2.0,
-        class_guide_start_step=3, class_guide_ramp_steps=2,
-    )
-    weights = [float(late.class_guide_weight_at(tf.constant(step, tf.int64))) for step in range(7)]
+    late = gan_guide.ClassGuideTerm(constant_guide(), 2.0, start_step=3, ramp_steps=2)
+    weights = [float(late.weight_at(tf.constant(step, tf.int64))) for step in range(7)]
     np.testing.assert_allclose(weights, [0, 0, 0, 2 / 3, 4 / 3, 2, 2], rtol=1e-6)
     with pytest.raises(ValueError, match="class_guide_start_step"):
-        gan_model.ConditionalGAN(plain.generator, plain.discriminator, 16, 2, class_guide=constant_guide(),
-                           class_guide_weight=1.0, class_guide_start_step=-1)
+        gan_guide.ClassGuideTerm(constant_guide(), 1.0, start_step=-1)
     config = tiny_stable_config(class_guide_weight=1.0, class_guide_from_epoch=2, class_guide_ramp_epochs=3)
     built = gan_training.build_gan(config, steps_per_epoch=10)
-    assert (built.class_guide_start_step, built.class_guide_ramp_steps) == (20, 30)
+    assert (built.guide_term.start_step, built.guide_term.ramp_steps) == (20, 30)
     with pytest.raises(ValueError, match="class_guide_ramp_epochs"):
         tiny_stable_config(class_guide_ramp_epochs=-1)
 

@@ -1,6 +1,7 @@
 """The class guide: a classifier of real images, trained before the GAN and then frozen, whose view
-of the fakes the generator is also trained on (covid_keras.gan.model). A small CNN trained from
-scratch, or a head on frozen ImageNet ResNet50 features; here are both builders and their training.
+of the fakes the generator is also trained on. A small CNN trained from scratch, or a head on frozen
+ImageNet ResNet50 features: here are both builders, their training, and `ClassGuideTerm`, the
+component of `ConditionalGAN` that turns a trained guide into a term of the generator's loss.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from covid_keras.backbones import get_backbone_spec
-from covid_keras.gan import diffaugment
-from covid_keras.gan.config import GanConfig
+from covid_keras.gan import diffaugment, losses
+from covid_keras.gan.config import CLASS_GUIDE_LOSSES, GanConfig, check_choice
 
 # What the class guide sees of an image, in its training and when it scores the fakes.
 GUIDE_AUGMENT = ("translation",)
@@ -112,6 +113,97 @@ def class_guide_for(config: GanConfig) -> keras.Model | None:
         config.image_size, config.num_classes, config.class_guide_backbone, config.class_guide_input_size
     )
 
+
+
+class ClassGuideTerm:
+    """What the generator pays for its fakes under a frozen class guide (a component of ConditionalGAN).
+
+    `network`: the guide (`build_class_guide` or `build_imagenet_class_guide`, trained on real
+    images beforehand), frozen here. `loss` "cross_entropy": the guide's class cross-entropy on the
+    fakes, shifted by DiffAugment's translation so that G cannot win with a pixel-exact pattern.
+    "feature_matching": per class, the mean and the standard deviation of the guide's features
+    (the input of its last layer) on the fakes are pulled to those on the batch's real images; the
+    cross-entropy is lowest for fakes more typical of their class than any real image, matching the
+    real statistics is not. The term's weight is 0 before step `start_step` and rises linearly to
+    `weight` over `ramp_steps`: from the first step, the guide would pull a generator that makes
+    noise towards whatever noise the guide labels right, before it has learnt what an X-ray is.
+    """
+
+    def __init__(self, network: keras.Model, weight: float, start_step: int = 0, ramp_steps: int = 0,
+                 loss: str = "cross_entropy"):
+        if weight <= 0:
+            raise ValueError(f"class_guide_weight must be > 0 for a class guide, got {weight}")
+        if start_step < 0 or ramp_steps < 0:
+            raise ValueError(f"class_guide_start_step ({start_step}) and class_guide_ramp_steps ({ramp_steps}) "
+                             "must be >= 0")
+        check_choice("class_guide_loss", loss, CLASS_GUIDE_LOSSES)
+        network.trainable = False  # trained on real images before the GAN; never by it
+        self.network = network
+        self.weight = float(weight)
+        self.start_step = int(start_step)
+        self.ramp_steps = int(ramp_steps)
+        self.loss = loss
+        self.num_classes = int(network.outputs[0].shape[-1])
+        self._features_and_logits = keras.Model(
+            network.inputs, [network.layers[-1].input, network.outputs[0]], name="guide_features"
+        )
+
+    def get_config(self) -> dict:
+        return {"network": keras.saving.serialize_keras_object(self.network), "weight": self.weight,
+                "start_step": self.start_step, "ramp_steps": self.ramp_steps, "loss": self.loss}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ClassGuideTerm":
+        return cls(**{**config, "network": keras.saving.deserialize_keras_object(config["network"])})
+
+    def weight_at(self, step: tf.Tensor) -> tf.Tensor:
+        """The term's weight at training step `step`."""
+        since_start = tf.cast(step, tf.float32) - float(self.start_step)
+        ramp = tf.clip_by_value((since_start + 1.0) / float(self.ramp_steps + 1), 0.0, 1.0)
+        return self.weight * ramp
+
+    def __call__(self, fakes, fake_labels, real_images, real_labels, seed) -> tuple[tf.Tensor, tf.Tensor]:
+        """(the term before its weight, the guide's accuracy on the fakes); `seed` draws the shifts."""
+        shifted = diffaugment.diff_augment(fakes, GUIDE_AUGMENT, seed)
+        fake_features, guide_logits = self._features_and_logits(shifted, training=False)
+        cross_entropy, accuracy = losses.class_loss_and_accuracy(fake_labels, guide_logits)
+        if self.loss == "cross_entropy":
+            return cross_entropy, accuracy
+        real_features, _ = self._features_and_logits(
+            diffaugment.diff_augment(real_images, GUIDE_AUGMENT, tf.random.experimental.stateless_fold_in(seed, 1)),
+            training=False,
+        )
+        matching = self.feature_matching(
+            tf.cast(fake_features, tf.float32), fake_labels, tf.cast(real_features, tf.float32), real_labels
+        )
+        return matching, accuracy
+
+    def feature_matching(self, fake_features, fake_labels, real_features, real_labels) -> tf.Tensor:
+        """Mean over the classes in both batches of mean_F[(mu_fake - mu_real)^2 + (sd_fake - sd_real)^2]."""
+        fake_mean, fake_sd, fake_count = self._class_statistics(fake_features, fake_labels)
+        real_mean, real_sd, real_count = self._class_statistics(tf.stop_gradient(real_features), real_labels)
+        gap = tf.reduce_mean(tf.square(fake_mean - real_mean) + tf.square(fake_sd - real_sd), axis=-1)
+        present = tf.cast((fake_count > 0) & (real_count > 0), tf.float32)
+        return losses.replica_share(tf.reduce_sum(gap * present) / tf.maximum(tf.reduce_sum(present), 1.0))
+
+    def _class_statistics(self, features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Per class: (mean [C, F], standard deviation [C, F], count [C]) of `features` [B, F]."""
+        one_hot = tf.one_hot(labels, self.num_classes, dtype=tf.float32)
+        count = tf.reduce_sum(one_hot, axis=0)
+        denominator = tf.maximum(count, 1.0)[:, None]
+        mean = tf.matmul(one_hot, features, transpose_a=True) / denominator
+        variance = tf.matmul(one_hot, tf.square(features), transpose_a=True) / denominator - tf.square(mean)
+        return mean, tf.sqrt(tf.maximum(variance, 0.0) + 1e-6), count
+
+
+
+def class_guide_term_for(config: GanConfig, steps_per_epoch: int) -> ClassGuideTerm | None:
+    """The generator's class-guide term `config` asks for (its guide untrained), or None."""
+    network = class_guide_for(config)
+    if network is None:
+        return None
+    return ClassGuideTerm(network, config.class_guide_weight, config.class_guide_from_epoch * steps_per_epoch,
+                          config.class_guide_ramp_epochs * steps_per_epoch, config.class_guide_loss)
 
 # How the class guide is trained: on real images only, early-stopped on validation loss.
 GUIDE_EPOCHS = 40

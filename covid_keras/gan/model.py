@@ -26,56 +26,16 @@ import keras
 import tensorflow as tf
 
 from covid_keras.gan import diffaugment
-from covid_keras.gan.config import CLASS_GUIDE_LOSSES, LOSSES, check_choice
-from covid_keras.gan.guide import GUIDE_AUGMENT
-
-# --------------------------------------------------------------------------- losses
-
-class GanLoss:
-    """Per-example adversarial losses on discriminator logits (the GAN averages them by GLOBAL batch).
-
-    "bce": the study's BCE on sigmoid(logit), computed from the logit (stable when D saturates);
-    the generator's is the non-saturating -log sigmoid(fake). "hinge": D min relu(1 - real) +
-    relu(1 + fake), G min -fake (SAGAN / BigGAN).
-    """
-
-    def __init__(self, name: str = "bce"):
-        check_choice("GAN loss", name, LOSSES)
-        self.name = name
-
-    def discriminator(self, real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(per-example loss on real, per-example loss on fake), each [B]."""
-        real, fake = real_logits[:, 0], fake_logits[:, 0]
-        if self.name == "hinge":
-            return tf.nn.relu(1.0 - real), tf.nn.relu(1.0 + fake)
-        return (
-            tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(real), real),
-            tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(fake), fake),
-        )
-
-    def generator(self, fake_logits: tf.Tensor) -> tf.Tensor:
-        """Per-example generator loss [B]."""
-        fake = fake_logits[:, 0]
-        if self.name == "hinge":
-            return -fake
-        return tf.nn.sigmoid_cross_entropy_with_logits(tf.ones_like(fake), fake)
-
+from covid_keras.gan.guide import ClassGuideTerm
+from covid_keras.gan.losses import (  # noqa: F401  (GanLoss: part of this module's interface)
+    GanLoss,
+    average,
+    class_loss_and_accuracy,
+    global_sum,
+    replica_share,
+)
 
 # --------------------------------------------------------------------------- the GAN
-
-
-def _global_sum(value: tf.Tensor) -> tf.Tensor:
-    """Sum over replicas (identity without a distribution strategy)."""
-    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
-def _replica_share(batch_statistic: tf.Tensor) -> tf.Tensor:
-    """A loss computed from this replica's batch statistics, divided by the number of replicas.
-
-    Per-example losses are averaged over the global batch (`tf.nn.compute_average_loss`); a batch
-    statistic is not per example, so this division is what makes the summed replica gradients average.
-    """
-    return batch_statistic / tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="covid_keras")
@@ -94,16 +54,8 @@ class ConditionalGAN(keras.Model):
     `call` use (its decay warms up as min(ema_decay, (1 + t) / (10 + t)) at step t).
     `aux_class_weight` > 0 needs a discriminator with an auxiliary classifier: D also minimises
     the class cross-entropy on real images, G that on its fakes, times the weight.
-    `class_guide` (`build_class_guide`, trained on real images beforehand) is frozen here; with
-    `class_guide_weight` > 0, G also minimises its class cross-entropy on the fakes (shifted by
-    DiffAugment's translation, so that G cannot win with a pixel-exact pattern), times the weight.
-    The weight is 0 before step `class_guide_start_step` and rises linearly to full over
-    `class_guide_ramp_steps`: from the first step, the guide pulls a generator that makes noise
-    towards whatever noise the guide labels right, before it has learnt what an X-ray looks like.
-    `class_guide_loss` "feature_matching" replaces the cross-entropy: per class, the mean and the
-    standard deviation of the guide's features (the input of its last layer) on the fakes are
-    pulled to those on the batch's real images. The cross-entropy is lowest for fakes more
-    typical of their class than any real image; matching the real statistics is not.
+    `guide_term` (a `ClassGuideTerm`: a frozen class guide, its loss and its weight's schedule)
+    adds what a classifier trained on real images thinks of the fakes to G's loss.
     `mode_seeking_weight` > 0 pairs the fakes (the second half of each replica's batch gets the
     first half's labels) and adds weight / (r + 1e-5) to G's loss, where r is the mean absolute
     difference between paired images over that between their noises (MSGAN's form): a generator
@@ -121,11 +73,7 @@ class ConditionalGAN(keras.Model):
         diff_augment: Sequence[str] = (),
         ema_decay: float = 0.0,
         aux_class_weight: float = 0.0,
-        class_guide: keras.Model | None = None,
-        class_guide_weight: float = 0.0,
-        class_guide_start_step: int = 0,
-        class_guide_ramp_steps: int = 0,
-        class_guide_loss: str = "cross_entropy",
+        guide_term: ClassGuideTerm | None = None,
         mode_seeking_weight: float = 0.0,
         **kwargs,
     ):
@@ -140,33 +88,15 @@ class ConditionalGAN(keras.Model):
                 f"aux_class_weight {aux_class_weight} needs a discriminator built with auxiliary_classifier=True "
                 "and a weight >= 0"
             )
-        if class_guide_weight < 0 or (class_guide_weight > 0) != (class_guide is not None):
-            raise ValueError(
-                f"class_guide_weight {class_guide_weight} must be > 0 exactly when a class_guide is given "
-                f"(given: {class_guide is not None})"
-            )
         self.generator = generator
         self.discriminator = discriminator
-        check_choice("class_guide_loss", class_guide_loss, CLASS_GUIDE_LOSSES)
-        self.class_guide = class_guide
-        self.class_guide_loss = class_guide_loss
-        self._guide_features_and_logits = None
-        if class_guide is not None:
-            class_guide.trainable = False  # trained on real images before the GAN; never by it
-            self._guide_features_and_logits = keras.Model(
-                class_guide.inputs, [class_guide.layers[-1].input, class_guide.outputs[0]], name="guide_features"
-            )
-        self.class_guide_weight = float(class_guide_weight)
-        if class_guide_start_step < 0 or class_guide_ramp_steps < 0:
-            raise ValueError(
-                f"class_guide_start_step ({class_guide_start_step}) and class_guide_ramp_steps "
-                f"({class_guide_ramp_steps}) must be >= 0"
-            )
+        self.guide_term = guide_term
+        # The guide's network is tracked under this name: its weights travel in every resume point
+        # as class_guide/..., as they always have.
+        self.class_guide = guide_term.network if guide_term is not None else None
         if mode_seeking_weight < 0:
             raise ValueError(f"mode_seeking_weight must be >= 0, got {mode_seeking_weight}")
         self.mode_seeking_weight = float(mode_seeking_weight)
-        self.class_guide_start_step = int(class_guide_start_step)
-        self.class_guide_ramp_steps = int(class_guide_ramp_steps)
         self.noise_dim = int(noise_dim)
         self.num_classes = int(num_classes)
         self.d_every = int(d_every)
@@ -208,11 +138,7 @@ class ConditionalGAN(keras.Model):
             "diff_augment": list(self.diff_augment),
             "ema_decay": self.ema_decay,
             "aux_class_weight": self.aux_class_weight,
-            "class_guide": keras.saving.serialize_keras_object(self.class_guide) if self.class_guide else None,
-            "class_guide_weight": self.class_guide_weight,
-            "class_guide_start_step": self.class_guide_start_step,
-            "class_guide_ramp_steps": self.class_guide_ramp_steps,
-            "class_guide_loss": self.class_guide_loss,
+            "guide_term": self.guide_term.get_config() if self.guide_term is not None else None,
             "mode_seeking_weight": self.mode_seeking_weight,
         }
 
@@ -221,8 +147,8 @@ class ConditionalGAN(keras.Model):
         config = dict(config)
         config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
         config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
-        if config.get("class_guide"):
-            config["class_guide"] = keras.saving.deserialize_keras_object(config["class_guide"])
+        if config.get("guide_term"):
+            config["guide_term"] = ClassGuideTerm.from_config(config["guide_term"])
         return cls(**config)
 
     def compile(
@@ -247,7 +173,7 @@ class ConditionalGAN(keras.Model):
         trackers = [self.g_loss_tracker, self.d_loss_tracker, self.d_real_accuracy_tracker, self.d_fake_accuracy_tracker]
         if self.has_auxiliary_classifier:
             trackers += [self.d_class_accuracy_tracker, self.g_class_accuracy_tracker]
-        if self.class_guide is not None:
+        if self.guide_term is not None:
             trackers.append(self.g_guide_accuracy_tracker)
         if self.mode_seeking_weight > 0:
             trackers.append(self.g_mode_seeking_ratio_tracker)
@@ -296,53 +222,6 @@ class ConditionalGAN(keras.Model):
             return outputs[0], outputs[1]
         return outputs, None
 
-    def _average(self, per_example_loss: tf.Tensor) -> tf.Tensor:
-        return tf.nn.compute_average_loss(per_example_loss)
-
-    def _class_loss_and_accuracy(self, labels, class_logits) -> tuple[tf.Tensor, tf.Tensor]:
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits)
-        hits = tf.cast(tf.equal(tf.argmax(class_logits, axis=-1, output_type=tf.int32), labels), tf.float32)
-        return self._average(loss), self._average(hits)
-
-    def class_guide_weight_at(self, step: tf.Tensor) -> tf.Tensor:
-        """The class guide's weight at training step `step` (see the class docstring)."""
-        since_start = tf.cast(step, tf.float32) - float(self.class_guide_start_step)
-        ramp = tf.clip_by_value((since_start + 1.0) / float(self.class_guide_ramp_steps + 1), 0.0, 1.0)
-        return self.class_guide_weight * ramp
-
-    def _class_statistics(self, features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Per class: (mean [C, F], standard deviation [C, F], count [C]) of `features` [B, F]."""
-        one_hot = tf.one_hot(labels, self.num_classes, dtype=tf.float32)
-        count = tf.reduce_sum(one_hot, axis=0)
-        denominator = tf.maximum(count, 1.0)[:, None]
-        mean = tf.matmul(one_hot, features, transpose_a=True) / denominator
-        variance = tf.matmul(one_hot, tf.square(features), transpose_a=True) / denominator - tf.square(mean)
-        return mean, tf.sqrt(tf.maximum(variance, 0.0) + 1e-6), count
-
-    def _guide_feature_matching(self, fake_features, fake_labels, real_features, real_labels) -> tf.Tensor:
-        """Mean over the classes in both batches of mean_F[(mu_fake - mu_real)^2 + (sd_fake - sd_real)^2]."""
-        fake_mean, fake_sd, fake_count = self._class_statistics(fake_features, fake_labels)
-        real_mean, real_sd, real_count = self._class_statistics(tf.stop_gradient(real_features), real_labels)
-        gap = tf.reduce_mean(tf.square(fake_mean - real_mean) + tf.square(fake_sd - real_sd), axis=-1)
-        present = tf.cast((fake_count > 0) & (real_count > 0), tf.float32)
-        return _replica_share(tf.reduce_sum(gap * present) / tf.maximum(tf.reduce_sum(present), 1.0))
-
-    def _guide_loss_and_accuracy(self, fakes, fake_labels, real_images, real_labels, seed):
-        """The class guide's term of G's loss (before its weight) and its accuracy on the fakes."""
-        shifted = diffaugment.diff_augment(fakes, GUIDE_AUGMENT, seed)
-        fake_features, guide_logits = self._guide_features_and_logits(shifted, training=False)
-        cross_entropy, accuracy = self._class_loss_and_accuracy(fake_labels, guide_logits)
-        if self.class_guide_loss == "cross_entropy":
-            return cross_entropy, accuracy
-        real_features, _ = self._guide_features_and_logits(
-            diffaugment.diff_augment(real_images, GUIDE_AUGMENT, tf.random.experimental.stateless_fold_in(seed, 1)),
-            training=False,
-        )
-        loss = self._guide_feature_matching(
-            tf.cast(fake_features, tf.float32), fake_labels, tf.cast(real_features, tf.float32), real_labels
-        )
-        return loss, accuracy
-
     def _mode_seeking_ratio(self, noise: tf.Tensor, fakes: tf.Tensor) -> tf.Tensor:
         """mean|fake_i - fake_{i+n}| / mean|noise_i - noise_{i+n}| over this replica's n = B // 2 pairs."""
         pairs = tf.shape(fakes)[0] // 2
@@ -352,24 +231,22 @@ class ConditionalGAN(keras.Model):
         return image_gap / noise_gap
 
     def _mode_seeking_loss(self, ratio: tf.Tensor) -> tf.Tensor:
-        return _replica_share(1.0 / (ratio + 1e-5))
+        return replica_share(1.0 / (ratio + 1e-5))
 
     def _generator_step(self, noise, fake_labels, real_images, real_labels, augment_seed, step):
         with tf.GradientTape() as tape:
             fakes = self.generator([noise, fake_labels], training=True)
             logits, class_logits = self._discriminate(self.augment(fakes, augment_seed), fake_labels)
-            g_loss = self._average(self.gan_loss.generator(logits))
+            g_loss = average(self.gan_loss.generator(logits))
             class_accuracy = tf.zeros(())
             if class_logits is not None:
-                class_loss, class_accuracy = self._class_loss_and_accuracy(fake_labels, class_logits)
+                class_loss, class_accuracy = class_loss_and_accuracy(fake_labels, class_logits)
                 g_loss += self.aux_class_weight * class_loss
             guide_accuracy = tf.zeros(())
-            if self.class_guide is not None:
+            if self.guide_term is not None:
                 guide_seed = tf.random.experimental.stateless_fold_in(augment_seed, 1)
-                guide_loss, guide_accuracy = self._guide_loss_and_accuracy(
-                    fakes, fake_labels, real_images, real_labels, guide_seed
-                )
-                g_loss += self.class_guide_weight_at(step) * guide_loss
+                guide_loss, guide_accuracy = self.guide_term(fakes, fake_labels, real_images, real_labels, guide_seed)
+                g_loss += self.guide_term.weight_at(step) * guide_loss
             mode_seeking_ratio = tf.zeros(())
             if self.mode_seeking_weight > 0:
                 mode_seeking_ratio = self._mode_seeking_ratio(noise, fakes)
@@ -403,16 +280,16 @@ class ConditionalGAN(keras.Model):
             real_logits, real_class_logits = self._discriminate(self.augment(real_images, augment_seeds[1]), real_labels)
             fake_logits, _ = self._discriminate(self.augment(fakes, augment_seeds[2]), fake_labels)
             real_loss, fake_loss = self.gan_loss.discriminator(real_logits, fake_logits)
-            d_loss = (self._average(real_loss) + self._average(fake_loss)) / 2.0
+            d_loss = (average(real_loss) + average(fake_loss)) / 2.0
             class_accuracy = tf.zeros(())
             if real_class_logits is not None:
-                class_loss, class_accuracy = self._class_loss_and_accuracy(real_labels, real_class_logits)
+                class_loss, class_accuracy = class_loss_and_accuracy(real_labels, real_class_logits)
                 d_loss += self.aux_class_weight * class_loss
             scaled_loss = self.d_optimizer.scale_loss(d_loss)
         grads = tape.gradient(scaled_loss, self.discriminator.trainable_variables)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
-        real_accuracy = self._average(tf.cast(real_logits[:, 0] > 0, tf.float32))
-        fake_accuracy = self._average(tf.cast(fake_logits[:, 0] < 0, tf.float32))
+        real_accuracy = average(tf.cast(real_logits[:, 0] > 0, tf.float32))
+        fake_accuracy = average(tf.cast(fake_logits[:, 0] < 0, tf.float32))
         return d_loss, real_accuracy, fake_accuracy, class_accuracy
 
     def _discriminator_step_if(self, d_steps_now: tf.Tensor, d_step):
@@ -459,16 +336,16 @@ class ConditionalGAN(keras.Model):
 
         # Trackers hold GLOBAL values; D's are weighted 0 on skipped steps so they are not diluted.
         d_weight = tf.cast(d_steps_now, tf.float32)
-        self.g_loss_tracker.update_state(_global_sum(g_loss))
-        self.d_loss_tracker.update_state(_global_sum(d_loss), sample_weight=d_weight)
-        self.d_real_accuracy_tracker.update_state(_global_sum(real_accuracy), sample_weight=d_weight)
-        self.d_fake_accuracy_tracker.update_state(_global_sum(fake_accuracy), sample_weight=d_weight)
+        self.g_loss_tracker.update_state(global_sum(g_loss))
+        self.d_loss_tracker.update_state(global_sum(d_loss), sample_weight=d_weight)
+        self.d_real_accuracy_tracker.update_state(global_sum(real_accuracy), sample_weight=d_weight)
+        self.d_fake_accuracy_tracker.update_state(global_sum(fake_accuracy), sample_weight=d_weight)
         if self.has_auxiliary_classifier:
-            self.d_class_accuracy_tracker.update_state(_global_sum(d_class_accuracy), sample_weight=d_weight)
-            self.g_class_accuracy_tracker.update_state(_global_sum(g_class_accuracy))
-        if self.class_guide is not None:
-            self.g_guide_accuracy_tracker.update_state(_global_sum(g_guide_accuracy))
+            self.d_class_accuracy_tracker.update_state(global_sum(d_class_accuracy), sample_weight=d_weight)
+            self.g_class_accuracy_tracker.update_state(global_sum(g_class_accuracy))
+        if self.guide_term is not None:
+            self.g_guide_accuracy_tracker.update_state(global_sum(g_guide_accuracy))
         if self.mode_seeking_weight > 0:
             # A ratio per replica, so averaged over replicas rather than summed.
-            self.g_mode_seeking_ratio_tracker.update_state(_global_sum(_replica_share(g_mode_seeking_ratio)))
+            self.g_mode_seeking_ratio_tracker.update_state(global_sum(replica_share(g_mode_seeking_ratio)))
         return {m.name: m.result() for m in self.metrics}

@@ -38,7 +38,7 @@ from covid_keras.gan.callbacks import (
     save_loss_curve,
 )
 from covid_keras.gan.config import GanConfig
-from covid_keras.gan.guide import class_guide_for, guide_accuracy, train_class_guide
+from covid_keras.gan.guide import class_guide_for, class_guide_term_for, guide_accuracy, train_class_guide
 from covid_keras.gan.model import ConditionalGAN
 from covid_keras.gan.networks import (
     build_discriminator,
@@ -142,11 +142,8 @@ def build_gan(
         gan = ConditionalGAN(
             generator_for(config), discriminator_for(config, backbone_weights), config.noise_dim, config.num_classes,
             config.d_every, config.seed, diff_augment=config.diff_augment, ema_decay=config.ema_decay,
-            aux_class_weight=config.aux_class_weight, class_guide=class_guide_for(config),
-            class_guide_weight=config.class_guide_weight,
-            class_guide_start_step=config.class_guide_from_epoch * steps_per_epoch,
-            class_guide_ramp_steps=config.class_guide_ramp_epochs * steps_per_epoch,
-            class_guide_loss=config.class_guide_loss, mode_seeking_weight=config.mode_seeking_weight,
+            aux_class_weight=config.aux_class_weight, guide_term=class_guide_term_for(config, steps_per_epoch),
+            mode_seeking_weight=config.mode_seeking_weight,
         )
     g_period = config.restart_epochs * steps_per_epoch
     gan.compile(
