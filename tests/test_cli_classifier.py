@@ -115,6 +115,8 @@ def saved_classifier_stand_in(folder: pathlib.Path, model_bytes: bytes) -> pathl
     ("{tmp}/not_a_zip", ["phantom_small"], ["{tmp}/not_a_zip/model.keras"]),
     ("{tmp}/empty_model", ["folder", "{tmp}/no-such-tree"], ["{tmp}/no-such-tree"]),
     ("{tmp}/empty_model", ["folder", "a", "b"], ["--data"]),
+    ("{tmp}/empty_model", ["folder", "--data-path", "{tmp}/no-such-tree"], ["{tmp}/no-such-tree"]),
+    ("{tmp}/empty_model", ["folder", "a", "--data-path", "b"], ["--data-path"]),
 ])
 def test_evaluate_classifier_misuse_is_one_line_naming_it(tmp_path, model, data, named):
     saved_classifier_stand_in(tmp_path / "empty_model", b"")

@@ -296,8 +296,8 @@ def test_evaluate_classifier_reports_intervals_rule_shortcuts_and_sources(saved_
 def test_evaluate_classifier_on_a_one_class_folder_reports_recall_not_accuracy(saved_vgg, tmp_path):
     folder, _ = saved_vgg
     root = write_folder(tmp_path / "covid_only", ["COVID"])
-    result = evaluate_classifier.main(["--model", str(folder), "--data", "folder", str(root), "--data-dir",
-                                       str(tmp_path / "tfds")])
+    result = evaluate_classifier.main(["--model", str(folder), "--data", "folder", "--data-path", str(root),
+                                       "--data-dir", str(tmp_path / "tfds")])
     assert result["one_class"] == "COVID" and result["n"] == 6 and "accuracy" not in result
     assert 0 <= result["recall"] <= 1 and set(result["p_covid_calibrated"]) >= {"q05", "q50", "q95"}
 

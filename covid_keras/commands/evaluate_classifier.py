@@ -1,7 +1,7 @@
 """Print the metrics of a saved classifier on a labelled dataset as one JSON object.
 
-    python scripts/evaluate_classifier.py --model runs/clf_vgg16 --data folder path/to/ROOT
-    python scripts/evaluate_classifier.py --model runs/clf_vgg16 --data radiography ../shared/data/radiography \\
+    python scripts/evaluate_classifier.py --model runs/clf_vgg16 --data folder --data-path path/to/ROOT
+    python scripts/evaluate_classifier.py --model runs/clf_vgg16 --data radiography --data-path ../shared/data/radiography \\
         --split test --report reports/clf_vgg16-test --manifest ../shared/data/radiography/manifest.csv \\
         --source-column source_repo
 
@@ -28,8 +28,11 @@ from covid_keras import choices, cli, files
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a classifier folder written by train_classifier.py")
+    # --data CONFIG [PATH]: the path may also follow the config directly (this command's older form).
     parser.add_argument("--data", required=True, nargs="+", metavar=("CONFIG", "PATH"),
-                        help="a data config and, for folder / radiography, its path: e.g. --data folder ROOT")
+                        help="the data: a covid_xray config (e.g. --data folder --data-path ROOT)")
+    parser.add_argument("--data-path", "--manual-dir", dest="data_path", default=None,
+                        help="radiography: the Kaggle download (zip or folder); folder: the ROOT/<class>/ tree")
     parser.add_argument("--data-dir", help="TFDS data dir for the prepared data (default: TFDS's own)")
     parser.add_argument("--split", default=choices.ALL_SPLITS,
                         help=f"TFDS split expression (default: {choices.ALL_SPLITS}, i.e. every image)")
@@ -39,8 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--manifest", help="a CSV with a `file` column and a source column: metrics per source")
     parser.add_argument("--source-column", default="source", help="the manifest's source column (default: %(default)s)")
     args = parser.parse_args(argv)
-    if len(args.data) > 2:
-        parser.error("--data takes a config and at most one path")
+    if len(args.data) > 2 or (len(args.data) == 2 and args.data_path):
+        parser.error("--data takes a config and at most one path (or give the path as --data-path)")
     if args.data[0] not in choices.DATA_CONFIGS:
         parser.error(f"--data: unknown config {args.data[0]!r}; choose one of {', '.join(choices.DATA_CONFIGS)}")
     return args
@@ -51,7 +54,7 @@ def main(argv=None) -> dict:
     from covid_keras import classifier, data
     from covid_keras.classifier import assessment
 
-    config, path = args.data[0], (args.data[1] if len(args.data) == 2 else None)
+    config, path = args.data[0], (args.data[1] if len(args.data) == 2 else args.data_path)
     # Everything the user named is checked before the data is read or the model runs.
     classifier.load_classifier_metadata(args.model)
     report = cli.OutputFolder(args.report, args.overwrite, flag="--report") if args.report else None
