@@ -70,6 +70,8 @@ COLUMN_TITLES = {
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 BAR_CHART = "test_accuracy.png"
+ROC_CHART = "roc_test.png"
+CONFUSION_CHART = "confusion_test.png"
 FEATURE_CACHE_DIR = "feature_cache"
 FORMAT_VERSION = 1
 # A real split holding a name of `generate.GENERATED_FILE_NAME`'s form is a mixed folder like the
@@ -283,13 +285,16 @@ def fit_and_evaluate_head(
     keras.utils.set_random_seed(config.seed)  # the head's initial weights and the shuffling
     head = classifier.build_head(train.features.shape[1:])
     history = classifier.train_head(head, config, train, evaluated.get("validation"), verbose=0)
-    metrics = {}
+    metrics, test_probabilities = {}, None
     for name, feature_set in evaluated.items():
         probabilities = head.predict(feature_set.features, batch_size=classifier.PREDICT_BATCH_SIZE, verbose=0)
         metrics[name] = evaluation.classification_metrics(feature_set.labels.astype(np.int64), probabilities)
+        if name == "test":
+            test_probabilities = [round(float(p), 6) for p in np.reshape(probabilities, -1)]
     del head
     keras.backend.clear_session()
-    return {"seed": config.seed, "metrics": metrics, "history": history}
+    # The test probabilities: the report's ROC curves (the labels are the backbone's `test_labels`).
+    return {"seed": config.seed, "metrics": metrics, "history": history, "test_probabilities": test_probabilities}
 
 
 def summarize(values: Sequence[float | None]) -> dict:
@@ -358,6 +363,7 @@ def run_backbone(
         "hyperparameters_source": hyper["source"],
         "feature_shape": list(features["train"].features.shape[1:]),
         "n_train": {setting: int(fs.labels.size) for setting, fs in training_sets.items()},
+        "test_labels": features["test"].labels.astype(int).tolist(),
         "runs": runs,
         "summary": {setting: summarize_runs(runs[setting]) for setting in SETTINGS},
         "comparison": compare_settings(runs),
@@ -415,7 +421,35 @@ def write_results(results: dict, out_dir: str | os.PathLike) -> dict[str, str]:
     (out_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n")
     (out_dir / RESULTS_MD).write_text(results_markdown(results))
     save_test_accuracy_chart(results, out_dir / BAR_CHART)
-    return {name: str(out_dir / name) for name in (RESULTS_JSON, RESULTS_MD, BAR_CHART)}
+    save_test_roc_curves(results, out_dir / ROC_CHART)
+    plots.save_confusion_matrices(confusion_matrices_on_test(results), out_dir / CONFUSION_CHART,
+                                  class_names=BINARY_CLASSES, title="test split, summed over seeds")
+    return {name: str(out_dir / name) for name in (RESULTS_JSON, RESULTS_MD, BAR_CHART, ROC_CHART, CONFUSION_CHART)}
+
+
+def confusion_matrices_on_test(results: dict) -> dict[str, list[list[int]]]:
+    """"backbone, setting" -> the test confusion matrix [[TN, FP], [FN, TP]] summed over seeds."""
+    matrices = {}
+    for backbone, result in results["backbones"].items():
+        for setting in SETTINGS:
+            runs = result["runs"][setting]
+            matrices[f"{backbone}, {SETTING_LABELS[setting]}"] = np.sum(
+                [run["metrics"]["test"]["confusion_matrix"] for run in runs], axis=0).astype(int).tolist()
+    return matrices
+
+
+def save_test_roc_curves(results: dict, path: str | os.PathLike) -> str:
+    """Test ROC curves of the first seed's classifier, per backbone and setting."""
+    curves = {}
+    for backbone, result in results["backbones"].items():
+        labels = np.asarray(result["test_labels"])
+        for setting in SETTINGS:
+            run = result["runs"][setting][0]
+            auc = evaluation.roc_auc(labels, run["test_probabilities"])
+            if auc is not None:
+                curve = evaluation.roc_curve(labels, run["test_probabilities"])
+                curves[f"{backbone}, {SETTING_LABELS[setting]}"] = (curve["fpr"], curve["tpr"], auc)
+    return plots.save_roc_curves(curves, path, title=f"test split, seed {results['config']['seeds'][0]}")
 
 
 def format_mean_sd(stats: dict) -> str:

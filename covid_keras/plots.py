@@ -91,6 +91,29 @@ def save_roc_curves(
     return _save(fig, path)
 
 
+def save_confusion_matrices(
+    matrices: dict[str, Sequence[Sequence[int]]], path: str | os.PathLike, class_names: Sequence[str],
+    title: str | None = None,
+) -> str:
+    """One 2 x 2 panel per entry of `matrices` (a name -> [[TN, FP], [FN, TP]]: rows the true
+    class, columns the predicted), counts written in each cell."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(2.8 * len(matrices), 3.0), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items()):
+        counts = np.asarray(matrix)
+        ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1))
+        for (row, column), value in np.ndenumerate(counts):
+            ax.text(column, row, str(int(value)), ha="center", va="center",
+                    color="white" if value > counts.max() / 2 else "black")
+        ax.set_xticks(range(len(class_names)), class_names, fontsize=8)
+        ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
 def smooth(values: Sequence[float], weight: float = 0.6) -> np.ndarray:
     """TensorBoard-style exponential moving average, debiased so the first points are not pulled to 0."""
     values = np.asarray(values, dtype=float)

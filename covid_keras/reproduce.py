@@ -5,13 +5,15 @@
 
 What OUT holds:
 
-    gan/                  the GAN run (GAN preset 3 with the profile's overrides); resumes when rerun
+    gan/                  the GAN run (the profile's preset and overrides); resumes when rerun
     generated/<class>/    the generated grey PNGs (reused when complete: see generated.json)
     generated.json        what generated/ was made from (GAN run, epochs, count, seed)
     tfds/                 the TFDS build of generated/ (the `folder` config)
     feature_cache/        backbone features, so a rerun skips the backbone passes
-    report/               README.md, results.md/.json, test_accuracy.png, gan_samples.png,
-                          gan_loss_curve.png, real_examples.png, generated_examples.png
+    report/               README.md, results.md/.json, test_accuracy.png, roc_test.png,
+                          confusion_test.png, gan_samples.png, gan_loss_curve.png,
+                          real_examples.png, generated_examples.png, gan_evaluation/ (the
+                          GAN's KID, class fidelity and TSTR: `evaluation.gan_report`)
     reproduce.json        the resolved weights, stage timings and what each stage reused
 
 Every stage reuses what a previous run of the same command finished, so a crash loses at most
@@ -34,13 +36,15 @@ from typing import Any, Mapping, Sequence
 
 import keras
 
-from covid_keras import classifier, experiment, plots
+from covid_keras import classifier, experiment, files, plots
 from covid_keras import data as xray_data  # `reproduce(data=...)` is a config name
 from covid_keras.backbones import get_backbone_spec
+from covid_keras.provenance import provenance
 from covid_keras.gan import presets as gan_presets
 from covid_keras.labels import BINARY_CLASSES
 
 GAN_DIR = "gan"
+GAN_EVALUATION_DIR = "gan_evaluation"
 GENERATED_DIR = "generated"
 GENERATED_RECORD = "generated.json"
 GENERATED_TFDS_DIR = "tfds"
@@ -59,13 +63,16 @@ EXAMPLES_PER_CLASS = 8
 class Profile:
     """One size of the study: the data, the GAN run, the generated count and the classifier runs.
 
-    gan_overrides: GanConfig fields applied to the GAN preset `gan_run`.
+    gan_overrides: GanConfig fields applied to the GAN preset `gan_run`. gan_evaluation: the
+    `evaluation.gan_report.EvaluationSettings` fields the report's GAN figures are made with (KID,
+    class fidelity, TSTR), or None for none.
     """
 
     name: str
     data: str
     gan_run: str = "3"
     gan_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    gan_evaluation: Mapping[str, Any] | None = dataclasses.field(default_factory=lambda: {"curves": False})
     per_class: int = 1000
     backbones: tuple[str, ...] = experiment.DEFAULT_BACKBONES
     seeds: tuple[int, ...] = experiment.DEFAULT_SEEDS
@@ -77,6 +84,7 @@ class Profile:
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
         values["gan_overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.gan_overrides.items()}
+        values["gan_evaluation"] = dict(self.gan_evaluation) if self.gan_evaluation is not None else None
         values["backbones"], values["seeds"] = list(self.backbones), list(self.seeds)
         return values
 
@@ -91,6 +99,7 @@ PROFILES = {
         "quick",
         data="phantom_small",
         gan_overrides={"image_size": 64, "epochs": 8, "sample_every": 4, "checkpoint_every": 4},
+        gan_evaluation={"per_class": 200, "num_subsets": 50, "subset_size": 100, "curves": False},
         per_class=50,
         image_size=75,
     ),
@@ -175,6 +184,40 @@ def train_gan_stage(profile: Profile, spec: xray_data.DataSpec, run_dir: pathlib
         "config": result.config.to_dict(),
         "resumed_from_epoch": result.initial_epoch,
         "epochs_done": result.epochs_done,
+    }
+
+
+def gan_evaluation_stage(out_dir: pathlib.Path, gan: Mapping, spec: xray_data.DataSpec, settings: Mapping,
+                         verbose: int = 1) -> dict:
+    """The GAN's own figures (KID, class fidelity under the small-CNN judge, TSTR vs TRTR) in
+    OUT/report/gan_evaluation/, unless they were made from the same GAN epoch and settings."""
+    from covid_keras.evaluation import gan_report
+
+    folder = out_dir / REPORT_DIR / GAN_EVALUATION_DIR
+    made_from = {"gan_run_dir": gan["run_dir"], "gan_epochs": gan["epochs_done"], "settings": dict(settings)}
+    inputs_path = folder / ".inputs.json"
+    if inputs_path.is_file() and (folder / "metrics.json").is_file() and json.loads(inputs_path.read_text()) == made_from:
+        return {**gan_evaluation_summary(json.loads((folder / "metrics.json").read_text())), "reused": True}
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    result = gan_report.evaluate_gan(gan["run_dir"], spec, settings=gan_report.EvaluationSettings(**settings),
+                                     out_dir=partial, verbose=verbose)
+    files.atomic_write_json(partial / ".inputs.json", made_from)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    return {**gan_evaluation_summary(json.loads(json.dumps(result, default=files.json_default))), "reused": False}
+
+
+def gan_evaluation_summary(result: Mapping) -> dict:
+    """The few figures the report's README shows from an `evaluate_gan` result."""
+    fidelity, tstr = result["class_fidelity"], result.get("tstr_trtr") or {}
+    return {
+        "extractor": result["extractor"].get("name"),
+        "kid_per_class": {name: kid.get("mean") for name, kid in result["kid"]["per_class"].items()},
+        "judge_on_real_test": fidelity["judge"]["real_test_accuracy"],
+        "class_fidelity": fidelity["overall"],
+        "tstr_accuracy": tstr.get("tstr_accuracy"),
+        "trtr_accuracy": tstr.get("trtr_accuracy"),
     }
 
 
@@ -288,13 +331,38 @@ def readme_text(state: Mapping, results_md: str) -> str:
         "",
         f"Real: ![real]({REAL_EXAMPLES}) Generated: ![generated]({GENERATED_EXAMPLES})",
         "",
+        *_gan_evaluation_lines(state.get("gan_evaluation")),
         "## Classifiers",
         "",
-        f"![test accuracy]({experiment.BAR_CHART})",
+        f"![test accuracy]({experiment.BAR_CHART}) ![ROC]({experiment.ROC_CHART})",
+        "",
+        f"![confusion matrices]({experiment.CONFUSION_CHART})",
         "",
         results_md.replace("# Baseline vs GAN-augmented classifiers", "### Baseline vs GAN-augmented classifiers"),
     ]
+    lines += ["## Provenance", "", *(f"- {key}: {value}" for key, value in state.get("provenance", {}).items()), ""]
     return "\n".join(lines) + "\n"
+
+
+def _gan_evaluation_lines(summary: Mapping | None) -> list[str]:
+    if not summary:
+        return []
+
+    def number(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    kid = ", ".join(f"{name} {number(value)}" for name, value in summary["kid_per_class"].items())
+    return [
+        f"How good the GAN is ([details]({GAN_EVALUATION_DIR}/summary.md); the real test split; a small CNN "
+        "trained on real train images is the judge):",
+        "",
+        f"- KID against real train images ({summary['extractor']} features; 0 is indistinguishable): {kid}",
+        f"- class fidelity, the judge's accuracy on generated images: {number(summary['class_fidelity'])} "
+        f"(on real test images: {number(summary['judge_on_real_test'])})",
+        f"- TSTR, a classifier trained on generated images only, tested on real: {number(summary['tstr_accuracy'])} "
+        f"(TRTR, trained on real: {number(summary['trtr_accuracy'])})",
+        "",
+    ]
 
 
 # --- the pipeline --------------------------------------------------------------------------
@@ -358,6 +426,9 @@ def reproduce(
     with timer("gan"):
         state["gan"] = train_gan_stage(chosen, spec, out_dir / GAN_DIR, gan_verbose)
         state["gan"]["last_losses"] = _last_losses(out_dir / GAN_DIR)
+    if chosen.gan_evaluation is not None:
+        with timer("gan evaluation"):
+            state["gan_evaluation"] = gan_evaluation_stage(out_dir, state["gan"], spec, chosen.gan_evaluation, verbose)
     with timer("generate"):
         state["generated"] = generate_stage(out_dir, state["gan"], chosen.per_class, chosen.generate_seed, verbose)
     config = experiment.ExperimentConfig(
@@ -382,6 +453,7 @@ def reproduce(
             size=int(state["gan"]["config"]["image_size"]),
         )
     state["timings_s"]["total"] = sum(state["timings_s"].values())
+    state["provenance"] = provenance()
     results_md = (report_dir / experiment.RESULTS_MD).read_text()
     (report_dir / README).write_text(readme_text(state, results_md))
     (out_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")

@@ -16,6 +16,7 @@ TINY = reproduce.Profile(
         "image_size": 32, "epochs": 1, "batch_size": 4, "generator_filters": (8, 8),
         "discriminator_filters": (8, 8, 8), "base_channels": 8, "sample_every": 1, "checkpoint_every": 1,
     },
+    gan_evaluation={"per_class": 8, "num_subsets": 3, "subset_size": 4, "curves": False},
     per_class=5,
     backbones=("vgg16",),
     seeds=(0,),
@@ -36,23 +37,31 @@ def test_reproduce_end_to_end_then_reuses_every_stage(tmp_path, monkeypatch):
 
     report = out / reproduce.REPORT_DIR
     for name in (reproduce.README, reproduce.GAN_SAMPLES, reproduce.GAN_LOSS_CURVE, reproduce.GENERATED_EXAMPLES,
-                 experiment.RESULTS_MD, experiment.RESULTS_JSON, experiment.BAR_CHART):
+                 experiment.RESULTS_MD, experiment.RESULTS_JSON, experiment.BAR_CHART, experiment.ROC_CHART,
+                 experiment.CONFUSION_CHART, f"{reproduce.GAN_EVALUATION_DIR}/metrics.json"):
         assert (report / name).is_file(), name
+    # The GAN's own figures and the provenance are in the README; the confusion counts add up to the test split.
+    gan_figures = first["gan_evaluation"]
+    assert set(gan_figures["kid_per_class"]) == {"Normal", "COVID"} and 0 <= gan_figures["class_fidelity"] <= 1
     assert first["weights"] == {"vgg16": None}
     assert "RANDOM INIT" in first["weights_notes"][0]
     readme = (report / reproduce.README).read_text()
     assert "WARNING" in readme and "RANDOM INIT" in readme and "| vgg16 | augmented (+GAN) |" in readme
+    assert "TSTR" in readme and "## Provenance" in readme and "git_commit" in readme
     assert first["generated"]["counts"] == {"Normal": 5, "COVID": 5}
     results = json.loads((report / experiment.RESULTS_JSON).read_text())
     assert results["generated"]["per_class_used"] == {"Normal": 5, "COVID": 5}
     assert results["backbones"]["vgg16"]["weights"]["name"] == "none"
     assert results["data"]["splits"]["test"]["n"] > 0
+    matrices = experiment.confusion_matrices_on_test(results)
+    test_n, seeds = results["data"]["splits"]["test"]["n"], len(results["config"]["seeds"])
+    assert all(sum(map(sum, m)) == test_n * seeds for m in matrices.values())
     assert json.loads((out / reproduce.STATE_FILE).read_text())["gan"]["epochs_done"] == 1
 
     second = reproduce.reproduce(out, **kwargs)
 
     assert second["gan"]["resumed_from_epoch"] == 1  # nothing left to train
-    assert second["generated"]["reused"] and second["experiment_reused"]
+    assert second["generated"]["reused"] and second["experiment_reused"] and second["gan_evaluation"]["reused"]
     assert second["results"] == results
 
 

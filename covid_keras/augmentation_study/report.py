@@ -1,18 +1,14 @@
 """A study's numbers: per-arm summaries with intervals and paired differences, the Markdown table,
-the accuracy-against-n figure, and the provenance of the run."""
+and the accuracy-against-n figure."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-import platform
-import subprocess
 from typing import Mapping, Sequence
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from covid_keras.augmentation_study.config import (
     ALL,
@@ -163,21 +159,3 @@ def save_figure(summary: Sequence[Mapping], config: StudyConfig, path: pathlib.P
     fig.savefig(partial, dpi=120)
     plt.close(fig)
     os.replace(partial, path)
-
-
-def provenance() -> dict:
-    """Package versions, git commit, CPU and load: what a reader needs to place the timings."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=pathlib.Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "cpu": cpu,
-            "cpus": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "git_commit": commit, "gpus": len(tf.config.list_physical_devices("GPU"))}

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from covid_keras import classifier, data, evaluation, files, plots
+from covid_keras.provenance import provenance
 from covid_keras.augment import ClassicAugmenter
 from covid_keras.augmentation_study.config import (
     FIGURE,
@@ -29,12 +30,7 @@ from covid_keras.augmentation_study.config import (
     n_name,
     scarce_subset,
 )
-from covid_keras.augmentation_study.report import (
-    provenance,
-    results_markdown,
-    save_figure,
-    summarise,
-)
+from covid_keras.augmentation_study.report import results_markdown, save_figure, summarise
 from covid_keras.classifier import FeatureCache, FeatureExtractor, FeatureSet
 from covid_keras.gan import run_dir as gan_run_dir
 from covid_keras.gan import sampling
