@@ -116,7 +116,6 @@ def saved_classifier_stand_in(folder: pathlib.Path, model_bytes: bytes) -> pathl
     ("{tmp}/empty_model", ["folder", "{tmp}/no-such-tree"], ["{tmp}/no-such-tree"]),
     ("{tmp}/empty_model", ["folder", "a", "b"], ["--data"]),
     ("{tmp}/empty_model", ["folder", "--data-path", "{tmp}/no-such-tree"], ["{tmp}/no-such-tree"]),
-    ("{tmp}/empty_model", ["folder", "a", "--data-path", "b"], ["--data-path"]),
 ])
 def test_evaluate_classifier_misuse_is_one_line_naming_it(tmp_path, model, data, named):
     saved_classifier_stand_in(tmp_path / "empty_model", b"")
@@ -125,6 +124,15 @@ def test_evaluate_classifier_misuse_is_one_line_naming_it(tmp_path, model, data,
                         "--data", *(item.format(tmp=tmp_path) for item in data))
     assert_user_error(result, *(name.format(tmp=tmp_path) for name in named))
     assert result.stdout == ""  # stdout holds the JSON only, and there is none
+
+
+def test_evaluate_classifier_takes_one_path_only(capsys):
+    from covid_keras.commands import evaluate_classifier
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_classifier.parse_args(["--model", "m", "--data", "folder", "a", "--data-path", "b"])
+    assert exit_info.value.code == 2 and "--data-path" in capsys.readouterr().err
+    assert evaluate_classifier.parse_args(["--model", "m", "--data", "folder", "--data-path", "b"]).data_path == "b"
 
 
 def test_augment_experiment_refuses_a_non_empty_out_and_inputs_inside_it(tmp_path, earlier_output):
