@@ -440,16 +440,12 @@ def confusion_matrices_on_test(results: dict) -> dict[str, list[list[int]]]:
 
 def save_test_roc_curves(results: dict, path: str | os.PathLike) -> str:
     """Test ROC curves of the first seed's classifier, per backbone and setting."""
-    curves = {}
-    for backbone, result in results["backbones"].items():
-        labels = np.asarray(result["test_labels"])
-        for setting in SETTINGS:
-            run = result["runs"][setting][0]
-            auc = evaluation.roc_auc(labels, run["test_probabilities"])
-            if auc is not None:
-                curve = evaluation.roc_curve(labels, run["test_probabilities"])
-                curves[f"{backbone}, {SETTING_LABELS[setting]}"] = (curve["fpr"], curve["tpr"], auc)
-    return plots.save_roc_curves(curves, path, title=f"test split, seed {results['config']['seeds'][0]}")
+    predictions = {
+        f"{backbone}, {SETTING_LABELS[setting]}": (np.asarray(result["test_labels"]),
+                                                    np.asarray(result["runs"][setting][0]["test_probabilities"]))
+        for backbone, result in results["backbones"].items() for setting in SETTINGS
+    }
+    return classifier.save_roc_plot(predictions, path, title=f"test split, seed {results['config']['seeds'][0]}")
 
 
 def format_mean_sd(stats: dict) -> str:

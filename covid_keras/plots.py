@@ -114,6 +114,7 @@ def save_confusion_matrices(
     fig.tight_layout()
     return _save(fig, path)
 
+
 def smooth(values: Sequence[float], weight: float = 0.6) -> np.ndarray:
     """TensorBoard-style exponential moving average, debiased so the first points are not pulled to 0."""
     values = np.asarray(values, dtype=float)

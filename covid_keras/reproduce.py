@@ -39,6 +39,7 @@ import keras
 from covid_keras import classifier, experiment, files, plots
 from covid_keras import data as xray_data  # `reproduce(data=...)` is a config name
 from covid_keras.backbones import get_backbone_spec
+from covid_keras.formatting import fixed
 from covid_keras.gan import presets as gan_presets
 from covid_keras.labels import BINARY_CLASSES
 from covid_keras.provenance import provenance
@@ -84,7 +85,6 @@ class Profile:
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
         values["gan_overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.gan_overrides.items()}
-        values["gan_evaluation"] = dict(self.gan_evaluation) if self.gan_evaluation is not None else None
         values["backbones"], values["seeds"] = list(self.backbones), list(self.seeds)
         return values
 
@@ -197,17 +197,17 @@ def gan_evaluation_stage(out_dir: pathlib.Path, gan: Mapping, spec: xray_data.Da
 
     folder = out_dir / REPORT_DIR / GAN_EVALUATION_DIR
     made_from = {"gan_run_dir": gan["run_dir"], "gan_epochs": gan["epochs_done"], "settings": dict(settings)}
-    inputs_path = folder / ".inputs.json"
-    if inputs_path.is_file() and (folder / "metrics.json").is_file() and json.loads(inputs_path.read_text()) == made_from:
-        return {**gan_evaluation_summary(json.loads((folder / "metrics.json").read_text())), "reused": True}
-    partial = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    result = gan_report.evaluate_gan(gan["run_dir"], spec, settings=gan_report.EvaluationSettings(**settings),
-                                     out_dir=partial, verbose=verbose)
-    files.atomic_write_json(partial / ".inputs.json", made_from)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
-    return {**gan_evaluation_summary(json.loads(json.dumps(result, default=files.json_default))), "reused": False}
+    inputs_path, metrics_path = folder / ".inputs.json", folder / "metrics.json"
+    reused = inputs_path.is_file() and metrics_path.is_file() and json.loads(inputs_path.read_text()) == made_from
+    if not reused:
+        partial = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        gan_report.evaluate_gan(gan["run_dir"], spec, settings=gan_report.EvaluationSettings(**settings),
+                                out_dir=partial, verbose=verbose)
+        files.atomic_write_json(partial / ".inputs.json", made_from)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+    return {**gan_evaluation_summary(json.loads(metrics_path.read_text())), "reused": reused}
 
 
 def gan_evaluation_summary(result: Mapping) -> dict:
@@ -350,19 +350,16 @@ def _gan_evaluation_lines(summary: Mapping | None) -> list[str]:
     if not summary:
         return []
 
-    def number(value) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
-    kid = ", ".join(f"{name} {number(value)}" for name, value in summary["kid_per_class"].items())
+    kid = ", ".join(f"{name} {fixed(value)}" for name, value in summary["kid_per_class"].items())
     return [
         f"How good the GAN is ([details]({GAN_EVALUATION_DIR}/summary.md); the real test split; a small CNN "
         "trained on real train images is the judge):",
         "",
         f"- KID against real train images ({summary['extractor']} features; 0 is indistinguishable): {kid}",
-        f"- class fidelity, the judge's accuracy on generated images: {number(summary['class_fidelity'])} "
-        f"(on real test images: {number(summary['judge_on_real_test'])})",
-        f"- TSTR, a classifier trained on generated images only, tested on real: {number(summary['tstr_accuracy'])} "
-        f"(TRTR, trained on real: {number(summary['trtr_accuracy'])})",
+        f"- class fidelity, the judge's accuracy on generated images: {fixed(summary['class_fidelity'])} "
+        f"(on real test images: {fixed(summary['judge_on_real_test'])})",
+        f"- TSTR, a classifier trained on generated images only, tested on real: {fixed(summary['tstr_accuracy'])} "
+        f"(TRTR, trained on real: {fixed(summary['trtr_accuracy'])})",
         "",
     ]
 

@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from covid_keras import classifier, data, evaluation, files, plots
-from covid_keras.provenance import provenance
 from covid_keras.augment import ClassicAugmenter
 from covid_keras.augmentation_study.config import (
     FIGURE,
@@ -36,6 +35,7 @@ from covid_keras.gan import run_dir as gan_run_dir
 from covid_keras.gan import sampling
 from covid_keras.gan import training as gan_training
 from covid_keras.labels import BINARY_CLASSES
+from covid_keras.provenance import provenance
 
 # --- the study folder --------------------------------------------------------------------------
 

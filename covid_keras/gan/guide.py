@@ -114,7 +114,6 @@ def class_guide_for(config: GanConfig) -> keras.Model | None:
     )
 
 
-
 class ClassGuideTerm:
     """What the generator pays for its fakes under a frozen class guide (a component of ConditionalGAN).
 
@@ -196,7 +195,6 @@ class ClassGuideTerm:
         return mean, tf.sqrt(tf.maximum(variance, 0.0) + 1e-6), count
 
 
-
 def class_guide_term_for(config: GanConfig, steps_per_epoch: int) -> ClassGuideTerm | None:
     """The generator's class-guide term `config` asks for (its guide untrained), or None."""
     network = class_guide_for(config)
@@ -204,6 +202,7 @@ def class_guide_term_for(config: GanConfig, steps_per_epoch: int) -> ClassGuideT
         return None
     return ClassGuideTerm(network, config.class_guide_weight, config.class_guide_from_epoch * steps_per_epoch,
                           config.class_guide_ramp_epochs * steps_per_epoch, config.class_guide_loss)
+
 
 # How the class guide is trained: on real images only, early-stopped on validation loss.
 GUIDE_EPOCHS = 40

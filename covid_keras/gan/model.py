@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from covid_keras.gan import diffaugment
 from covid_keras.gan.guide import ClassGuideTerm
-from covid_keras.gan.losses import (  # noqa: F401  (GanLoss: part of this module's interface)
+from covid_keras.gan.losses import (
     GanLoss,
     average,
     class_loss_and_accuracy,

@@ -297,10 +297,10 @@ def _precision_for(run_dir: pathlib.Path, requested: str) -> runtime.PrecisionCh
 def check_pretrained_weights(config: GanConfig, weights_dir: str | os.PathLike | None) -> None:
     """Raise FileNotFoundError (saying how to make them) when a pretrained part of `config` (a class
     guide or discriminator backbone) has no local ImageNet weights in `weights_dir`."""
-    for name in (config.class_guide_backbone if config.class_guide_weight > 0 else "cnn",
-                 config.discriminator_backbone):
-        if name not in ("cnn", "none"):
-            backbones.local_weights_file(name, weights_dir)
+    if config.class_guide_weight > 0 and config.class_guide_backbone != "cnn":
+        backbones.local_weights_file(config.class_guide_backbone, weights_dir)
+    if config.discriminator_backbone != "none":
+        backbones.local_weights_file(config.discriminator_backbone, weights_dir)
 
 
 def train_gan(

@@ -32,8 +32,8 @@ import tensorflow as tf
 from covid_keras import data, files, plots
 from covid_keras.files import atomic_save_weights
 from covid_keras.gan import diffaugment
-from covid_keras.gan.model import GanLoss
 from covid_keras.gan.config import TranslationConfig  # noqa: F401  (part of this module's interface)
+from covid_keras.gan.losses import GanLoss
 from covid_keras.gan.networks import ClassConditionalAffine, build_discriminator
 
 CONFIG_FILE = "translation.json"
