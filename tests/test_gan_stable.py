@@ -285,6 +285,21 @@ def test_time_budget_stops_after_an_epoch_with_a_final_grid(tmp_path):
     assert [p.name for p in (tmp_path / "run" / gan_run_dir.SAMPLES_DIR).glob("*.png")] == ["epoch_00001.png"]
 
 
+def test_until_epoch_stops_there_and_the_run_resumes_to_its_end(tmp_path):
+    from covid_keras import data
+
+    config = tiny_stable_config(epochs=3, batch_size=8, sample_every=10)
+    spec, run = data.DataSpec.parse("phantom_small"), tmp_path / "run"
+    first = gan_training.train_gan(config, spec, run, verbose=0, until_epoch=2)
+    assert first.epochs_done == 2 and gan_run_dir.completed_epochs(run) == 2
+    steps_after_two = int(first.gan.step_counter.numpy())
+    rest = gan_training.train_gan(config, spec, run, verbose=0)
+    assert (rest.initial_epoch, rest.epochs_done) == (2, 3)
+    assert int(rest.gan.step_counter.numpy()) == steps_after_two * 3 // 2
+    with pytest.raises(ValueError, match="until_epoch"):
+        gan_training.train_gan(config, spec, run, verbose=0, until_epoch=0)
+
+
 # --------------------------------------------------------------------------- class guide
 
 

@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "local GPUs, else one device")
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
+    parser.add_argument("--until-epoch", type=int, default=None, metavar="N",
+                        help="stop after epoch N this time, e.g. to compare two seeds at the same step (the run "
+                             "stays resumable towards --epochs)")
     overrides = parser.add_argument_group(f"preset overrides (each shows preset {run}'s value)")
     for field in dataclasses.fields(gan_config.GanConfig):
         _add_override(overrides, field, run, preset[field.name])
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         jit = {"auto": "auto", "on": True, "off": False}[args.jit]
         result = gan_training.train_gan(
             config, spec, run_dir, strategy=strategy, verbose=verbose, jit_compile=jit, precision=args.precision,
-            time_budget_s=None if args.minutes is None else 60 * args.minutes, init_from=args.init_from,
+            time_budget_s=None if args.minutes is None else 60 * args.minutes, until_epoch=args.until_epoch,
+            init_from=args.init_from,
             weights_dir=args.weights_dir,
         )
     except FloatingPointError as e:  # the run failed (NaN losses), not its command: exit code 1

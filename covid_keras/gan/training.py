@@ -313,6 +313,7 @@ def train_gan(
     jit_compile: bool | str = "auto",
     precision: str = "auto",
     time_budget_s: float | None = None,
+    until_epoch: int | None = None,
     init_from: str | os.PathLike | None = None,
     weights_dir: str | os.PathLike | None = None,
     train_files: Sequence[str] | None = None,
@@ -325,7 +326,9 @@ def train_gan(
     fastest measured for this machine (`covid_keras.runtime.choose_precision("gan")`); the precision
     and why it was chosen are part of the run's record, since it changes the results beyond float
     tolerance, and a resumed run keeps its recorded precision when asked for "auto". `time_budget_s`
-    stops after the epoch that crosses it (see `TimeBudget`). `init_from`: a fresh run starts from
+    stops after the epoch that crosses it (see `TimeBudget`); `until_epoch` stops after that epoch
+    (e.g. to score two seeds at the same step). Either way the run stays resumable towards
+    `config.epochs`. `init_from`: a fresh run starts from
     that run's latest weights (`initialise_from_run`), e.g. to add a class guide to a trained GAN.
     `weights_dir`: local pretrained weights for a pretrained class guide or discriminator backbone
     (`backbones.local_weights_file`).
@@ -341,6 +344,8 @@ def train_gan(
     if time_budget_s is not None and distribute.worker_count(strategy) > 1:
         # Each worker would read its own clock, and one stopping alone leaves the others waiting for it.
         raise ValueError("a wall-time budget is not supported with several workers: each would stop at its own time")
+    if until_epoch is not None and until_epoch < 1:
+        raise ValueError(f"until_epoch must be >= 1, got {until_epoch}")
     _check_architecture(config)  # before touching the data or the run dir
     check_pretrained_weights(config, weights_dir)
     _check_mode_seeking_pairs(config, strategy.num_replicas_in_sync)
@@ -358,19 +363,20 @@ def train_gan(
     if config.class_separate:
         return _train_class_separate(
             config, data_spec, run_dir, strategy, train, class_names, choice, verbose, jit_compile, time_budget_s,
-            init_from, weights_dir, train_files,
+            until_epoch, init_from, weights_dir, train_files,
         )
     with distribute.worker_scratch_dir(run_dir, strategy) as out_dir:
         return _train_into(
             config, data_spec, run_dir, out_dir, strategy, train, class_names, choice, precision, jit_compile, verbose,
-            time_budget_s, init_from, weights_dir, train_files,
+            time_budget_s, until_epoch, init_from, weights_dir, train_files,
         )
 
 
 def _train_class_separate(
     config: GanConfig, data_spec: data.DataSpec, run_dir: pathlib.Path, strategy: tf.distribute.Strategy,
     train: tf.data.Dataset, class_names: list[str], choice: runtime.PrecisionChoice, verbose, jit_compile,
-    time_budget_s: float | None, init_from: str | None, weights_dir, train_files: Sequence[str] | None,
+    time_budget_s: float | None, until_epoch: int | None, init_from: str | None, weights_dir,
+    train_files: Sequence[str] | None,
 ) -> TrainResult:
     """Each class's run in turn (covid_keras.gan.class_separate), each an ordinary run on that class's
     images of `train` (the split, or its `train_files`); the parent's config.json records the whole.
@@ -389,8 +395,8 @@ def _train_class_separate(
         left = None if time_budget_s is None else max(time_budget_s - (time.monotonic() - start), 0.0)
         results.append(train_gan(
             one_class, data_spec, class_run_dir(run_dir, name), strategy=strategy, verbose=verbose,
-            jit_compile=jit_compile, precision=choice.precision, time_budget_s=left, weights_dir=weights_dir,
-            train_files=files,
+            jit_compile=jit_compile, precision=choice.precision, time_budget_s=left, until_epoch=until_epoch,
+            weights_dir=weights_dir, train_files=files,
         ))
     return TrainResult(run_dir, results[-1].gan, config, class_names, min(r.initial_epoch for r in results),
                        min(r.epochs_done for r in results), {})
@@ -400,7 +406,8 @@ def _train_into(
     config: GanConfig, data_spec: data.DataSpec, run_dir: pathlib.Path, out_dir: pathlib.Path,
     strategy: tf.distribute.Strategy, train: tf.data.Dataset, class_names: list[str],
     choice: runtime.PrecisionChoice, precision: str, jit_compile: bool, verbose: str | int,
-    time_budget_s: float | None, init_from: str | None, weights_dir, train_files: Sequence[str] | None,
+    time_budget_s: float | None, until_epoch: int | None, init_from: str | None, weights_dir,
+    train_files: Sequence[str] | None,
 ) -> TrainResult:
     """`train_gan` from its run record on: resume from `run_dir`, write into `out_dir` (the same
     folder on the chief, a worker's temporary one elsewhere)."""
@@ -451,12 +458,13 @@ def _train_into(
     if time_budget_s is not None:
         callbacks.insert(0, TimeBudget(time_budget_s))
     history: dict[str, list[float]] = {}
-    if initial_epoch < config.epochs:
-        fit = gan.fit(gan_ds, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+    last_epoch = config.epochs if until_epoch is None else min(until_epoch, config.epochs)
+    if initial_epoch < last_epoch:
+        fit = gan.fit(gan_ds, epochs=last_epoch, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
                       shuffle=False)  # the dataset shuffles itself
         history = fit.history
     else:
-        print(f"{run_dir} already finished its {config.epochs} epochs")
+        print(f"{run_dir} already reached epoch {last_epoch} of {config.epochs}")
     save_loss_curve(out_dir)
     # A worker's own record holds only the epochs since this start; the chief's may still be moving.
     epochs_done = max(initial_epoch, completed_epochs(out_dir))
