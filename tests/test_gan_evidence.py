@@ -160,6 +160,9 @@ def test_label_faithful_and_swapped_generators_are_told_apart(blobs, templates, 
     assert seen & _digests(blobs["train"].images) and not seen & _digests(blobs["test"].images)
     assert faithful["guide_agreement_with_independent_judge"] is None  # unguided
     assert set(faithful["tstr"]) >= {"trtr", "unfiltered", "unfiltered_minus_trtr"}
+    # Per classifier seed and scored image, for pooling over training seeds (evidence_pooling).
+    tstr_items = faithful["items"]["tstr_unfiltered_validation"]
+    assert len(tstr_items) == settings.classifiers and len(tstr_items[0]) == len(blobs["validation"].labels)
     assert not faithful["memorisation"]["unfiltered"]["flagged"] or faithful["memorisation"]["unfiltered"]["ratio"] > 0
 
     out = evidence.write_evidence(faithful, blobs, tmp_path)

@@ -51,6 +51,7 @@ from covid_keras.evaluation.kid import kid_per_class
 from covid_keras.evaluation.metrics import roc_auc, roc_auc_interval
 from covid_keras.evaluation.tstr import tstr_classifier_seed
 from covid_keras.formatting import significant
+from covid_keras.gan import run_dir as gan_run_dir
 from covid_keras.gan import sampling
 from covid_keras.gan import training as gan_training
 from covid_keras.gan import translation
@@ -177,7 +178,9 @@ def tstr_versus_trtr(generator, real: Mapping[str, LabelledImages], split: str, 
                         "per_seed": [float(r.mean()) for r in runs]}
     for kind in kinds:
         result[f"{kind}_minus_trtr"] = intervals.paired_difference(result[kind]["per_seed"], result["trtr"]["per_seed"])
-    return {"result": result, "small_cnn_judge": judge}
+    # Per classifier seed, per scored image: what pooling over GAN training seeds needs (evidence_pooling).
+    items = {f"tstr_{kind}_{split}": [r.astype(int).tolist() for r in runs] for kind, runs in correct.items()}
+    return {"result": result, "small_cnn_judge": judge, "items": items}
 
 
 def evaluate_evidence(
@@ -224,7 +227,7 @@ def evaluate_evidence(
                      for name, score in judges.items()}
     predictions = {name: {key: np.argmax(p, axis=-1) for key, p in by_set.items()}
                    for name, by_set in probabilities.items()}
-    items: dict[str, list] = {}
+    items: dict[str, list] = dict(tstr["items"])
     report_judges, fidelity = {}, {}
     for name in judges:
         correct = _correct(predictions[name][split], scored.labels)
@@ -303,7 +306,8 @@ def evaluate_run_evidence(run_dir, data_spec, settings: EvidenceSettings | None 
         guide = gan_training.load_class_guide(run_dir) if config.class_guide_weight > 0 else None
         real = load_real_splits(data_spec, int(generator.output_shape[1]), splits)
     report = evaluate_evidence(generator, real, class_names, settings, guide=guide, weights_dir=weights_dir, log=log)
-    report.update(run_dir=str(run_dir), checkpoint=which, run_config=config.to_dict(), data=str(data_spec))
+    epoch = (gan_run_dir.completed_epochs(run_dir) or None) if which == "latest" else int(which)  # None: not known
+    report.update(run_dir=str(run_dir), checkpoint=which, epoch=epoch, run_config=config.to_dict(), data=str(data_spec))
     if out_dir is not None:
         write_evidence(report, real, out_dir)
     return report
