@@ -206,3 +206,19 @@ def test_script_writes_the_comparison_and_names_a_missing_report(tmp_path, proje
     assert "pass --overwrite" in capsys.readouterr().err and (out / "comparison.json").read_bytes() == before
     assert cli.run(script.main, [str(tmp_path / "guided-e0"), "--out", str(out), "--overwrite"]) == 0
     assert [row["name"] for row in json.loads((out / "comparison.json").read_text())["reports"]] == ["guided-e0"]
+
+
+def test_report_figures_are_parsed_once_with_old_reports_defaults():
+    from covid_keras.evaluation.gan_report_schema import GanReportFigures
+
+    figures = GanReportFigures.from_json(report(3, min_confidence=0.9, tstr_blur_sigma=1.5), "r")
+    assert (figures.eval_seed, figures.min_confidence, figures.tstr_blur_sigma) == (3, 0.9, 1.5)
+    assert figures.tstr.accuracies == (0.75, 0.77) and figures.acceptance_per_class["COVID"] == 0.6
+    old = report(0)
+    del old["tstr_trtr"]["tstr_classifiers"]  # before TSTR over several classifiers: one accuracy
+    assert GanReportFigures.from_json(old).tstr.accuracies == (pytest.approx(0.76),)
+    assert GanReportFigures.from_json(report(0, tstr=None)).tstr is None
+    broken = report(0)
+    del broken["class_fidelity"]["judge"]
+    with pytest.raises(ValueError, match="r: not an evaluate_gan report .no 'judge'"):
+        GanReportFigures.from_json(broken, "r")

@@ -17,7 +17,8 @@ seed (same GanConfig otherwise, same checkpoint, filter and TSTR blur) are poole
 their pooled gaps, each training seed weighted once, and its standard error over training seeds.
 That is the figure that says whether a preset, not one lucky run, meets a goal.
 
-Reads the `metrics.json` files `evaluation.gan_report.evaluate_gan` writes; needs no model.
+Reads the `metrics.json` files `evaluation.gan_report.evaluate_gan` writes, through their typed
+figures (`evaluation.gan_report_schema`); needs no model.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pathlib
 import statistics
 from typing import Mapping, Sequence
 
+from covid_keras.evaluation.gan_report_schema import GanReportFigures
 from covid_keras.formatting import fixed, points, significant
 
 FIDELITY_GOAL = 0.10  # class fidelity at most this far below the judge's real test accuracy
@@ -37,8 +39,8 @@ TSTR_GOAL = 0.15  # TSTR at most this far below TRTR
 RUN_CONFIG_FILE = "config.json"
 
 
-def load_report(path: str | os.PathLike) -> dict:
-    """An `evaluate_gan` report: its output folder or its metrics.json."""
+def load_report(path: str | os.PathLike) -> GanReportFigures:
+    """An `evaluate_gan` report's figures: from its output folder or its metrics.json."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such report folder or file")
@@ -49,27 +51,21 @@ def load_report(path: str | os.PathLike) -> dict:
         report = json.loads(file.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{file}: not valid JSON ({error})") from error
-    missing = [key for key in ("class_fidelity", "kid", "extractor", "settings") if key not in report]
-    if missing:
-        raise ValueError(f"{file}: not an evaluate_gan report (no {', '.join(missing)})")
-    return report
+    return GanReportFigures.from_json(report, str(file))
 
 
-def configuration(report: Mapping) -> tuple:
+def configuration(report: GanReportFigures) -> tuple:
     """What a report evaluated and how: run folder, checkpoint, sample filter (its threshold or
-    None) and the blur the TSTR and TRTR classifiers trained with (0: none; reports before it: 0)."""
-    sample_filter = report.get("sample_filter")
-    return (report.get("run_dir"), str(report.get("checkpoint")),
-            None if not sample_filter else sample_filter["min_confidence"],
-            float(report["settings"].get("tstr_blur_sigma", 0.0)))
+    None) and the blur the TSTR and TRTR classifiers trained with (0: none)."""
+    return report.run_dir, report.checkpoint, report.min_confidence, report.tstr_blur_sigma
 
 
-def run_config(report: Mapping) -> dict | None:
+def run_config(report: GanReportFigures) -> Mapping | None:
     """The evaluated run's GanConfig (as a dict): from the report, or, for reports older than its
     `run_config` key, from the run folder's config file while that still exists; else None."""
-    if report.get("run_config"):
-        return report["run_config"]
-    path = pathlib.Path(report["run_dir"]) / RUN_CONFIG_FILE if report.get("run_dir") else None
+    if report.run_config:
+        return report.run_config
+    path = pathlib.Path(report.run_dir) / RUN_CONFIG_FILE if report.run_dir else None
     if path is None or not path.is_file():
         return None
     try:
@@ -78,7 +74,7 @@ def run_config(report: Mapping) -> dict | None:
         return None  # not a run config: such a report is simply not pooled over training seeds
 
 
-def preset_key(report: Mapping, config: Mapping | None) -> tuple | None:
+def preset_key(report: GanReportFigures, config: Mapping | None) -> tuple | None:
     """What a report evaluated, but for the run's training seed (`config`: its `run_config`);
     None when the run's config is unknown."""
     if config is None:
@@ -99,36 +95,32 @@ def configuration_label(key: tuple, full_path: bool = False) -> str:
     return ", ".join(parts)
 
 
-def report_row(name: str, report: Mapping, label: str, config: Mapping | None) -> dict:
+def report_row(name: str, report: GanReportFigures, label: str, config: Mapping | None) -> dict:
     """One report's figures and its gaps to the goals (`label`: its configuration's name in tables;
     `config`: its `run_config`)."""
-    fidelity = report["class_fidelity"]
-    judge_accuracy = fidelity["judge"]["real_test_accuracy"]
     row = {
         "name": name,
         "configuration": label,
         "training_seed": None if config is None else config.get("seed"),
-        "seed": report["settings"]["seed"],
-        "extractor": report["extractor"]["name"],
-        "kid": report["kid"]["mean_over_classes"],
-        "judge_accuracy": judge_accuracy,
-        "fidelity": fidelity["overall"],
-        "fidelity_per_class": dict(fidelity["per_class"]),
-        "fidelity_gap": judge_accuracy - fidelity["overall"],
-        "acceptance_per_class": (report.get("sample_filter") or {}).get("acceptance_per_class"),
+        "seed": report.eval_seed,
+        "extractor": report.extractor,
+        "kid": report.kid,
+        "judge_accuracy": report.judge_accuracy,
+        "fidelity": report.fidelity,
+        "fidelity_per_class": dict(report.fidelity_per_class),
+        "fidelity_gap": report.judge_accuracy - report.fidelity,
+        "acceptance_per_class": None if report.acceptance_per_class is None else dict(report.acceptance_per_class),
     }
-    tstr = report.get("tstr_trtr")
-    if tstr:
-        # Reports from before TSTR over several classifiers hold one accuracy and no list.
-        accuracies = [c["accuracy"] for c in tstr.get("tstr_classifiers", [])] or [tstr["tstr_accuracy"]]
+    if report.tstr is not None:
+        accuracies = list(report.tstr.accuracies)
         mean_accuracy = statistics.fmean(accuracies)
         row.update({
             "tstr": mean_accuracy,
             "tstr_accuracies": accuracies,
             "tstr_sd": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-            "tstr_auc": tstr.get("tstr_auc"),
-            "trtr": tstr["trtr_accuracy"],
-            "tstr_gap": tstr["trtr_accuracy"] - mean_accuracy,
+            "tstr_auc": report.tstr.auc,
+            "trtr": report.tstr.trtr_accuracy,
+            "tstr_gap": report.tstr.trtr_accuracy - mean_accuracy,
         })
     return row
 
@@ -213,19 +205,21 @@ def _over_training_seeds(preset_of: Mapping[tuple, tuple | None], pooled: Mappin
     return result
 
 
-def compare(reports: Mapping[str, Mapping]) -> dict:
-    """Reports by name -> each report's row, the pooled figures per configuration, and per preset
-    over training seeds (where runs differ only in their seed).
+def compare(reports: Mapping[str, GanReportFigures | Mapping]) -> dict:
+    """Reports by name (their figures, or metrics.json documents) -> each report's row, the pooled
+    figures per configuration, and per preset over training seeds (where runs differ only in their seed).
 
     Two reports of one configuration at one seed are the same measurement twice (their pool
     would count it twice): refused, naming both; so are two runs of one preset at one training seed.
     """
     if not reports:
         raise ValueError("no reports to compare")
+    reports = {name: report if isinstance(report, GanReportFigures) else GanReportFigures.from_json(report, name)
+               for name, report in reports.items()}
     keys, seen = {}, {}
     for name, report in reports.items():
         key = keys[name] = configuration(report)
-        seed_key = (key, report["settings"]["seed"])
+        seed_key = (key, report.eval_seed)
         if seed_key in seen:
             raise ValueError(f"{seen[seed_key]} and {name} both evaluate {configuration_label(key)} at seed "
                              f"{seed_key[1]}: pass one of them")
