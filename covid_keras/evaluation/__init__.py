@@ -16,7 +16,9 @@ A GAN's evaluation (these need TensorFlow, so the package does not import them):
 and class fidelity), `diagnostics` (DiffAugment, blur, checkerboard), `tstr` (TSTR vs TRTR),
 `checkpoints` (a run's kept generators), `gan_report` (`evaluate_gan`, its files and summary),
 `imagenet_judge` (the independent judge: frozen ImageNet features and a trained head), `evidence`
-(the evidence protocol on one held-out split). `comparison` (reports side by side) reads JSON only.
+(the evidence protocol on one held-out split). JSON only: `gan_report_schema` (an `evaluate_gan`
+report's figures, typed), `comparison` (those reports side by side), `evidence_pooling` (evidence
+reports pooled over GAN training seeds).
 """
 
 from covid_keras.evaluation.metrics import (  # noqa: F401
