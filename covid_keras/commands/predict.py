@@ -21,7 +21,7 @@ import sys
 
 from PIL import Image
 
-from covid_keras import cli, plots, serving, sources
+from covid_keras import cli, serving, sources
 
 # A server's (or the model's) refusal is the user's to fix too: a wrong URL, model name or file.
 USER_ERRORS = (serving.ServingError,)
@@ -83,6 +83,8 @@ def heatmap_file_names(paths) -> list[str]:
 
 def save_overlay(image_path, heatmap, out_path) -> None:
     """The map stretched over the file's own pixels (grey), coloured, as a PNG."""
+    from covid_keras import plots  # matplotlib: loaded only when a map is drawn (--help stays fast)
+
     grey = sources.decode_grey(pathlib.Path(image_path).read_bytes()).pixels
     Image.fromarray(plots.heatmap_overlay(grey, heatmap)).save(out_path)
 
