@@ -195,16 +195,26 @@ def _generator_outputs(gan, torch_step, batch_size: int) -> tuple[np.ndarray, np
     return keras_images, torch_images
 
 
-def equality_check(args, precision: str, steps: int = 3) -> dict:
-    """Same initial weights, batch and noise in both frameworks; compare losses and generator outputs."""
+def equality_check(args, precision: str, steps: int = 3, epsilon: float | None = None) -> dict:
+    """Same initial weights, batch and noise in both frameworks; compare losses and generator outputs.
+
+    epsilon: Adam's epsilon on both sides instead of the training one (1e-8); see
+    experiments/adam_rounding.py for why a larger one makes the after-update losses comparable.
+    """
     config = run3_config(args, dropout=0.0)  # dropout masks cannot match across frameworks
     gan = build_keras_gan(config, precision)
     torch_step = build_torch_step(config, gan, adam="keras")  # the same update formula on both sides
+    if epsilon is not None:  # before the first step traces the update
+        for optimizer in (gan.g_optimizer, gan.d_optimizer):
+            optimizer.epsilon = epsilon
+        for optimizer in (torch_step.g_optimizer, torch_step.d_optimizer):
+            for group in optimizer.param_groups:
+                group["eps"] = epsilon
     outputs = {"initial": _generator_outputs(gan, torch_step, config.batch_size)}
     images, labels = real_batch(config)
     data = KerasStepper(gan, (images, labels)).data
     real, real_labels = to_nchw(images), torch.from_numpy(labels).long()
-    loss_rel = []
+    loss_rel, per_step = [], []
     for step in range(steps):
         noise, fake_labels = keras_noise(gan, config.batch_size, step)
         gan.reset_metrics()  # the trackers are running means: keep this step's values only
@@ -214,6 +224,7 @@ def equality_check(args, precision: str, steps: int = 3) -> dict:
         if torch_d is not None:  # step 0: D stepped in both
             losses.append((float(logs["d_loss"]), torch_d))
         loss_rel += [abs(k - t) / max(1.0, abs(t)) for k, t in losses]
+        per_step.append(float(f"{max(abs(k - t) / max(1.0, abs(t)) for k, t in losses):.3g}"))
         if step == 0:
             first_loss_rel = max(loss_rel)
             outputs["stepped"] = _generator_outputs(gan, torch_step, config.batch_size)
@@ -225,7 +236,9 @@ def equality_check(args, precision: str, steps: int = 3) -> dict:
     tolerance = TOLERANCE[precision]
     return {
         "steps": steps,
+        **({} if epsilon is None else {"adam_epsilon": epsilon}),
         **{name: float(f"{value:.3g}") for name, value in measured.items()},
+        "loss_rel_per_step": per_step,
         "tolerance": tolerance,
         "passed": all(measured[name] <= tolerance[name] for name in tolerance),
     }

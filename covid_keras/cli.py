@@ -6,13 +6,14 @@
   (`--manual-dir` is its older name), `--data-dir DIR`.
 - `run(main)`: calls a script's `main(argv)`; a user error (`UsageError`, `ValueError`, `OSError`
   and whatever the script adds) becomes `error: <message>` on stderr and exit code 2, without a
-  traceback. `COVID_KERAS_TRACEBACK=1` shows the traceback, to debug the library itself.
+  traceback. `COVID_KERAS_TRACEBACK=1` shows the traceback, to debug the library itself. Under a
+  TF_CONFIG naming several processes it refuses every command but the two that train on several.
 - `OutputFolder` / `OutputFile`: checked when made, before any work starts (refused when the
   folder holds anything or the file exists, unless overwrite; refused when it cannot be created);
   written under a temporary sibling that is renamed into place only when the work succeeds, so a
   crash or a kill never leaves a half-written output, nor loses the earlier one.
 
-Imports only `covid_keras.choices` and no TensorFlow, so a script can check its arguments first.
+Imports only `covid_keras.choices` and `covid_keras.cluster`, no TensorFlow, so a script can check its arguments first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import tempfile
 from typing import Callable, Iterator, Mapping, Sequence
 
+from covid_keras import cluster
 from covid_keras.choices import DATA_CONFIGS
 
 EXIT_USAGE = 2  # argparse's code for a bad command line; every user error gets it
@@ -81,12 +83,17 @@ def one_line(message: str) -> str:
     return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
-def run(main: Callable, argv: Sequence[str] | None = None, errors: tuple[type[BaseException], ...] = ()) -> int:
+def run(main: Callable, argv: Sequence[str] | None = None, errors: tuple[type[BaseException], ...] = (),
+        several_workers: bool = False) -> int:
     """The exit code of `main(argv)`: its int, 0 for anything else, EXIT_USAGE for a user error.
 
     `errors` adds exception types that mean a user error for this script (e.g. a server's refusal).
+    `several_workers`: the command trains under a multi-worker TF_CONFIG; any other is refused
+    when TF_CONFIG names several processes, since each would run it whole into the same outputs.
     """
     try:
+        if not several_workers:
+            _refuse_several_workers(sys.argv[1:] if argv is None else argv)
         code = main(argv)
     except (UsageError, ValueError, OSError, *errors) as error:
         if os.environ.get(TRACEBACK_VARIABLE):
@@ -95,6 +102,16 @@ def run(main: Callable, argv: Sequence[str] | None = None, errors: tuple[type[Ba
         print(f"error: {one_line(error) or type(error).__name__}", file=sys.stderr)
         return EXIT_USAGE
     return code if isinstance(code, int) else 0
+
+
+def _refuse_several_workers(argv: Sequence[str]) -> None:
+    if "-h" in argv or "--help" in argv:
+        return
+    workers = cluster.cluster_workers()
+    if workers > 1:
+        raise UsageError(f"${cluster.TF_CONFIG} names {workers} processes, but this command runs on one machine: "
+                         "each worker would run it whole into the same outputs. Only train-gan and train-classifier "
+                         f"train on several (docs/distributed.md); unset {cluster.TF_CONFIG} to run it here")
 
 
 # --------------------------------------------------------------------------- outputs

@@ -28,21 +28,7 @@ import keras
 import tensorflow as tf
 
 from covid_keras.choices import STRATEGIES
-
-TF_CONFIG = "TF_CONFIG"
-
-
-def cluster_workers(environ: Mapping[str, str] | None = None) -> int:
-    """How many processes TF_CONFIG's cluster names (chief and workers); 0 without TF_CONFIG."""
-    text = (os.environ if environ is None else environ).get(TF_CONFIG, "")
-    if not text.strip():
-        return 0
-    try:
-        cluster = json.loads(text).get("cluster", {})
-    except (ValueError, AttributeError) as e:
-        raise ValueError(f"{TF_CONFIG} is not a JSON object with a 'cluster': {e}") from e
-    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
-
+from covid_keras.cluster import TF_CONFIG, cluster_workers  # noqa: F401  (TF_CONFIG: part of this API)
 
 def choose_strategy(
     name: str = "auto",

@@ -205,6 +205,24 @@ def test_multi_worker_without_tf_config_is_a_usage_error(tmp_path, script, argum
     assert_user_error(result, "--strategy multi-worker", "TF_CONFIG")
     assert not (tmp_path / "run").exists()
 
+def test_commands_not_built_for_several_workers_refuse_a_cluster(tmp_path, monkeypatch, capsys):
+    from covid_keras.commands import augment_study, reproduce, train_gan
+
+    two = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
+    monkeypatch.setenv("TF_CONFIG", two)
+    assert augment_study.run(["--quick", "--out", str(tmp_path / "study")]) == 2
+    assert reproduce.run(["--quick", "--out", str(tmp_path / "reproduce")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("TF_CONFIG names 2 processes" in line for line in errors)
+    assert not (tmp_path / "study").exists() and not (tmp_path / "reproduce").exists()
+    with pytest.raises(SystemExit) as help_exit:  # --help still answers
+        augment_study.run(["--help"])
+    assert help_exit.value.code == 0
+    # The distributed trainings are not refused for it: here a bad flag is what they name.
+    assert train_gan.run(["--epochs", "0"]) == 2
+    assert "TF_CONFIG" not in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- the classifier's head
 
 

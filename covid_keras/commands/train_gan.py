@@ -145,4 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv=None) -> int:
     """`main` with misuse answered in one `error:` line and exit code 2 (covid_keras.cli)."""
-    return cli.run(main, argv)
+    return cli.run(main, argv, several_workers=True)
