@@ -15,6 +15,8 @@ tolerances. Prints one JSON object.
 
   python -m bench.gan_vs_torch                      # float32 + mixed_bfloat16 vs torch
   python -m bench.gan_vs_torch --xla --rounds 2     # adds each precision with XLA jit_compile
+  python -m bench.gan_vs_torch --no-torch --run projected --image-size 64 --batch-size 32 \
+      --d-every 1 --weights-dir weights                # another preset, Keras precisions only
 """
 
 from __future__ import annotations
@@ -105,20 +107,29 @@ def load_average() -> list[float]:
 
 
 def run3_config(args, dropout: float | None = None):
+    """The timed preset (`--run`, run 3 unless told) at the bench's shape; the torch reference and
+    the equality check exist for run 3 only."""
     overrides = dict(image_size=args.image_size, batch_size=args.batch_size, d_every=args.d_every, seed=args.seed)
     if dropout is not None:
         overrides["dropout"] = dropout
-    return from_preset("3", **overrides)
+    return from_preset(getattr(args, "run", "3"), **overrides)
 
 
 def steps_per_epoch(config) -> int:
     return STUDY_TRAIN_IMAGES // config.batch_size
 
 
-def build_keras_gan(config, precision: str, jit_compile: bool = False):
-    """A compiled run-3 ConditionalGAN under the dtype policy `precision`, as `train_gan` builds it."""
+def build_keras_gan(config, precision: str, jit_compile: bool = False, weights_dir=None):
+    """A compiled ConditionalGAN under the dtype policy `precision`, as `train_gan` builds it
+    (`weights_dir`: local ImageNet weights for a preset whose discriminator sits on a backbone)."""
     keras.utils.set_random_seed(config.seed)
-    gan = gan_training.build_gan(config, steps_per_epoch(config), jit_compile=jit_compile, precision=precision)
+    backbone_weights = None
+    if config.discriminator_backbone != "none":
+        from covid_keras import backbones
+
+        backbone_weights = str(backbones.local_weights_file(config.discriminator_backbone, weights_dir))
+    gan = gan_training.build_gan(config, steps_per_epoch(config), jit_compile=jit_compile, precision=precision,
+                                 backbone_weights=backbone_weights)
     gan.make_train_function()
     return gan
 
@@ -300,7 +311,8 @@ def benchmark(args) -> dict:
     for precision in args.precisions:
         for jit in (False, True) if args.xla else (False,):
             name = f"keras_{precision}" + ("_xla" if jit else "")
-            steppers[name] = KerasStepper(build_keras_gan(config, precision, jit_compile=jit), batch)
+            steppers[name] = KerasStepper(build_keras_gan(config, precision, jit_compile=jit,
+                                                          weights_dir=args.weights_dir), batch)
 
     warmup = 2  # step 0 (G + D) and step 1 (G only): traces and compiles everything
     compile_s = {}
@@ -342,7 +354,12 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="Keras only (no torch reference, no equality check)")
     parser.add_argument("--no-check", action="store_true", help="skip the Keras-vs-torch equality check")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--run", default="3", help="GAN preset timed (default 3; others need --no-torch)")
+    parser.add_argument("--weights-dir", default=None,
+                        help="local ImageNet weights, for a preset with a pretrained discriminator (projected)")
     args = parser.parse_args()
+    if args.run != "3" and not args.no_torch:
+        parser.error("--run: the torch reference is run 3's architecture; add --no-torch for another preset")
     args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     if "float32" not in args.precisions:
         parser.error("--precisions must include float32 (the baseline the targets refer to)")
@@ -354,7 +371,7 @@ def main() -> None:
     results = benchmark(args)
     print(json.dumps({
         "benchmark": "gan_vs_torch",
-        "shape": {"image_size": args.image_size, "batch_size": args.batch_size, "d_every": args.d_every, "preset": "3"},
+        "shape": {"image_size": args.image_size, "batch_size": args.batch_size, "d_every": args.d_every, "preset": args.run},
         "epoch_estimate_for": f"{STUDY_TRAIN_IMAGES} train images (the study's split)",
         "rounds": args.rounds,
         "machine": machine_info(),
