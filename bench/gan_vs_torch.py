@@ -41,13 +41,18 @@ STUDY_TRAIN_IMAGES = 4340  # 2170 per class (reference-facts.md)
 # Tolerances of the equality check (Keras vs torch from identical weights and inputs).
 # "initial_image_mean_abs": generator outputs before any update, mean |difference| (max reported too).
 # "first_loss_rel": G and D losses of step 0 (before any update; D steps at step 0), relative.
-# "loss_rel": G and D losses of all `steps` steps, relative.
+# "loss_rel": G and D losses of steps 0 and 1, i.e. up to the losses after one update, relative.
 # "stepped_image_mean_abs": generator outputs after step 0 (G and D updated once). The mean, not the
 # max: Adam's first update is ~lr * sign(gradient), so the few weights whose gradient is rounding
-# noise (|g| ~1e-6 against a median 2e-2) move +-lr apart in the two frameworks, and later steps
-# amplify that; the max is reported, not tested.
+# noise (|g| ~1e-6 against a median 2e-2) move +-lr apart in the two frameworks; the max is reported.
+# Later steps are reported ("loss_rel_per_step"), not tested: the GAN's training amplifies any
+# rounding difference about tenfold per step, so where a CPU's kernels land after 3 steps is chance.
+# Measured (experiments/adam_rounding.py, AMD EPYC Zen 4, 5 steps): 3.6e-7, 1e-4, 1.8e-3, 2.7e-3,
+# 1.2e-2 with the default oneDNN kernels; 2.3e-3 at step 3 with AVX2 kernels, 1.1e-3 with TF's
+# oneDNN ops off; a larger Adam epsilon (1e-4) does not stop the growth. The old 3-step test (2e-3)
+# passed or failed by kernel (AMX Xeon 5.0e-3, AVX2 EPYC 1.45e-3); one update stays <= 3.6e-4.
 TOLERANCE = {
-    "float32": {"initial_image_mean_abs": 1e-5, "first_loss_rel": 1e-5, "loss_rel": 2e-3, "stepped_image_mean_abs": 1e-3},
+    "float32": {"initial_image_mean_abs": 1e-5, "first_loss_rel": 1e-5, "loss_rel": 1e-3, "stepped_image_mean_abs": 1e-3},
     # bfloat16 keeps 8 mantissa bits (relative rounding 2**-8 = 0.4%) on every conv input and output,
     # and ~10 layers with BatchNorm compound it: a few % on losses and images.
     "mixed_bfloat16": {"initial_image_mean_abs": 3e-2, "first_loss_rel": 3e-2, "loss_rel": 1e-1,
@@ -206,6 +211,9 @@ def _generator_outputs(gan, torch_step, batch_size: int) -> tuple[np.ndarray, np
     return keras_images, torch_images
 
 
+TESTED_STEPS = 2  # losses tested up to the step after the first update (see TOLERANCE)
+
+
 def equality_check(args, precision: str, steps: int = 3, epsilon: float | None = None) -> dict:
     """Same initial weights, batch and noise in both frameworks; compare losses and generator outputs.
 
@@ -225,7 +233,9 @@ def equality_check(args, precision: str, steps: int = 3, epsilon: float | None =
     images, labels = real_batch(config)
     data = KerasStepper(gan, (images, labels)).data
     real, real_labels = to_nchw(images), torch.from_numpy(labels).long()
-    loss_rel, per_step = [], []
+    if steps < TESTED_STEPS:
+        raise ValueError(f"the check needs at least {TESTED_STEPS} steps, got {steps}")
+    per_step = []
     for step in range(steps):
         noise, fake_labels = keras_noise(gan, config.batch_size, step)
         gan.reset_metrics()  # the trackers are running means: keep this step's values only
@@ -234,12 +244,11 @@ def equality_check(args, precision: str, steps: int = 3, epsilon: float | None =
         losses = [(float(logs["g_loss"]), torch_g)]
         if torch_d is not None:  # step 0: D stepped in both
             losses.append((float(logs["d_loss"]), torch_d))
-        loss_rel += [abs(k - t) / max(1.0, abs(t)) for k, t in losses]
-        per_step.append(float(f"{max(abs(k - t) / max(1.0, abs(t)) for k, t in losses):.3g}"))
+        per_step.append(max(abs(k - t) / max(1.0, abs(t)) for k, t in losses))
         if step == 0:
-            first_loss_rel = max(loss_rel)
+            first_loss_rel = per_step[0]
             outputs["stepped"] = _generator_outputs(gan, torch_step, config.batch_size)
-    measured = {"first_loss_rel": first_loss_rel, "loss_rel": max(loss_rel)}
+    measured = {"first_loss_rel": first_loss_rel, "loss_rel": max(per_step[:TESTED_STEPS])}
     for name, (keras_images, torch_images) in outputs.items():
         difference = np.abs(keras_images - torch_images)
         measured[f"{name}_image_mean_abs"] = float(difference.mean())
@@ -249,7 +258,7 @@ def equality_check(args, precision: str, steps: int = 3, epsilon: float | None =
         "steps": steps,
         **({} if epsilon is None else {"adam_epsilon": epsilon}),
         **{name: float(f"{value:.3g}") for name, value in measured.items()},
-        "loss_rel_per_step": per_step,
+        "loss_rel_per_step": [float(f"{value:.3g}") for value in per_step],
         "tolerance": tolerance,
         "passed": all(measured[name] <= tolerance[name] for name in tolerance),
     }
