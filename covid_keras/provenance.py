@@ -18,8 +18,8 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx
 
 
 def provenance() -> dict:
-    """Package versions, git commit, CPU (model, speed-relevant flags), load and GPUs: what a reader
-    needs to place the timings."""
+    """Package versions, git commit, CPU (model, speed-relevant flags), load, GPUs and the precision
+    "auto" picks per use here: what a reader needs to place the timings."""
     cpu = runtime.cpu_model() or platform.processor() or platform.machine()
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -29,4 +29,6 @@ def provenance() -> dict:
     return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "cpu": cpu,
             "cpu_flags": [flag for flag in SPEED_FLAGS if flag in runtime.cpu_flags()],
             "cpus": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "git_commit": commit, "gpus": len(tf.config.list_physical_devices("GPU"))}
+            "git_commit": commit, "gpus": len(tf.config.list_physical_devices("GPU")),
+            # What "auto" chooses here per use, and why (a run's own choice is in its config.json).
+            "precision_auto": {use: runtime.choose_precision(use)._asdict() for use in runtime.USES}}

@@ -442,7 +442,8 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     """scripts/evaluate_gan.py end to end on phantom_small; the run's generators are stand-ins."""
     run_dir = tmp_path / "run"
     (run_dir / "weights").mkdir(parents=True)
-    (run_dir / "config.json").write_text("{}")  # what makes a folder a run; the stand-ins below read nothing
+    # What makes a folder a run; the stand-ins below read nothing, the report its precision.
+    (run_dir / "config.json").write_text('{"precision": "mixed_bfloat16", "precision_reason": "auto: CPU has avx512_bf16"}')
     for epoch in (10, 20):
         (run_dir / "weights" / f"generator-epoch{epoch:05d}.weights.h5").touch()
     loaded, generators = [], {}
@@ -486,6 +487,9 @@ def test_script_evaluates_a_run_against_a_data_spec_with_curves(tmp_path, projec
     assert result["class_fidelity"]["judge"]["source"] == str(tmp_path / "judge.keras")
     # The run's config travels in the report, so the comparison can tell runs apart by training seed.
     assert result["run_config"] == run_config.to_dict()
+    # The precision the run trained in and why, and what "auto" picks on this machine.
+    assert result["run_precision"] == {"precision": "mixed_bfloat16", "reason": "auto: CPU has avx512_bf16"}
+    assert result["provenance"]["precision_auto"]["head"]["precision"] == "float32"
     (row,) = comparison.compare_paths([out])["reports"]
     assert row["training_seed"] == 7
     assert comparison.RUN_CONFIG_FILE == gan_run_dir.CONFIG_FILE

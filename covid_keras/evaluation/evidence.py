@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from covid_keras import files, plots
+from covid_keras.provenance import provenance
 from covid_keras.choices import HELD_OUT_SPLITS
 from covid_keras.evaluation import intervals, memorisation
 from covid_keras.evaluation.embeddings import EmbeddingExtractor, build_extractor
@@ -307,7 +308,8 @@ def evaluate_run_evidence(run_dir, data_spec, settings: EvidenceSettings | None 
         real = load_real_splits(data_spec, int(generator.output_shape[1]), splits)
     report = evaluate_evidence(generator, real, class_names, settings, guide=guide, weights_dir=weights_dir, log=log)
     epoch = (gan_run_dir.completed_epochs(run_dir) or None) if which == "latest" else int(which)  # None: not known
-    report.update(run_dir=str(run_dir), checkpoint=which, epoch=epoch, run_config=config.to_dict(), data=str(data_spec))
+    report.update(run_dir=str(run_dir), checkpoint=which, epoch=epoch, run_config=config.to_dict(), data=str(data_spec),
+                  run_precision=gan_run_dir.run_precision(run_dir), provenance=provenance())
     if out_dir is not None:
         write_evidence(report, real, out_dir)
     return report

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from covid_keras import files, plots
+from covid_keras.provenance import provenance
 from covid_keras.evaluation.checkpoints import list_checkpoints, load_run_generator
 from covid_keras.evaluation.diagnostics import (
     CHECKERBOARD_PERIODS,
@@ -114,6 +115,8 @@ def evaluate_gan(
         "checkpoint": which if run_dir else None,
         # The run's GanConfig: tells runs that differ only in their training seed (evaluation.comparison).
         "run_config": run_config.to_dict() if run_config is not None else None,
+        "run_precision": gan_run_dir.run_precision(run_dir) if run_dir else None,
+        "provenance": provenance(),
         "image_size": image_size,
         "class_names": list(class_names),
         "class_guide": guide,

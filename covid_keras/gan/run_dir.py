@@ -127,6 +127,18 @@ def read_run_record(run_dir: pathlib.Path) -> dict:
         raise ValueError(f"{config_path} is not valid JSON: {e}") from e
 
 
+def run_precision(run_dir: str | os.PathLike) -> dict | None:
+    """The precision a run trained in and why ({"precision", "reason"}); None for a folder without a
+    readable record (e.g. a translation run keeps its own)."""
+    try:
+        record = read_run_record(pathlib.Path(run_dir))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or "precision" not in record:
+        return None
+    return {"precision": record["precision"], "reason": record.get(PRECISION_REASON)}
+
+
 def resume_point(run_dir: pathlib.Path) -> dict | None:
     state_path = run_dir / CHECKPOINT_DIR / STATE_FILE
     if not state_path.exists():
