@@ -298,15 +298,16 @@ def summarize(times_per_round: list[list[float]], first_step: int, d_every: int,
     for times in times_per_round:
         for i, t in enumerate(times):
             (with_d if (first_step + i) % d_every == 0 else g_only).append(t)
-    t_g, t_gd = statistics.median(g_only), statistics.median(with_d)
-    cycle = (d_every - 1) * t_g + t_gd
-    d_time = max(0.0, t_gd - t_g)
+    t_gd = statistics.median(with_d)
+    t_g = statistics.median(g_only) if g_only else None  # d_every 1: every step trains both
+    cycle = (d_every - 1) * (t_g or 0.0) + t_gd
+    d_time = None if t_g is None else max(0.0, t_gd - t_g)
     return {
         "images_per_s": round(batch_size * d_every / cycle, 2),
-        "g_step_ms": round(1000 * t_g, 1),
+        "g_step_ms": None if t_g is None else round(1000 * t_g, 1),
         "g_plus_d_step_ms": round(1000 * t_gd, 1),
-        "g_share": round(1 - d_time / cycle, 3),
-        "d_share": round(d_time / cycle, 3),
+        "g_share": None if d_time is None else round(1 - d_time / cycle, 3),
+        "d_share": None if d_time is None else round(d_time / cycle, 3),
         "cycle_s_per_round": [round(sum(times), 3) for times in times_per_round],
     }
 
