@@ -18,8 +18,9 @@ Rows, and what was measured (python -m bench; bench/gpu_check.sh on a GPU):
   for features and the GAN. Measured (`python -m bench.feature_precision`, docs/results.md): on a
   2-core AMD EPYC Zen 4 (avx512_bf16, no AMX) VGG16 features ran 1.99x and ResNet50 1.45x faster
   than float32 at 150 and 224 px, and classifiers trained on them score as on float32 features
-  (`python -m bench.precision_accuracy`). Not yet measured: a full GAN run's samples in bfloat16
-  vs float32, and any AMX Xeon; COVID_KERAS_PRECISION=float32 restores the old default.
+  (`python -m bench.precision_accuracy`); the GAN step ran about 1.5x faster (`projected`, `guided`
+  at 64 px) and a `guided` run's evidence moved by less than a second seed moves it. Not measured:
+  any AMX Xeon; COVID_KERAS_PRECISION=float32 restores the old default.
 - CPU without them (e.g. an AVX2-only AMD EPYC): float32. There bfloat16 is emulated: VGG16
   224 px features ran about 8x slower than float32 and the GAN step at 0.12x-0.24x its float32
   speed; XLA's jit_compile was about 5x slower (bench/gan_speedups.py).
