@@ -274,26 +274,18 @@ def test_discriminator_learning_rate_multiplier():
         tiny_stable_config(d_lr_multiplier=0.0)
 
 
-def test_time_budget_stops_after_an_epoch_with_a_final_grid(tmp_path):
-    from covid_keras import data
-
-    config = tiny_stable_config(epochs=3, batch_size=8, sample_every=10)
-    result = gan_training.train_gan(
-        config, data.DataSpec.parse("phantom_small"), tmp_path / "run", verbose=0, time_budget_s=0.0
-    )
-    assert result.epochs_done == 1  # stopped at the end of the first epoch, resumable from there
-    assert [p.name for p in (tmp_path / "run" / gan_run_dir.SAMPLES_DIR).glob("*.png")] == ["epoch_00001.png"]
-
-
-def test_until_epoch_stops_there_and_the_run_resumes_to_its_end(tmp_path):
+def test_a_run_stopped_by_time_or_by_epoch_resumes_to_its_end(tmp_path):
     from covid_keras import data
 
     config = tiny_stable_config(epochs=3, batch_size=8, sample_every=10)
     spec, run = data.DataSpec.parse("phantom_small"), tmp_path / "run"
-    first = gan_training.train_gan(config, spec, run, verbose=0, until_epoch=2)
-    assert first.epochs_done == 2 and gan_run_dir.completed_epochs(run) == 2
-    steps_after_two = int(first.gan.step_counter.numpy())
-    rest = gan_training.train_gan(config, spec, run, verbose=0)
+    first = gan_training.train_gan(config, spec, run, verbose=0, time_budget_s=0.0)
+    assert first.epochs_done == 1  # stopped at the end of the first epoch, resumable from there
+    assert [p.name for p in (run / gan_run_dir.SAMPLES_DIR).glob("*.png")] == ["epoch_00001.png"]
+    second = gan_training.train_gan(config, spec, run, verbose=0, until_epoch=2)
+    assert (second.initial_epoch, second.epochs_done) == (1, 2) and gan_run_dir.completed_epochs(run) == 2
+    steps_after_two = int(second.gan.step_counter.numpy())
+    rest = gan_training.train_gan(config, spec, run, verbose=0)  # the same command without the stop
     assert (rest.initial_epoch, rest.epochs_done) == (2, 3)
     assert int(rest.gan.step_counter.numpy()) == steps_after_two * 3 // 2
     with pytest.raises(ValueError, match="until_epoch"):
