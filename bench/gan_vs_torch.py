@@ -220,6 +220,8 @@ def equality_check(args, precision: str, steps: int = 3, epsilon: float | None =
     epsilon: Adam's epsilon on both sides instead of the training one (1e-8); see
     experiments/adam_rounding.py for why a larger one makes the after-update losses comparable.
     """
+    if steps < TESTED_STEPS:
+        raise ValueError(f"the check needs at least {TESTED_STEPS} steps, got {steps}")
     config = run3_config(args, dropout=0.0)  # dropout masks cannot match across frameworks
     gan = build_keras_gan(config, precision)
     torch_step = build_torch_step(config, gan, adam="keras")  # the same update formula on both sides
@@ -233,8 +235,6 @@ def equality_check(args, precision: str, steps: int = 3, epsilon: float | None =
     images, labels = real_batch(config)
     data = KerasStepper(gan, (images, labels)).data
     real, real_labels = to_nchw(images), torch.from_numpy(labels).long()
-    if steps < TESTED_STEPS:
-        raise ValueError(f"the check needs at least {TESTED_STEPS} steps, got {steps}")
     per_step = []
     for step in range(steps):
         noise, fake_labels = keras_noise(gan, config.batch_size, step)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from covid_keras import runtime
 from covid_keras.evaluation import gan_report
+from covid_keras.gan import callbacks as gan_callbacks
 from covid_keras.gan import config as gan_config
 from covid_keras.gan import diffaugment
 from covid_keras.gan import guide as gan_guide
@@ -274,22 +275,36 @@ def test_discriminator_learning_rate_multiplier():
         tiny_stable_config(d_lr_multiplier=0.0)
 
 
-def test_a_run_stopped_by_time_or_by_epoch_resumes_to_its_end(tmp_path):
+def test_a_run_stopped_at_an_epoch_keeps_a_grid_and_resumes_to_its_end(tmp_path):
     from covid_keras import data
 
     config = tiny_stable_config(epochs=3, batch_size=8, sample_every=10)
     spec, run = data.DataSpec.parse("phantom_small"), tmp_path / "run"
-    first = gan_training.train_gan(config, spec, run, verbose=0, time_budget_s=0.0)
-    assert first.epochs_done == 1  # stopped at the end of the first epoch, resumable from there
-    assert [p.name for p in (run / gan_run_dir.SAMPLES_DIR).glob("*.png")] == ["epoch_00001.png"]
-    second = gan_training.train_gan(config, spec, run, verbose=0, until_epoch=2)
-    assert (second.initial_epoch, second.epochs_done) == (1, 2) and gan_run_dir.completed_epochs(run) == 2
-    steps_after_two = int(second.gan.step_counter.numpy())
+    first = gan_training.train_gan(config, spec, run, verbose=0, until_epoch=2)
+    assert first.epochs_done == 2 and gan_run_dir.completed_epochs(run) == 2
+    assert [p.name for p in (run / gan_run_dir.SAMPLES_DIR).glob("*.png")] == ["epoch_00002.png"]  # the stop's grid
+    steps_after_two = int(first.gan.step_counter.numpy())
     rest = gan_training.train_gan(config, spec, run, verbose=0)  # the same command without the stop
     assert (rest.initial_epoch, rest.epochs_done) == (2, 3)
     assert int(rest.gan.step_counter.numpy()) == steps_after_two * 3 // 2
     with pytest.raises(ValueError, match="until_epoch"):
         gan_training.train_gan(config, spec, run, verbose=0, until_epoch=0)
+
+
+def test_time_budget_stops_at_the_end_of_the_epoch_that_crosses_it():
+    class Model:  # what the callback touches
+        stop_training = False
+
+    budget = gan_callbacks.TimeBudget(0.0)
+    budget.set_model(Model())
+    budget.on_train_begin()
+    budget.on_epoch_end(4)
+    assert budget.model.stop_training and budget.stopped_at == 5
+    generous = gan_callbacks.TimeBudget(3600.0)
+    generous.set_model(Model())
+    generous.on_train_begin()
+    generous.on_epoch_end(0)
+    assert not generous.model.stop_training and generous.stopped_at is None
 
 
 # --------------------------------------------------------------------------- class guide
