@@ -128,13 +128,8 @@ def build_keras_gan(config, precision: str, jit_compile: bool = False, weights_d
     """A compiled ConditionalGAN under the dtype policy `precision`, as `train_gan` builds it
     (`weights_dir`: local ImageNet weights for a preset whose discriminator sits on a backbone)."""
     keras.utils.set_random_seed(config.seed)
-    backbone_weights = None
-    if config.discriminator_backbone != "none":
-        from covid_keras import backbones
-
-        backbone_weights = str(backbones.local_weights_file(config.discriminator_backbone, weights_dir))
     gan = gan_training.build_gan(config, steps_per_epoch(config), jit_compile=jit_compile, precision=precision,
-                                 backbone_weights=backbone_weights)
+                                 backbone_weights=gan_training.discriminator_backbone_weights(config, weights_dir))
     gan.make_train_function()
     return gan
 

@@ -17,3 +17,9 @@ def significant(value) -> str:
 def points(value) -> str:
     """A fraction as percentage points, one decimal."""
     return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def interval(section, signed: bool = False) -> str:
+    """A figure with its 95 % interval, `mean [low, high]` (3 decimals; with signs for a difference)."""
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(section['mean'])} [{f.format(section['low'])}, {f.format(section['high'])}]"

@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "local GPUs, else one device")
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
-    parser.add_argument("--until-epoch", type=int, default=None, metavar="N",
+    parser.add_argument("--until-epoch", type=cli.positive_int, default=None, metavar="N",
                         help="stop after epoch N this time, e.g. to compare two seeds at the same step (the run "
                              "stays resumable towards --epochs)")
     overrides = parser.add_argument_group(f"preset overrides (each shows preset {run}'s value)")

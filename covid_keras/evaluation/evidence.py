@@ -51,7 +51,7 @@ from covid_keras.evaluation.judge import (
 from covid_keras.evaluation.kid import kid_per_class
 from covid_keras.evaluation.metrics import roc_auc, roc_auc_interval
 from covid_keras.evaluation.tstr import tstr_classifier_seed
-from covid_keras.formatting import significant
+from covid_keras.formatting import interval, significant
 from covid_keras.gan import run_dir as gan_run_dir
 from covid_keras.gan import sampling
 from covid_keras.gan import training as gan_training
@@ -105,10 +105,10 @@ def label_separation(labels: np.ndarray, probabilities: np.ndarray, seed: int = 
     if probabilities.shape[-1] != 2:
         return None
     auc = roc_auc(labels, probabilities[:, 1])
-    interval = roc_auc_interval(labels, probabilities[:, 1], seed=seed)
-    if auc is None or interval is None:
+    bounds = roc_auc_interval(labels, probabilities[:, 1], seed=seed)
+    if auc is None or bounds is None:
         return None
-    return {"auc": auc, "low": interval[0], "high": interval[1],
+    return {"auc": auc, "low": bounds[0], "high": bounds[1],
             "mean_probability_per_label": [float(probabilities[np.asarray(labels) == k, 1].mean()) for k in (0, 1)]}
 
 
@@ -347,14 +347,6 @@ def write_evidence(report: dict, real: Mapping[str, LabelledImages], out_dir) ->
     return out
 
 
-def _interval(section: dict) -> str:
-    return f"{section['mean']:.3f} [{section['low']:.3f}, {section['high']:.3f}]"
-
-
-def _signed_interval(section: dict) -> str:
-    return f"{section['mean']:+.3f} [{section['low']:+.3f}, {section['high']:+.3f}]"
-
-
 def evidence_markdown(report: dict) -> str:
     """The report as a short Markdown page: one table per question."""
     split = report["splits_scored"][0]
@@ -365,8 +357,8 @@ def evidence_markdown(report: dict) -> str:
              "| judge | real " + split + " | " + " | ".join(f"{k} samples" for k in kinds) + " |",
              "|---|---|" + "---|" * len(kinds)]
     for name, judge in report["judges"].items():
-        cells = [_interval(report["fidelity"][name][k]) for k in kinds]
-        lines.append(f"| {name} | {_interval(judge[f'{split}_accuracy'])} | " + " | ".join(cells) + " |")
+        cells = [interval(report["fidelity"][name][k]) for k in kinds]
+        lines.append(f"| {name} | {interval(judge[f'{split}_accuracy'])} | " + " | ".join(cells) + " |")
     if any(report.get("label_separation", {}).get(name, {}).get(split) for name in report["judges"]):
         second, first = report["class_names"][1], report["class_names"][0]
         lines += ["", f"Label separation: the judge's P({second}) ranks images labelled {second} above those labelled "
@@ -384,10 +376,10 @@ def evidence_markdown(report: dict) -> str:
             f"{k} {v:.3f}" for k, v in report["guide_agreement_with_independent_judge"].items())]
     tstr = report["tstr"]
     lines += ["", f"| classifiers ({tstr['n_classifiers']} seeds, plain recipe) | accuracy on {split} | minus TRTR, paired |",
-              "|---|---|---|", f"| TRTR (real train) | {_interval(tstr['trtr'])} | |"]
+              "|---|---|---|", f"| TRTR (real train) | {interval(tstr['trtr'])} | |"]
     for kind in kinds:
         d = tstr[f"{kind}_minus_trtr"]
-        lines.append(f"| TSTR ({kind}) | {_interval(tstr[kind])} | {_signed_interval(d)} |")
+        lines.append(f"| TSTR ({kind}) | {interval(tstr[kind])} | {interval(d, signed=True)} |")
     kid = report["kid"]
     lines += ["", f"KID on {kid['extractor']['name']} ({kid['extractor']['weights']}), per class:", "",
               "| samples | vs " + split + " | vs train |", "|---|---|---|"]
@@ -428,8 +420,8 @@ def comparison_markdown(reports: Mapping[str, dict]) -> str:
     for label, r in reports.items():
         real = r["judges"]["independent"][f"{split}_accuracy"]
         real_separation = (r.get("label_separation") or {}).get("independent", {}).get(split)
-        lines.append(f"| {label} | real {split} | {_interval(real)} | "
-                     f"{_auc_cell(real_separation)} | {_interval(r['judges']['small_cnn'][f'{split}_accuracy'])} | | | |")
+        lines.append(f"| {label} | real {split} | {interval(real)} | "
+                     f"{_auc_cell(real_separation)} | {interval(r['judges']['small_cnn'][f'{split}_accuracy'])} | | | |")
         for kind in r["samples"]:
             fidelity = r["fidelity"]["independent"][kind]
             per_class = " / ".join(f"{fidelity['per_class'][name]:.2f}" for name in (first, second))
@@ -437,8 +429,8 @@ def comparison_markdown(reports: Mapping[str, dict]) -> str:
             d = r["tstr"][f"{kind}_minus_trtr"]
             kid = r["kid"][f"vs_{split}"][kind]["per_class"]
             lines.append(
-                f"| {label} | {kind} | {_interval(fidelity)} ({per_class}) | {_auc_cell(separation)} | "
-                f"{_interval(r['fidelity']['small_cnn'][kind])} | {_signed_interval(d)} | "
+                f"| {label} | {kind} | {interval(fidelity)} ({per_class}) | {_auc_cell(separation)} | "
+                f"{interval(r['fidelity']['small_cnn'][kind])} | {interval(d, signed=True)} | "
                 f"{significant(kid[first]['mean'])} / {significant(kid[second]['mean'])} | "
                 f"{r['memorisation'][kind]['ratio']:.2f} |")
     extractors = {r["kid"]["extractor"]["name"] for r in reports.values()}

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from covid_keras.evaluation import intervals
-from covid_keras.formatting import significant
+from covid_keras.formatting import interval, significant
 
 # Settings that may differ between the pooled reports: where the run lives and its seed.
 _RUN_KEYS_FREE = ("seed",)
@@ -112,11 +112,6 @@ def pool_training_seeds(reports: Sequence[Mapping], seed: int = 0) -> dict:
     return pooled
 
 
-def _cell(section: Mapping, signed: bool = False) -> str:
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(section['mean'])} [{f.format(section['low'])}, {f.format(section['high'])}]"
-
-
 def _seeds(values: Sequence[float], signed: bool = False) -> str:
     f = "{:+.3f}" if signed else "{:.3f}"
     return " / ".join(f.format(v) for v in values)
@@ -132,17 +127,17 @@ def pooled_markdown(pooled: Mapping, label: str = "pooled") -> str:
              f"KID vs {split} ({first} / {second}) | memorisation ratio |",
              "|---|---|---|---|---|---|---|"]
     real = pooled["real_accuracy"]
-    lines.append(f"| real {split} | {_cell(real['independent'])} | {_cell(real['small_cnn'])} | "
-                 f"TRTR {_cell(pooled['tstr']['trtr'])} | | | |")
+    lines.append(f"| real {split} | {interval(real['independent'])} | {interval(real['small_cnn'])} | "
+                 f"TRTR {interval(pooled['tstr']['trtr'])} | | | |")
     for kind in pooled["kinds"]:
         independent, small = pooled["fidelity"]["independent"][kind], pooled["fidelity"]["small_cnn"][kind]
         per_class = f"{independent['per_class'][first]:.2f} / {independent['per_class'][second]:.2f}"
         difference, kid = pooled["tstr"][f"{kind}_minus_trtr"], pooled["kid"][kind]
         memo = pooled["memorisation"][kind]
         lines.append(
-            f"| {kind} | {_cell(independent)} ({per_class}) ({_seeds(independent['per_seed'])}) | "
-            f"{_cell(small)} ({_seeds(small['per_seed'])}) | {_cell(pooled['tstr'][kind])} | "
-            f"{_cell(difference, True)} ({_seeds(difference['per_seed'], True)}) | "
+            f"| {kind} | {interval(independent)} ({per_class}) ({_seeds(independent['per_seed'])}) | "
+            f"{interval(small)} ({_seeds(small['per_seed'])}) | {interval(pooled['tstr'][kind])} | "
+            f"{interval(difference, signed=True)} ({_seeds(difference['per_seed'], True)}) | "
             f"{significant(kid[first]['mean'])} / {significant(kid[second]['mean'])} "
             f"({' / '.join(significant(v) for v in kid[first]['per_seed'])}; "
             f"{' / '.join(significant(v) for v in kid[second]['per_seed'])}) | "

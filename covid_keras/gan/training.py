@@ -303,6 +303,13 @@ def check_pretrained_weights(config: GanConfig, weights_dir: str | os.PathLike |
         backbones.local_weights_file(config.discriminator_backbone, weights_dir)
 
 
+def discriminator_backbone_weights(config: GanConfig, weights_dir=None) -> str | None:
+    """The local ImageNet weights file of the discriminator's frozen backbone; None without one."""
+    if config.discriminator_backbone == "none":
+        return None
+    return str(backbones.local_weights_file(config.discriminator_backbone, weights_dir))
+
+
 def train_gan(
     config: GanConfig,
     data_spec: data.DataSpec,
@@ -421,9 +428,8 @@ def _train_into(
     if steps_per_epoch == 0:
         raise ValueError(f"the train split of {data_spec.config!r} has fewer images than batch_size={config.batch_size}")
 
-    backbone_weights = None
-    if config.discriminator_backbone != "none":
-        backbone_weights = str(backbones.local_weights_file(config.discriminator_backbone, weights_dir))
+    backbone_weights = discriminator_backbone_weights(config, weights_dir)
+    if backbone_weights is not None:
         print(f"discriminator: heads on frozen {config.discriminator_backbone} features from {backbone_weights}")
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same config
     with strategy.scope():
