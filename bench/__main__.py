@@ -9,6 +9,10 @@ Each benchmark is a script in bench/ that prints one JSON object; it runs in its
 the next) with a timeout of min(its own limit, the time left in the budget). A benchmark that
 fails, times out or prints no JSON is reported as such and the others still run; the exit code
 is 1 if any failed. The summary quotes the headline figures and the issue's targets.
+
+Two run alone, being longer than the budget (commands in their docstrings and docs/results.md):
+`bench.classifier_wall_time` (a whole VGG16 224 px training per precision, ~14 min) and
+`bench.precision_accuracy` (accuracy over five seeds per precision).
 """
 
 from __future__ import annotations

@@ -110,8 +110,8 @@ def _refuse_several_workers(argv: Sequence[str]) -> None:
     workers = cluster.cluster_workers()
     if workers > 1:
         raise UsageError(f"${cluster.TF_CONFIG} names {workers} processes, but this command runs on one machine: "
-                         "each worker would run it whole into the same outputs. Only train-gan and train-classifier "
-                         f"train on several (docs/distributed.md); unset {cluster.TF_CONFIG} to run it here")
+                         "each worker would run it whole into the same outputs. Only train-gan, train-classifier, study "
+                         f"and reproduce train on several (docs/distributed.md); unset {cluster.TF_CONFIG} to run it here")
 
 
 # --------------------------------------------------------------------------- outputs

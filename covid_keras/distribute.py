@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import pathlib
 import shutil
@@ -29,6 +28,7 @@ import tensorflow as tf
 
 from covid_keras.choices import STRATEGIES
 from covid_keras.cluster import TF_CONFIG, cluster_workers  # noqa: F401  (TF_CONFIG: part of this API)
+
 
 def choose_strategy(
     name: str = "auto",
@@ -134,3 +134,22 @@ def _build_from_element_spec(model: keras.Model, iterator=None, data_batch=None)
         data_batch = iterator.data_adapter.get_tf_dataset().element_spec  # shapes and dtypes are all it reads
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=data_batch)
+
+
+def chief_value(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The chief's `value` on every worker (and a barrier: no worker returns before all have called it).
+
+    For decisions read from the shared run folder ("is this stage done?"): a worker that read the
+    folder a moment later than the chief could otherwise decide differently and leave the others
+    waiting in a collective it never joins. Outside a cluster, `value` itself.
+    """
+    if worker_count(strategy) == 1:
+        return int(value)
+    share = float(value) / strategy.num_replicas_in_sync * worker_count(strategy) if is_chief(strategy) else 0.0
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(share, tf.float64)), axis=None)
+    return round(float(total))
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Wait until every worker gets here (the chief has written what the others read next)."""
+    chief_value(strategy, 0)

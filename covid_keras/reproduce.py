@@ -17,7 +17,9 @@ What OUT holds:
     reproduce.json        the resolved weights, stage timings and what each stage reused
 
 Every stage reuses what a previous run of the same command finished, so a crash loses at most
-the stage it happened in. Weights "imagenet" need Keras' download; when it fails (no internet)
+the stage it happened in. Under a multi-worker strategy the GAN trains across the workers (OUT on
+a file system they share); every later stage is the chief's alone, and the other workers end
+after the GAN. Weights "imagenet" need Keras' download; when it fails (no internet)
 the run says so and uses `fallback_weights` (a local weights directory) if given, else random
 init ("none"), which the report marks loudly.
 """
@@ -35,8 +37,9 @@ import time
 from typing import Any, Mapping, Sequence
 
 import keras
+import tensorflow as tf
 
-from covid_keras import classifier, experiment, files, plots
+from covid_keras import classifier, distribute, experiment, files, plots
 from covid_keras import data as xray_data  # `reproduce(data=...)` is a config name
 from covid_keras.backbones import get_backbone_spec
 from covid_keras.formatting import fixed
@@ -173,13 +176,14 @@ def _announce(notes: Sequence[str]) -> None:
 # --- stages --------------------------------------------------------------------------------
 
 
-def train_gan_stage(profile: Profile, spec: xray_data.DataSpec, run_dir: pathlib.Path, verbose) -> dict:
+def train_gan_stage(profile: Profile, spec: xray_data.DataSpec, run_dir: pathlib.Path, verbose,
+                    strategy: tf.distribute.Strategy | None = None) -> dict:
     from covid_keras.gan import (
         training as gan_training,  # the GAN stack loads only when a GAN is trained
     )
 
     config = gan_presets.from_preset(profile.gan_run, **profile.gan_overrides)
-    result = gan_training.train_gan(config, spec, run_dir, verbose=verbose)
+    result = gan_training.train_gan(config, spec, run_dir, verbose=verbose, strategy=strategy)
     return {
         "run_dir": str(run_dir),
         "preset": profile.gan_run,
@@ -390,14 +394,19 @@ def reproduce(
     profile: Profile | str | None = None,
     gan_run: str | None = None,
     verbose: int = 1,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict:
     """Run (or finish) the whole study into out_dir; return its record (also in OUT/reproduce.json).
 
     data: a covid_xray config (default: the profile's, `phantom` or for quick `phantom_small`);
     manual_dir: the Kaggle download (radiography) or the folder root (folder). seeds, backbones,
     per_class and gan_run (a GAN preset: "3" is the study's, "stable" ours) override the
-    profile. profile: "full", "quick" or a `Profile` (quick=True means "quick").
+    profile. profile: "full", "quick" or a `Profile` (quick=True means "quick"). strategy: what
+    the GAN trains under (default: the current one); on a worker other than the chief, the record
+    ends after the GAN stage (`"worker": True`).
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
     chosen = select_profile(quick, profile)
     chosen = dataclasses.replace(
         chosen,
@@ -410,7 +419,8 @@ def reproduce(
     gan_presets.from_preset(chosen.gan_run)  # an unknown preset fails here, before any work
     out_dir = pathlib.Path(out_dir).resolve()
     report_dir = out_dir / REPORT_DIR
-    report_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        report_dir.mkdir(parents=True, exist_ok=True)
     spec = xray_data.DataSpec.parse(chosen.data, manual_dir, data_dir)
     state: dict[str, Any] = {"profile": chosen.to_dict(), "data": dataclasses.asdict(spec), "timings_s": {}}
     timer = _StageTimer(state["timings_s"])
@@ -421,9 +431,15 @@ def reproduce(
         _announce(notes)
         state.update(weights_requested=weights, weights=resolved, weights_notes=notes)
     with timer("data"):
-        xray_data.prepare(spec)
+        if chief:  # several workers building one TFDS folder at once would race
+            xray_data.prepare(spec)
+        distribute.barrier(strategy)
+        if not chief:
+            xray_data.prepare(spec)  # prepared by the chief: this only opens it
     with timer("gan"):
-        state["gan"] = train_gan_stage(chosen, spec, out_dir / GAN_DIR, gan_verbose)
+        state["gan"] = train_gan_stage(chosen, spec, out_dir / GAN_DIR, gan_verbose, strategy)
+        if not chief:
+            return {**state, "out_dir": str(out_dir), "worker": True}
         state["gan"]["last_losses"] = _last_losses(out_dir / GAN_DIR)
     if chosen.gan_evaluation is not None:
         with timer("gan evaluation"):

@@ -1,10 +1,19 @@
 """Shared fixtures. Tests that need ../shared skip, with one reason, when a clone has no ../shared beside
 it; under CI=true (CI always provides it) they fail instead."""
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Each test process (each pytest-xdist worker) builds the built-in phantoms in a TFDS folder of its own,
+# before TFDS reads the variable: nothing lands in ~/tensorflow_datasets, and two workers never build
+# one folder at once. Subprocesses of tests inherit it.
+if "TFDS_DATA_DIR" not in os.environ:
+    os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="covid-keras-tfds-")
+    atexit.register(shutil.rmtree, os.environ["TFDS_DATA_DIR"], ignore_errors=True)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # The same numbers on every machine: "auto" would pick bfloat16 on a CPU with bf16 instructions.
 # tests/test_runtime.py passes its own environment to test the choice itself.

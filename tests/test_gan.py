@@ -21,11 +21,12 @@ from covid_keras.gan import presets as gan_presets
 TINY = dict(noise_dim=16, num_classes=2, embedding_dim=4)
 
 
-def tiny_gan(size=32, d_every=3, dropout=0.0, seed=1):
+def tiny_gan(size=32, d_every=3, dropout=0.0, seed=1, ema_decay=0.0):
     keras.utils.set_random_seed(seed)
     generator = gan_networks.build_generator(size, filters=(8, 8, 8), base_channels=8, **TINY)
     discriminator = gan_networks.build_discriminator(size, 2, 4, (8,) * 5, dropout=dropout)
-    model = gan_model.ConditionalGAN(generator, discriminator, noise_dim=16, num_classes=2, d_every=d_every)
+    model = gan_model.ConditionalGAN(generator, discriminator, noise_dim=16, num_classes=2, d_every=d_every,
+                                     ema_decay=ema_decay)
     model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.SGD(0.05, momentum=0.9))
     return model
 
@@ -153,9 +154,10 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     def run(strategy):
         with strategy.scope():
-            model = tiny_gan(d_every=2)
+            model = tiny_gan(d_every=2, ema_decay=0.9)
         history = model.fit(tiny_batches(batch=4, batches=2), epochs=1, verbose=0).history
-        weights = [np.asarray(v).tolist() for v in model.generator.weights + model.discriminator.weights]
+        weights = [np.asarray(v).tolist() for v in
+                   model.generator.weights + model.discriminator.weights + model.ema_generator.weights]
         return {"history": history, "weights": weights, "d_updates": int(model.d_optimizer.iterations.numpy())}
 
     single = run(tf.distribute.get_strategy())
@@ -166,7 +168,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_strategy_matches_single_device():
-    """Two replicas of a global batch of 4 give the single-device losses AND updates (loss / GLOBAL batch)."""
+    """Two replicas of a global batch of 4 give the single-device losses AND updates (loss / GLOBAL batch),
+    the generator's moving average included."""
     out = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, os.path.dirname(__file__)],
         capture_output=True, text=True, timeout=300,

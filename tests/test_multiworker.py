@@ -5,6 +5,7 @@ and killed and restarted mid-run. Tiny phantoms at 32 px; each run takes some 20
 
 import csv
 import json
+import math
 import os
 import pathlib
 import signal
@@ -206,20 +207,24 @@ def test_multi_worker_without_tf_config_is_a_usage_error(tmp_path, script, argum
     assert not (tmp_path / "run").exists()
 
 def test_commands_not_built_for_several_workers_refuse_a_cluster(tmp_path, monkeypatch, capsys):
-    from covid_keras.commands import augment_study, reproduce, train_gan
+    from covid_keras.commands import augment_experiment, augment_study, reproduce, train_gan, tune_classifier
 
     two = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
     monkeypatch.setenv("TF_CONFIG", two)
-    assert augment_study.run(["--quick", "--out", str(tmp_path / "study")]) == 2
-    assert reproduce.run(["--quick", "--out", str(tmp_path / "reproduce")]) == 2
+    assert augment_experiment.run(["--quick", "--generated", str(tmp_path), "--out", str(tmp_path / "experiment")]) == 2
+    assert tune_classifier.run(["--backbone", "vgg16", "--out", str(tmp_path / "tune")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and all("TF_CONFIG names 2 processes" in line for line in errors)
-    assert not (tmp_path / "study").exists() and not (tmp_path / "reproduce").exists()
+    assert not (tmp_path / "experiment").exists() and not (tmp_path / "tune").exists()
     with pytest.raises(SystemExit) as help_exit:  # --help still answers
-        augment_study.run(["--help"])
+        tune_classifier.run(["--help"])
     assert help_exit.value.code == 0
-    # The distributed trainings are not refused for it: here a bad flag is what they name.
+    # The commands that train across workers are not refused for it: here a bad flag is what they name.
     assert train_gan.run(["--epochs", "0"]) == 2
+    assert augment_study.run(["--out", str(tmp_path / "study")]) == 2  # no --weights
+    with pytest.raises(SystemExit) as bad_flag:
+        reproduce.run(["--quick", "--seeds", "0"])
+    assert bad_flag.value.code == 2
     assert "TF_CONFIG" not in capsys.readouterr().err
 
 
@@ -285,3 +290,43 @@ def test_a_killed_classifier_worker_resumes_to_the_same_steps(classifier_runs, d
     assert history["optimizer_steps"] == per_epoch * epochs  # as uninterrupted
     assert len(history["loss"]) == epochs - killed_at  # the restart trained only the epochs left
     assert not state.parent.exists()
+
+
+# --------------------------------------------------------------------------- the augmentation study
+
+# The quick study cut to one subset (all images), one GAN epoch and two classifier seeds: 8 cells, 16 heads.
+STUDY_FLAGS = ["--quick", "--sizes", "all", "--classifier-seeds", "2", "--gan-epochs", "1"]
+
+
+def study_command(data_dir, out):
+    return [sys.executable, str(PROJECT_ROOT / "scripts" / "augment_study.py"), *STUDY_FLAGS,
+            "--data-dir", str(data_dir), "--out", str(out)]
+
+
+def test_a_study_on_two_workers_trains_its_gan_across_them(data_dir, tmp_path):
+    """The guided GAN (class guide, moving-average generator) trains across both workers, to the steps its
+    config asks; the chief alone writes the study and trains its heads; run again, both agree that the
+    GAN is done. (Its losses equal one process's only in distribution: DiffAugment, dropout and the
+    guide's BatchNorm work per replica.)"""
+    env = environment(tmp_path / "tmp")
+    out = tmp_path / "study"
+    code, log = finish(launch(2, study_command(data_dir, out), env))
+    assert code == 0, log[-5000:]
+    assert "[w1] the GANs are trained; the chief goes on alone" in log
+    assert "[w1] done: this worker's share of the GANs" in log and "[w0] done: " in log
+    record = json.loads((out / "results.json").read_text())
+    assert len(record["cells"]) == 8 and not record["unfinished_cells"]
+    assert len(list((out / "classifiers").glob("*/seed*/model.keras"))) == 16
+    run_dir = out / "gans" / "nall-seed0"
+    config, _ = gan_run_dir.read_run_config(run_dir)
+    g_steps = config.epochs * (config.epoch_images // config.batch_size)
+    assert step_counts(run_dir) == (g_steps, len(range(0, g_steps, config.d_every)), g_steps)
+    assert all(math.isfinite(float(row["g_loss"])) for row in losses(run_dir))
+    assert list((tmp_path / "tmp").iterdir()) == []  # the worker's temporary run folder is gone
+
+    # Both again: the GAN is the chief's "done" on both, so nothing trains and both end.
+    before = {p: p.stat().st_mtime_ns for p in out.glob("classifiers/*/*/model.keras")}
+    code, log = finish(launch(2, study_command(data_dir, out), env))
+    assert code == 0, log[-5000:]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("classifiers/*/*/model.keras")} == before
+    assert "generator steps on" not in log and "seed 0: test accuracy" not in log

@@ -115,10 +115,11 @@ class StudyConfig:
         return values
 
 
-def quick_config(weights: str | None = None) -> StudyConfig:
-    """A study that runs end to end on the built-in phantoms in a few minutes (CI's profile)."""
+def quick_config(weights: str | None = None, data_dir: str | None = None) -> StudyConfig:
+    """A study that runs end to end on the built-in phantoms in a few minutes (CI's profile); `data_dir`:
+    where TFDS keeps them (default: its own)."""
     return StudyConfig(
-        data.DataSpec("phantom_small"), weights=weights, sizes=(6, ALL), image_size=48,
+        data.DataSpec("phantom_small", data_dir=data_dir), weights=weights, sizes=(6, ALL), image_size=48,
         classifier_seeds=(0, 1), classifier_epochs=3, classifier_batch_size=8, gan_preset="guided",
         gan_overrides=dict(image_size=32, batch_size=8, generator_filters=(32, 16), discriminator_filters=(16, 32, 32),
                            base_channels=16, class_guide_from_epoch=1, class_guide_ramp_epochs=0,

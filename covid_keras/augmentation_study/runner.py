@@ -1,5 +1,14 @@
 """`AugmentationStudy`: the stages of a study in its folder (subsets, GANs, samples, classifiers,
-report), each reusing what an earlier run of the same study left."""
+report), each reusing what an earlier run of the same study left.
+
+Under a multi-worker strategy every worker runs the study up to its GANs, which train across the
+workers (`train_gan` under the strategy) on a study folder they all share; "is this GAN done?" is
+the chief's answer on every worker (`distribute.chief_value`), so no worker skips a training the
+others join. The chief alone writes the folder and goes on to the samples, the classifiers and the
+report; the others end after the GANs. The classifier heads stay on one process: a head is a few
+thousand weights on cached features, so its steps are all communication across workers
+(docs/distributed.md measures it).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import classifier, data, evaluation, files, plots
+from covid_keras import classifier, data, distribute, evaluation, files, plots
 from covid_keras.augment import ClassicAugmenter
 from covid_keras.augmentation_study.config import (
     FIGURE,
@@ -100,8 +109,12 @@ class AugmentationStudy:
     """Runs (or resumes) one study in `out` (module docstring); `run()` returns the results dict."""
 
     def __init__(self, config: StudyConfig, out: str | os.PathLike, verbose: int = 1,
-                 log: Callable[[str], None] = print, report_only: bool = False):
+                 log: Callable[[str], None] = print, report_only: bool = False,
+                 strategy: tf.distribute.Strategy | None = None):
         self.config = config
+        # strategy: what the GANs train under (default: the current one, i.e. one process).
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.is_chief = distribute.is_chief(self.strategy)
         # report_only: train nothing; report the cells whose every classifier is saved already.
         self.report_only = report_only
         self.unfinished: list[str] = []
@@ -117,8 +130,12 @@ class AugmentationStudy:
 
     def run(self) -> dict:
         gan_training.check_pretrained_weights(self.config.gan_config(), self.config.weights_dir)  # before the folder
-        claim_study_dir(self.out, self.config)
-        data.prepare(self.config.data)
+        if self.is_chief:  # several workers building one TFDS folder at once would race
+            claim_study_dir(self.out, self.config)
+            data.prepare(self.config.data)
+        distribute.barrier(self.strategy)
+        if not self.is_chief:
+            data.prepare(self.config.data)  # prepared by the chief: this only opens it
         class_names = data.class_names(self.config.data)
         if list(class_names) != list(BINARY_CLASSES):
             raise ValueError(f"the study needs the classes {BINARY_CLASSES}, {self.config.data.config} has {class_names}")
@@ -130,6 +147,9 @@ class AugmentationStudy:
             samples = {}
         else:
             gan_runs = self._timed("gans", lambda: self.train_gans(subsets))
+            if not self.is_chief:
+                self.log("the GANs are trained; the chief goes on alone")
+                return {}
             samples = self._timed("samples", lambda: self.draw_samples(gan_runs))
         results = self._timed("classifiers", lambda: self.train_classifiers(subsets, samples))
         return self._timed("report", lambda: self.report(subsets, gan_runs, results))
@@ -146,7 +166,8 @@ class AugmentationStudy:
         train = data.load_split(self.config.data, "train", balanced=True)
         pairs = data.file_names_and_labels(train)
         folder = self.out / "subsets"
-        folder.mkdir(exist_ok=True)
+        if self.is_chief:
+            folder.mkdir(exist_ok=True)
         subsets = {}
         for n in self.config.sizes:
             files = scarce_subset(pairs, n, self.config.subset_seed)
@@ -155,7 +176,7 @@ class AugmentationStudy:
                 saved = json.loads(path.read_text())["files"]
                 if saved != files:
                     raise ValueError(f"{path} lists other files than seed {self.config.subset_seed} draws now")
-            else:
+            elif self.is_chief:
                 _atomic_json(path, {"n_per_class": str(n), "seed": self.config.subset_seed, "files": files})
             subsets[n] = files
             self.log(f"{n_name(n)}: {len(files)} real train images")
@@ -168,12 +189,12 @@ class AugmentationStudy:
             for seed in self.config.seeds_of_gan(n):
                 run_dir = self.out / "gans" / f"{n_name(n)}-seed{seed}"
                 gan_config_ = self.config.gan_config(seed)
-                if gan_run_dir.completed_epochs(run_dir) < gan_config_.epochs:
+                if distribute.chief_value(self.strategy, gan_run_dir.completed_epochs(run_dir)) < gan_config_.epochs:
                     self.log(f"GAN {run_dir.name}: {gan_config_.epochs * (gan_config_.epoch_images // gan_config_.batch_size)} "
                              f"generator steps on {len(subsets[n])} images")
                     gan_training.train_gan(gan_config_, self.config.data, run_dir, verbose=0 if not self.verbose else 2,
                                            precision=self.config.gan_precision, train_files=subsets[n],
-                                           weights_dir=self.config.weights_dir)
+                                           weights_dir=self.config.weights_dir, strategy=self.strategy)
                 runs[(n, seed)] = run_dir
         return runs
 

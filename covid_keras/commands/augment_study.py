@@ -14,6 +14,10 @@ to the GAN's resolution inside the saved model. Writes OUT/results.json, OUT/res
 OUT/test_accuracy_vs_n.png and one saved classifier per cell and seed (OUT/classifiers/).
 Rerunning the same command resumes: finished GAN epochs, samples, features and classifiers are
 reused. An OUT that holds another study, or other files, is refused.
+
+Several machines: the same command on each with its TF_CONFIG (docs/distributed.md), OUT on a file
+system they share. Every GAN trains across the workers; the chief alone writes OUT and trains the
+classifiers; rerunning every worker resumes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import cli  # noqa: E402
+from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy
 from covid_keras.gan import presets as gan_presets
 
 
@@ -54,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="GAN epochs of --epoch-images images at every n (default 60)")
     parser.add_argument("--gan-precision", default="auto", help="the GANs' Keras dtype policy (default auto)")
     parser.add_argument("--out", required=True, help="the study folder (resumed when it holds the same study)")
+    add_strategy_argument(parser)
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the results of the cells whose classifiers are all saved")
     return parser.parse_args(argv)
@@ -71,7 +77,7 @@ def main(argv=None) -> int:
         raise cli.UsageError(f"--gan-preset: unknown {args.gan_preset!r}; choose one of {sorted(gan_presets.PRESETS)}")
     try:
         if args.quick:
-            config = augmentation_study.quick_config(weights=args.weights)
+            config = augmentation_study.quick_config(weights=args.weights, data_dir=args.data_dir)
         else:
             config = augmentation_study.StudyConfig(data.DataSpec.parse(args.data, args.data_path, args.data_dir),
                                                     weights=args.weights)
@@ -84,8 +90,12 @@ def main(argv=None) -> int:
         config = augmentation_study.StudyConfig(**{**config.__dict__, **changes})
     except ValueError as error:
         raise cli.UsageError(str(error)) from None
-    study = augmentation_study.AugmentationStudy(config, args.out, report_only=args.report_only)
+    strategy = chosen_strategy(args)  # before any TensorFlow op: a multi-worker strategy must come first
+    study = augmentation_study.AugmentationStudy(config, args.out, report_only=args.report_only, strategy=strategy)
     record = study.run()
+    if not study.is_chief:
+        print(f"done: this worker's share of the GANs in {study.out}")
+        return 0
     print((study.out / augmentation_study.RESULTS_MD).read_text())
     print(f"done: {study.out / augmentation_study.RESULTS_JSON}, {study.out / augmentation_study.FIGURE}")
     return 0 if record else 1
@@ -93,4 +103,4 @@ def main(argv=None) -> int:
 
 def run(argv=None) -> int:
     """`main` with misuse answered in one `error:` line and exit code 2 (covid_keras.cli)."""
-    return cli.run(main, argv)
+    return cli.run(main, argv, several_workers=True)

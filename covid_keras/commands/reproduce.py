@@ -9,6 +9,9 @@ The report (OUT/report/README.md) has the GAN sample grid, the loss plot, the ta
 over seeds) and the bar chart. Rerunning the same command reuses every finished stage.
 Weights: "imagenet" (Keras' download; without internet it falls back to --fallback-weights DIR
 if given, else to random init, and says so loudly), a local weights FILE or DIR, or "none".
+
+Several machines: the same command on each with its TF_CONFIG (docs/distributed.md), OUT on a file
+system they share: the GAN trains across the workers, the later stages on the chief alone.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import choices, cli  # noqa: E402  (no TensorFlow before the arguments are parsed)
+from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy  # noqa: E402
 from covid_keras.gan import presets as gan_presets  # noqa: E402
 
 
@@ -41,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="GAN preset (default 3, the study's; 'stable' and 'guided' are ours)")
     parser.add_argument("--out", default=None, help="output folder (default runs/reproduce or runs/reproduce-quick)")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="progress bars (1) or not (0)")
+    add_strategy_argument(parser)
     args = parser.parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -54,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from covid_keras.reproduce import reproduce
 
     out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
+    strategy = chosen_strategy(args)  # before any TensorFlow op: a multi-worker strategy must come first
     try:
         record = reproduce(
             out,
@@ -68,14 +74,18 @@ def main(argv: list[str] | None = None) -> int:
             per_class=args.per_class,
             gan_run=args.gan_run,
             verbose=args.verbose,
+            strategy=strategy,
         )
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if record.get("worker"):
+        print(f"done: this worker's share of the GAN in {record['out_dir']}")
+        return 0
     print(f"done in {record['timings_s']['total']:.0f} s: {os.path.join(record['report_dir'], 'README.md')}")
     return 0
 
 
 def run(argv=None) -> int:
     """`main` with misuse answered in one `error:` line and exit code 2 (covid_keras.cli)."""
-    return cli.run(main, argv)
+    return cli.run(main, argv, several_workers=True)

@@ -24,6 +24,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from covid_keras import choices, cli  # no TensorFlow before the arguments are parsed
+from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy
 
 if TYPE_CHECKING:
     from covid_keras import data, runtime
@@ -63,9 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--target-sensitivity", type=float, default=0.95,
                         help="the operating threshold is chosen on validation (after temperature scaling) so that "
                              "this share of COVID images is called COVID; exports and reports use it (default: %(default)s)")
-    parser.add_argument("--strategy", choices=choices.STRATEGIES, default="auto",
-                        help="auto: multi-worker when $TF_CONFIG names several workers, else mirrored on several "
-                             "local GPUs, else one device")
+    add_strategy_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
@@ -115,10 +114,7 @@ def main(argv=None) -> dict:
     inputs = {"--data-path": args.data_path, "--data-dir": args.data_dir,
               "--weights": args.weights, "--hyperparameters": args.hyperparameters, "--feature-cache": args.feature_cache}
     out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
-    try:  # before any TensorFlow op: a multi-worker strategy must come first
-        strategy = distribute.choose_strategy(args.strategy)
-    except ValueError as e:
-        raise cli.UsageError(f"--strategy {args.strategy}: {e}") from e
+    strategy = chosen_strategy(args)  # before any TensorFlow op: a multi-worker strategy must come first
     # A resume point only where a kill of one worker stops them all; one process reruns in seconds.
     backup_dir = out.path.parent / f".{out.path.name}.backup" if distribute.worker_count(strategy) > 1 else None
     spec = data_spec(args)

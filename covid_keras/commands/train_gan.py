@@ -23,6 +23,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import choices, cli  # noqa: E402  (no TensorFlow before the arguments are parsed)
+from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy
 from covid_keras.gan import config as gan_config  # noqa: E402
 from covid_keras.gan import presets as gan_presets
 from covid_keras.gan import run_dir as gan_run_dir
@@ -84,9 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights-dir", default=None,
                         help="local pretrained weights for --class-guide-backbone resnet50 or --discriminator-backbone "
                              "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
-    parser.add_argument("--strategy", choices=choices.STRATEGIES, default="auto",
-                        help="auto: multi-worker when $TF_CONFIG names several workers, else mirrored on several "
-                             "local GPUs, else one device")
+    add_strategy_argument(parser)
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
     parser.add_argument("--until-epoch", type=cli.positive_int, default=None, metavar="N",
@@ -100,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from covid_keras import data, distribute
+    from covid_keras import data
 
     names = {f.name for f in dataclasses.fields(gan_config.GanConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -114,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     # Only that it can be a folder: an existing run is resumed (gan_training refuses another's).
     cli.check_folder(run_dir, "--out (--run-dir)")
     # Before any TensorFlow op (the checks above run none): a multi-worker strategy must come first.
-    try:
-        strategy = distribute.choose_strategy(args.strategy)
-    except ValueError as e:
-        raise cli.UsageError(f"--strategy {args.strategy}: {e}") from e
+    strategy = chosen_strategy(args)
     verbose = int(args.verbose) if args.verbose.isdigit() else args.verbose
     print(f"GAN run {args.run} on {args.data}: {config.image_size} px, batch {config.batch_size} over "
           f"{strategy.num_replicas_in_sync} replica(s), {config.epochs} epochs -> {os.path.abspath(run_dir)}")

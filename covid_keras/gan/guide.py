@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from covid_keras import distribute
 from covid_keras.backbones import get_backbone_spec
 from covid_keras.gan import diffaugment, losses
 from covid_keras.gan.config import CLASS_GUIDE_LOSSES, GanConfig, check_choice
@@ -247,6 +248,7 @@ def train_class_guide(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    distribute.fit_ready(trainer, tf.distribute.get_strategy())  # the run's strategy: built in its scope
     callbacks = []
     if val_ds is not None:
         callbacks += [

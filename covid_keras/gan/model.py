@@ -269,7 +269,9 @@ class ConditionalGAN(keras.Model):
 
         def assign(strategy, new_values):
             for variable, value in zip(targets, new_values):
-                strategy.extended.update(variable, lambda v, x: v.assign(x), args=(value,), group=False)
+                # `.value`: the tf.Variable under the Keras one (a distributed one under a strategy), as Keras'
+                # own optimizer updates it; the Keras variable itself fails a strategy's update.
+                strategy.extended.update(variable.value, lambda v, x: v.assign(x), args=(value,), group=False)
 
         # The generator's weights are identical on every replica, so is the average: assign it
         # from the cross-replica context, which works with and without a distribution strategy.
