@@ -330,3 +330,38 @@ def test_a_study_on_two_workers_trains_its_gan_across_them(data_dir, tmp_path):
     assert code == 0, log[-5000:]
     assert {p: p.stat().st_mtime_ns for p in out.glob("classifiers/*/*/model.keras")} == before
     assert "generator steps on" not in log and "seed 0: test accuracy" not in log
+
+
+# --------------------------------------------------------------------------- the one-command reproduction
+
+REPRODUCE_SCRIPT = """
+import sys
+from covid_keras import distribute
+strategy = distribute.choose_strategy("auto")  # before any other TensorFlow op
+from covid_keras import reproduce
+profile = reproduce.Profile(
+    "two-workers", data="phantom_small", gan_evaluation=None, per_class=5, backbones=("vgg16",), seeds=(0,),
+    image_size=32, epochs=1, batch_size=4,
+    gan_overrides={"image_size": 32, "epochs": 2, "batch_size": 4, "generator_filters": (8, 8),
+                   "discriminator_filters": (8, 8, 8), "base_channels": 8, "sample_every": 1, "checkpoint_every": 1},
+)
+record = reproduce.reproduce(sys.argv[1], data_dir=sys.argv[2], profile=profile, weights="none", verbose=0,
+                             strategy=strategy)
+print("worker ended after the GAN" if record.get("worker") else "chief wrote the report", flush=True)
+"""
+
+
+def test_a_reproduction_on_two_workers_trains_its_gan_across_them(data_dir, tmp_path):
+    """The GAN across both workers, to its configured steps; the rest is the chief's, the other ends."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", REPRODUCE_SCRIPT, str(out), str(data_dir)]
+    code, log = finish(launch(2, command, environment(tmp_path / "tmp")))
+    assert code == 0, log[-5000:]
+    assert "[w0] chief wrote the report" in log and "[w1] worker ended after the GAN" in log
+    assert (out / "report" / "README.md").is_file() and (out / "generated.json").is_file()
+    config, _ = gan_run_dir.read_run_config(out / "gan")
+    g_steps, d_steps, counter = step_counts(out / "gan")
+    assert g_steps == counter > 0 and g_steps % config.epochs == 0 and d_steps == len(range(0, g_steps, config.d_every))
+    assert [row["epoch"] for row in losses(out / "gan")] == ["0", "1"]
+    # The worker's temporary run folder is gone (TFDS leaves a folder of its own in TMPDIR on the chief).
+    assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("gan-worker")]
