@@ -144,13 +144,12 @@ class AugmentationStudy:
         if self.report_only:
             gan_runs = {(n, seed): self.out / "gans" / f"{n_name(n)}-seed{seed}"
                         for n in self.config.sizes for seed in self.config.seeds_of_gan(n)}
-            samples = {}
         else:
             gan_runs = self._timed("gans", lambda: self.train_gans(subsets))
-            if not self.is_chief:
-                self.log("the GANs are trained; the chief goes on alone")
-                return {}
-            samples = self._timed("samples", lambda: self.draw_samples(gan_runs))
+        if not self.is_chief:
+            self.log("the GANs are trained; the chief goes on alone")
+            return {}
+        samples = {} if self.report_only else self._timed("samples", lambda: self.draw_samples(gan_runs))
         results = self._timed("classifiers", lambda: self.train_classifiers(subsets, samples))
         return self._timed("report", lambda: self.report(subsets, gan_runs, results))
 
