@@ -31,6 +31,7 @@ import statistics
 from typing import Mapping, Sequence
 
 from covid_keras.evaluation.gan_report_schema import GanReportFigures
+from covid_keras.gan.config import beside_seed
 from covid_keras.formatting import fixed, points, significant
 
 FIDELITY_GOAL = 0.10  # class fidelity at most this far below the judge's real test accuracy
@@ -79,7 +80,7 @@ def preset_key(report: GanReportFigures, config: Mapping | None) -> tuple | None
     None when the run's config is unknown."""
     if config is None:
         return None
-    return (json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True),) + configuration(report)[1:]
+    return (json.dumps(beside_seed(config), sort_keys=True),) + configuration(report)[1:]
 
 
 def configuration_label(key: tuple, full_path: bool = False) -> str:

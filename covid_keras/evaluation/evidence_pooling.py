@@ -26,9 +26,7 @@ import numpy as np
 
 from covid_keras.evaluation import intervals
 from covid_keras.formatting import interval, significant
-
-# Settings that may differ between the pooled reports: where the run lives and its seed.
-_RUN_KEYS_FREE = ("seed",)
+from covid_keras.gan.config import beside_seed
 
 
 def _split(report: Mapping) -> str:
@@ -49,8 +47,7 @@ def check_poolable(reports: Sequence[Mapping]) -> None:
     _same(reports, "the scored split", _split)
     _same(reports, "class names", lambda r: r["class_names"])
     _same(reports, "protocol settings", lambda r: {k: v for k, v in r["settings"].items() if k != "seed"})
-    _same(reports, "the GAN configuration (beside its seed)",
-          lambda r: {k: v for k, v in (r.get("run_config") or {}).items() if k not in _RUN_KEYS_FREE})
+    _same(reports, "the GAN configuration (beside its seed)", lambda r: beside_seed(r.get("run_config") or {}))
     _same(reports, "the epoch scored", lambda r: r.get("epoch"))
     if any(r.get("epoch") is None for r in reports):
         raise ValueError("a report does not record the epoch it scored (made before it was recorded): "

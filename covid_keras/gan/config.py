@@ -219,6 +219,12 @@ class GanConfig:
             raise ValueError(f"cannot read a GanConfig from {path}: {e}") from e
 
 
+def beside_seed(run_config: dict) -> dict:
+    """A run's config record (`GanConfig.to_dict()`, as config.json keeps it) without its training seed:
+    what runs that differ only in their seed have in common."""
+    return {key: value for key, value in run_config.items() if key != "seed"}
+
+
 def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"GanConfig.{field} must be one of {choices}, got {value!r}")
