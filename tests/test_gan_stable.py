@@ -307,6 +307,23 @@ def test_time_budget_stops_at_the_end_of_the_epoch_that_crosses_it():
     assert not generous.model.stop_training and generous.stopped_at is None
 
 
+def test_under_several_workers_the_chiefs_clock_stops_them_all(monkeypatch):
+    """A worker whose own budget is spent keeps going while the chief's is not (and stops when the chief's is)."""
+    class Model:
+        stop_training = False
+
+    chiefs_answer = {"over": 0}
+    monkeypatch.setattr(gan_callbacks.distribute, "chief_value", lambda strategy, value: chiefs_answer["over"])
+    budget = gan_callbacks.TimeBudget(0.0, strategy=object())
+    budget.set_model(Model())
+    budget.on_train_begin()
+    budget.on_epoch_end(0)
+    assert not budget.model.stop_training
+    chiefs_answer["over"] = 1
+    budget.on_epoch_end(1)
+    assert budget.model.stop_training and budget.stopped_at == 2
+
+
 # --------------------------------------------------------------------------- class guide
 
 

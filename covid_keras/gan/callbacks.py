@@ -13,7 +13,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from covid_keras import plots
+from covid_keras import distribute, plots
 from covid_keras.files import atomic_save_weights, atomic_write_text
 from covid_keras.gan.run_dir import (
     CHECKPOINT_DIR,
@@ -54,18 +54,24 @@ class TimeBudget(keras.callbacks.Callback):
 
     Comparing GANs "at the same budget" means the same wall time on the same machine, whatever
     each one's speed per epoch. The run stays resumable: re-running continues from that epoch.
+    Under several workers (`strategy`) the chief's clock decides for all, so they stop together:
+    one stopping alone would leave the others waiting in the next step's all-reduce.
     """
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, strategy=None):
         super().__init__()
         self.seconds = float(seconds)
+        self.strategy = strategy
         self.stopped_at: int | None = None
 
     def on_train_begin(self, logs=None):
         self._start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        if time.monotonic() - self._start > self.seconds:
+        over = time.monotonic() - self._start > self.seconds
+        if self.strategy is not None:
+            over = bool(distribute.chief_value(self.strategy, over))
+        if over:
             self.stopped_at = epoch + 1
             self.model.stop_training = True
             print(f"\ntime budget of {self.seconds / 60:.1f} min used up after epoch {epoch + 1}: stopping (resumable)")

@@ -348,9 +348,6 @@ def train_gan(
     choice = _precision_for(run_dir, precision)
     precision, jit_compile = runtime.resolve(choice.precision, jit_compile)
     strategy = strategy or tf.distribute.get_strategy()
-    if time_budget_s is not None and distribute.worker_count(strategy) > 1:
-        # Each worker would read its own clock, and one stopping alone leaves the others waiting for it.
-        raise ValueError("a wall-time budget is not supported with several workers: each would stop at its own time")
     if until_epoch is not None and until_epoch < 1:
         raise ValueError(f"until_epoch must be >= 1, got {until_epoch}")
     _check_architecture(config)  # before touching the data or the run dir
@@ -462,7 +459,7 @@ def _train_into(
         AtomicCheckpoint(out_dir, config.checkpoint_every, nan_guard),  # last: after the CSV row and samples
     ]
     if time_budget_s is not None:
-        callbacks.insert(0, TimeBudget(time_budget_s))
+        callbacks.insert(0, TimeBudget(time_budget_s, strategy))
     history: dict[str, list[float]] = {}
     last_epoch = config.epochs if until_epoch is None else min(until_epoch, config.epochs)
     if initial_epoch < last_epoch:
