@@ -21,13 +21,15 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, TypeVar
 
 import keras
 import tensorflow as tf
 
 from covid_keras.choices import STRATEGIES
 from covid_keras.cluster import TF_CONFIG, cluster_workers  # noqa: F401  (TF_CONFIG: part of this API)
+
+T = TypeVar("T")
 
 
 def choose_strategy(
@@ -145,7 +147,8 @@ def chief_value(strategy: tf.distribute.Strategy, value: int) -> int:
     """
     if worker_count(strategy) == 1:
         return int(value)
-    share = float(value) / strategy.num_replicas_in_sync * worker_count(strategy) if is_chief(strategy) else 0.0
+    # Summed over every replica: the chief's local replicas carry a share each, the others nothing.
+    share = float(value) / len(strategy.extended.worker_devices) if is_chief(strategy) else 0.0
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(share, tf.float64)), axis=None)
     return round(float(total))
 
@@ -153,3 +156,14 @@ def chief_value(strategy: tf.distribute.Strategy, value: int) -> int:
 def barrier(strategy: tf.distribute.Strategy) -> None:
     """Wait until every worker gets here (the chief has written what the others read next)."""
     chief_value(strategy, 0)
+
+
+def chief_first(strategy: tf.distribute.Strategy, work: Callable[[], T]) -> T:
+    """`work()` on the chief, then, once it is done, on every other worker: e.g. building a TFDS folder,
+    which several workers building at once would race over and which the others then only open."""
+    if is_chief(strategy):
+        result = work()
+    barrier(strategy)
+    if not is_chief(strategy):
+        result = work()
+    return result

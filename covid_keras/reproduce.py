@@ -431,11 +431,7 @@ def reproduce(
         _announce(notes)
         state.update(weights_requested=weights, weights=resolved, weights_notes=notes)
     with timer("data"):
-        if chief:  # several workers building one TFDS folder at once would race
-            xray_data.prepare(spec)
-        distribute.barrier(strategy)
-        if not chief:
-            xray_data.prepare(spec)  # prepared by the chief: this only opens it
+        distribute.chief_first(strategy, lambda: xray_data.prepare(spec))
     with timer("gan"):
         state["gan"] = train_gan_stage(chosen, spec, out_dir / GAN_DIR, gan_verbose, strategy)
         if not chief:

@@ -130,12 +130,9 @@ class AugmentationStudy:
 
     def run(self) -> dict:
         gan_training.check_pretrained_weights(self.config.gan_config(), self.config.weights_dir)  # before the folder
-        if self.is_chief:  # several workers building one TFDS folder at once would race
+        if self.is_chief:
             claim_study_dir(self.out, self.config)
-            data.prepare(self.config.data)
-        distribute.barrier(self.strategy)
-        if not self.is_chief:
-            data.prepare(self.config.data)  # prepared by the chief: this only opens it
+        distribute.chief_first(self.strategy, lambda: data.prepare(self.config.data))
         class_names = data.class_names(self.config.data)
         if list(class_names) != list(BINARY_CLASSES):
             raise ValueError(f"the study needs the classes {BINARY_CLASSES}, {self.config.data.config} has {class_names}")

@@ -28,7 +28,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import cli  # noqa: E402
-from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy
+from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy  # noqa: E402
 from covid_keras.gan import presets as gan_presets
 
 

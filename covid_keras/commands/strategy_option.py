@@ -1,4 +1,5 @@
-"""`--strategy`, the option of the commands that train across workers (train-gan, train-classifier, study)."""
+"""`--strategy`, the option of the commands that train across workers (train-gan, train-classifier, study,
+reproduce)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from covid_keras import choices, cli  # noqa: E402  (no TensorFlow before the arguments are parsed)
-from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy
+from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy  # noqa: E402
 from covid_keras.gan import config as gan_config  # noqa: E402
 from covid_keras.gan import presets as gan_presets
 from covid_keras.gan import run_dir as gan_run_dir
