@@ -30,6 +30,9 @@ STUDY_BATCH_SIZE = 8
 STUDY_OPTIMIZER = "adam"
 CLASSIFIER_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 KEEP_EPOCH = ("last", "best_validation")
+# What of the film a classifier sees (covid_keras.film): as it is, histogram-equalised, or only the
+# lung fields of the equalised film.
+FILM_MODES = ("raw", "equalised", "lungs")
 
 # KerasTuner's search (`tuning`).
 LEARNING_RATE_RANGE = (1e-5, 1e-2)

@@ -12,6 +12,7 @@ import numpy as np
 
 from covid_keras import runtime
 from covid_keras.backbones import BackboneSpec, get_backbone_spec
+from covid_keras.choices import FILM_MODES
 # The study's training presets (reference-facts.md, "Classifiers") and the other choices live in
 # covid_keras.choices (no TensorFlow, for --help); the package re-exports them.
 from covid_keras.choices import (  # noqa: F401
@@ -81,6 +82,10 @@ class ClassifierConfig:
     # Beyond the study: every image is brought down to this side and back up inside the model
     # (`DegradeResolution`), so real images are seen at a GAN's resolution; None keeps them sharp.
     degrade_to: int | None = None
+    # Beyond the study: what of the film the classifier sees (`film.FILM_MODES`): "raw" as it is,
+    # "equalised" (histogram-equalised) or "lungs" (equalised, only the lung fields), applied inside
+    # the model (`film.FilmStandardisation`), so the export and every evaluation apply it too.
+    film: str = "raw"
     # The operating threshold is chosen on validation (after temperature scaling) so that at least
     # this share of COVID images is called COVID (`operating_rule.OperatingRule`).
     target_sensitivity: float = 0.95
@@ -98,6 +103,11 @@ class ClassifierConfig:
                              f"fine_tune_layers={self.fine_tune_layers}")
         if self.mirror and self.fine_tune_layers:
             raise ValueError("mirror needs a frozen backbone (cached features); it cannot be combined with "
+                             f"fine_tune_layers={self.fine_tune_layers}")
+        if self.film not in FILM_MODES:
+            raise ValueError(f"film: unknown {self.film!r}; choose one of {', '.join(FILM_MODES)}")
+        if self.film != "raw" and self.fine_tune_layers:
+            raise ValueError(f"film={self.film!r} needs a frozen backbone; it cannot be combined with "
                              f"fine_tune_layers={self.fine_tune_layers}")
         if not 0.0 < self.target_sensitivity <= 1.0:
             raise ValueError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity}")

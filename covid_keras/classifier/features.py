@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from covid_keras import data, runtime
+from covid_keras.film import FilmStandardisation
 from covid_keras.backbones import BackboneSpec, get_backbone_spec
 
 # The study's training presets (reference-facts.md, "Classifiers").
@@ -91,7 +92,7 @@ class FeatureExtractor:
     """A frozen backbone cut at the study's layer, with the record of its weights."""
 
     def __init__(self, backbone: str, image_size: int = STUDY_IMAGE_SIZE, weights: str | None = "imagenet",
-                 degrade_to: int | None = None, precision: str = "float32"):
+                 degrade_to: int | None = None, precision: str = "float32", film: str = "raw"):
         """precision: the Keras dtype policy the backbone computes in (`runtime.choose_precision("features")`
         picks it for the machine); the weights stay float32 and so do the features it returns."""
         if precision not in runtime.PRECISIONS:
@@ -100,6 +101,7 @@ class FeatureExtractor:
         check_image_size(self.spec, image_size)
         self.image_size = image_size
         self.degrade_to = degrade_to
+        self.film = film
         self.precision = precision
         with runtime.precision_policy(precision):
             base, name, path = _build_cut_base(self.spec, image_size, weights)
@@ -110,6 +112,10 @@ class FeatureExtractor:
                 image = keras.Input((image_size, image_size, 3), name="preprocessed_image")
                 degraded = DegradeResolution(degrade_to, name=f"degrade_to_{degrade_to}px")(image)
                 self.model = keras.Model(image, self.model(degraded), name=f"{self.model.name}_from_{degrade_to}px")
+            if film != "raw":
+                image = keras.Input((image_size, image_size, 3), name="preprocessed_image")
+                seen = FilmStandardisation(film, backbone, name=f"film_{film}")(image)
+                self.model = keras.Model(image, self.model(seen), name=f"{self.model.name}_on_{film}_films")
         self.model.trainable = False
         self._partial_models: dict[str, keras.Model] = {}
         self.weights_info = WeightsInfo(
@@ -131,7 +137,7 @@ class FeatureExtractor:
         """
         if self.precision == "float32":
             return self
-        copy = FeatureExtractor(self.backbone, self.image_size, weights=None, degrade_to=self.degrade_to)
+        copy = FeatureExtractor(self.backbone, self.image_size, weights=None, degrade_to=self.degrade_to, film=self.film)
         copy.model.set_weights(self.model.get_weights())  # the variables are float32 under either policy
         copy.model.trainable = self.model.trainable
         for source, target in zip(self.model.layers, copy.model.layers):
@@ -195,6 +201,8 @@ class FeatureExtractor:
         }
         if self.degrade_to is not None:  # absent otherwise, so earlier caches keep their keys
             identity["degrade_to"] = self.degrade_to
+        if self.film != "raw":  # likewise
+            identity["film"] = self.film
         if self.precision != "float32":  # likewise; and bfloat16 features never pass for float32 ones
             identity["precision"] = self.precision
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]

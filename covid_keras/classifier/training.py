@@ -62,7 +62,9 @@ class TrainedClassifier:
             "image_size": self.config.image_size,
             "input": f"RGB image, {self.config.image_size}x{self.config.image_size}, after the backbone's preprocess_input"
                      + (f"; brought down to {self.config.degrade_to} px and back inside the model"
-                        if self.config.degrade_to is not None else ""),
+                        if self.config.degrade_to is not None else "")
+                     + (f"; the film {self.config.film} inside the model (covid_keras.film)"
+                        if self.config.film != "raw" else ""),
             "output": f"P({POSITIVE_CLASS})",
             "class_names": list(BINARY_CLASSES),
             "weights": self.extractor.weights_info.to_dict(),
@@ -374,7 +376,7 @@ def train_classifier(
         raise ValueError("fine_tune_layers needs one worker: only the head on cached features trains on several")
     keras.utils.set_random_seed(config.seed)
     extractor = FeatureExtractor(config.backbone, config.image_size, config.weights, config.degrade_to,
-                                 precision=config.feature_precision)
+                                 precision=config.feature_precision, film=config.film)
     progress_verbose = 0 if verbose == 0 else 1
     split = split_above(extractor.model, config.fine_tune_layers) if config.fine_tune_layers else None
     below = None

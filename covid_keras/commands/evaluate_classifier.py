@@ -12,7 +12,10 @@ chosen on validation), with the calibration error before and after. A folder wit
 gets that class's recall and the P(COVID) distribution instead. --report DIR adds Grad-CAM: where
 the maps put their mass (image border, top corners: the usual shortcuts), grids of the most
 confident images of each class with their maps, and the reliability diagram. --manifest adds a
-breakdown by source. Progress goes to stderr; stdout holds only the JSON.
+breakdown by source. --shortcuts (with --report) adds the shortcut audit: the same images with
+the top corners, the border, text and markers, the lung fields or everything outside them hidden,
+the change in AUC and accuracy for each with paired intervals, a verdict (does the model read the
+source or the lungs?) and occlusion maps beside Grad-CAM. Progress goes to stderr; stdout holds only the JSON.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"TFDS split expression (default: {choices.ALL_SPLITS}, i.e. every image)")
     parser.add_argument("--report", metavar="DIR",
                         help="write the Grad-CAM shortcut report, heatmap grids and reliability diagram here")
+    parser.add_argument("--shortcuts", action="store_true",
+                        help="with --report: the shortcut audit, the same images scored with the top corners, the "
+                             "border, text and markers, the lungs or everything but the lungs hidden (audit.md), and "
+                             "occlusion maps beside Grad-CAM")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --report folder")
     parser.add_argument("--manifest", help="a CSV with a `file` column and a source column: metrics per source")
     parser.add_argument("--source-column", default="source", help="the manifest's source column (default: %(default)s)")
@@ -46,13 +53,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--data takes a config and at most one path (or give the path as --data-path)")
     if args.data[0] not in choices.DATA_CONFIGS:
         parser.error(f"--data: unknown config {args.data[0]!r}; choose one of {', '.join(choices.DATA_CONFIGS)}")
+    if args.shortcuts and not args.report:
+        parser.error("--shortcuts writes its audit into the --report folder: give --report DIR")
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from covid_keras import classifier, data
-    from covid_keras.classifier import assessment
+    from covid_keras.classifier import assessment, audit
 
     config, path = args.data[0], (args.data[1] if len(args.data) == 2 else args.data_path)
     # Everything the user named is checked before the data is read or the model runs.
@@ -70,6 +79,7 @@ def main(argv=None) -> dict:
         model, metadata = classifier.load_classifier(args.model)
         rule = classifier.OperatingRule.of_metadata(metadata)
         scored = assessment.score_images(model, metadata, examples, explain=report is not None)
+        audited = audit.score_with_regions_hidden(model, metadata, examples) if args.shortcuts else None
     result = {"model": args.model, "data": {"config": spec.config, "path": spec.path, "split": args.split},
               "operating_rule": rule.to_dict(), **assessment.assess(scored, rule)}
     if sources is not None:
@@ -77,6 +87,10 @@ def main(argv=None) -> dict:
     if report is not None:
         with report.writing() as folder:
             result["shortcuts"] = assessment.write_explanations(scored, rule, folder, title=metadata["backbone"])
+            if audited is not None:
+                result["audit"] = audit.audit_table(audited, rule)
+                with contextlib.redirect_stdout(sys.stderr):
+                    audit.write_audit(model, metadata, audited, result["audit"], folder)
             files.atomic_write_json(folder / "evaluation.json", result, default=files.json_default)
     print(json.dumps(result, default=files.json_default))
     return result

@@ -56,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--keep-epoch", default="last", choices=choices.KEEP_EPOCH,
                         help="last (the study's) or best_validation: the weights of the epoch with the lowest val loss "
                              "(in the head phase and again in the fine-tuning phase)")
+    parser.add_argument("--film", choices=choices.FILM_MODES, default="raw",
+                        help="what of each film the classifier sees, inside the model: raw (as it is), equalised "
+                             "(histogram-equalised) or lungs (equalised, only the lung fields: markers and text "
+                             "outside them hidden); frozen backbone only (default: %(default)s)")
     parser.add_argument("--mirror", action="store_true",
                         help="also train on the mirror image of every train image, and predict the mean of an image's "
                              "and its mirror's P(COVID) (frozen backbone only)")
@@ -132,6 +136,7 @@ def main(argv=None) -> dict:
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         keep_epoch=args.keep_epoch,
         mirror=args.mirror,
+        film=args.film,
         target_sensitivity=args.target_sensitivity,
         seed=args.seed,
         feature_precision=precision.precision,

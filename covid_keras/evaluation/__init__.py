@@ -25,6 +25,7 @@ from covid_keras.evaluation.metrics import (  # noqa: F401
     DEFAULT_THRESHOLD,
     classification_metrics,
     confusion_counts,
+    paired_differences,
     roc_auc,
     roc_auc_interval,
     roc_curve,

@@ -115,22 +115,57 @@ def classification_metrics(
     }
 
 
+def _auc_against_sorted(positives: np.ndarray, sorted_negatives: np.ndarray) -> float:
+    """AUC = P(p > n) + P(p == n) / 2, from sorted negatives (no rank table per resample)."""
+    below = np.searchsorted(sorted_negatives, positives, side="left")
+    ties = np.searchsorted(sorted_negatives, positives, side="right") - below
+    return float((below.sum() + ties.sum() / 2.0) / (positives.size * sorted_negatives.size))
+
+
+def _stratified_resamples(labels: np.ndarray, resamples: int, seed: int):
+    """Index arrays of bootstrap resamples that draw COVID and Normal images separately, so every
+    resample keeps both classes at their counts."""
+    rng = np.random.default_rng(seed)
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    for _ in range(resamples):
+        yield (positives[rng.integers(0, positives.size, positives.size)],
+               negatives[rng.integers(0, negatives.size, negatives.size)])
+
+
 def roc_auc_interval(labels, probabilities, resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
     """95 % percentile-bootstrap interval of the AUC, resampling COVID and Normal images separately
     (so every resample has both classes); None when one class is missing."""
     labels, probabilities = _as_binary_arrays(labels, probabilities)
-    positives, negatives = probabilities[labels == 1], probabilities[labels == 0]
-    if positives.size == 0 or negatives.size == 0:
+    if labels.min(initial=1) == labels.max(initial=0):
         return None
-    rng = np.random.default_rng(seed)
-    values = np.empty(resamples)
-    for index in range(resamples):
-        p = positives[rng.integers(0, positives.size, positives.size)]
-        n = negatives[rng.integers(0, negatives.size, negatives.size)]
-        # AUC = P(p > n) + P(p == n) / 2, from sorted negatives (no rank table per resample).
-        n = np.sort(n)
-        below = np.searchsorted(n, p, side="left")
-        ties = np.searchsorted(n, p, side="right") - below
-        values[index] = (below.sum() + ties.sum() / 2.0) / (p.size * n.size)
+    values = [_auc_against_sorted(probabilities[p], np.sort(probabilities[n]))
+              for p, n in _stratified_resamples(labels, resamples, seed)]
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
+
+
+def paired_differences(labels, baseline, other, threshold: float = DEFAULT_THRESHOLD, resamples: int = 2000,
+                       seed: int = 0) -> dict:
+    """How `other` scores differ from `baseline` scores of the SAME images: AUC and accuracy (at
+    `threshold`) differences, other minus baseline, each with a 95 % paired bootstrap interval (one
+    stratified resample of images serves both, so what the images share cancels)."""
+    labels, baseline = _as_binary_arrays(labels, baseline)
+    other = np.asarray(other, dtype=np.float64).reshape(-1)
+    if other.shape != baseline.shape:
+        raise ValueError(f"{baseline.size} baseline scores but {other.size} other scores")
+    if labels.min(initial=1) == labels.max(initial=0):
+        raise ValueError("paired differences need both classes")
+    right_base = (baseline > threshold).astype(np.int64) == labels
+    right_other = (other > threshold).astype(np.int64) == labels
+    auc_diffs, accuracy_diffs = [], []
+    for p, n in _stratified_resamples(labels, resamples, seed):
+        auc_diffs.append(_auc_against_sorted(other[p], np.sort(other[n]))
+                         - _auc_against_sorted(baseline[p], np.sort(baseline[n])))
+        both = np.concatenate([p, n])
+        accuracy_diffs.append(right_other[both].mean() - right_base[both].mean())
+    return {
+        "auc_difference": roc_auc(labels, other) - roc_auc(labels, baseline),
+        "auc_difference_interval": tuple(float(v) for v in np.percentile(auc_diffs, [2.5, 97.5])),
+        "accuracy_difference": float(right_other.mean() - right_base.mean()),
+        "accuracy_difference_interval": tuple(float(v) for v in np.percentile(accuracy_diffs, [2.5, 97.5])),
+    }
