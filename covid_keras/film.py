@@ -158,6 +158,46 @@ def hide(grey, mask, fill=None):
     return grey * (1.0 - mask) + fill * mask
 
 
+def _marker(height: int, width: int) -> np.ndarray:
+    """A bright "L" of strokes a sixtieth of the side wide, in the top-left corner: a laterality
+    marker in a style neither class of the training data has in that place."""
+    letter = np.zeros((height, width), np.float32)
+    stroke, top, left = max(1, width // 60), height // 20, width // 20
+    letter[top:top + height // 10, left:left + stroke] = 1.0
+    letter[top + height // 10 - stroke:top + height // 10, left:left + width // 16] = 1.0
+    return letter
+
+
+def _collimate(grey):
+    """Black bands over the outer eighth of the top and both sides, as a tight collimation leaves."""
+    height, width = grey.shape[1], grey.shape[2]
+    keep = np.zeros((height, width), np.float32)
+    keep[height // 8:, width // 8:width - width // 8] = 1.0
+    return grey * keep[None, :, :, None]
+
+
+def _zoom(grey):
+    """The central 80 % of the film, resized back: a tighter field of view."""
+    height, width = grey.shape[1], grey.shape[2]
+    crop = tf.image.crop_to_bounding_box(grey, height // 10, width // 10, height - 2 * (height // 10),
+                                         width - 2 * (width // 10))
+    return tf.image.resize(crop, (height, width), method="bilinear", antialias=True)
+
+
+# Shifts a film from another hospital may show, simulated on the films at hand (grey [B, H, W, 1]
+# in [0, 255] -> the same): exposure and contrast curves, collimation, a marker in another style,
+# a tighter crop. The audit scores each beside the unchanged films.
+SHIFTS = {
+    "darker (gamma 1.5)": lambda g: 255.0 * (g / 255.0) ** 1.5,
+    "brighter (gamma 0.67)": lambda g: 255.0 * (g / 255.0) ** (1 / 1.5),
+    "low contrast (x0.6)": lambda g: 0.6 * (g - tf.reduce_mean(g, axis=(1, 2, 3), keepdims=True))
+                                     + tf.reduce_mean(g, axis=(1, 2, 3), keepdims=True),
+    "collimated": _collimate,
+    "marker top left": lambda g: tf.maximum(g, 255.0 * _marker(g.shape[1], g.shape[2])[None, :, :, None]),
+    "zoomed (central 80 %)": _zoom,
+}
+
+
 def standardise(grey, mode: str):
     """What a classifier trained with `film=mode` sees of [B, H, W, 1] grey (`FILM_MODES`)."""
     if mode == "raw":

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from covid_keras import evaluation, export, film
 from covid_keras.backbones import get_backbone_spec
@@ -123,24 +124,52 @@ def _reading_model(rows: slice, cols: slice, backbone: str = "vgg16") -> keras.M
     return keras.Model(image, keras.layers.Lambda(lambda b: keras.ops.sigmoid((b - 150.0) / 10.0))(brightness))
 
 
-def _audit(model, images, labels):
+def _audit(model, images, labels, out_dir=None):
     examples = tf.data.Dataset.from_tensor_slices(
         {"image": images.astype(np.uint8), "label": labels.astype(np.int64)})
     metadata = {"backbone": "vgg16", "image_size": SIZE}
-    scores = audit.score_with_regions_hidden(model, metadata, examples, verbose=0)
-    return audit.audit_table(scores, OperatingRule(), resamples=200)
+    scores = audit.score_views(model, metadata, examples, verbose=0)
+    table = audit.audit_table(scores, OperatingRule(), resamples=200)
+    if out_dir is not None:
+        audit.write_audit(model, metadata, scores, table, out_dir, per_class=2)
+    return table
 
 
-def test_the_audit_catches_a_label_written_in_the_corner():
+def test_the_audit_catches_a_label_written_in_the_corner(tmp_path):
     images, labels = phantoms(24, seed=100), np.repeat([0, 1], 12)
     images[labels == 1, 2:8, 2:8] = 255.0  # COVID films carry a bright marker, top left
-    table = _audit(_reading_model(slice(2, 8), slice(2, 8)), images, labels)
+    table = _audit(_reading_model(slice(2, 8), slice(2, 8)), images, labels, out_dir=tmp_path)
     rows = table["regions"]
     assert rows["none"]["auc"] == pytest.approx(1.0)
     assert rows["top_corners"]["auc"] == pytest.approx(0.5, abs=0.1)
     assert rows["top_corners"]["auc_difference_interval"][1] < 0.0
     assert rows["lungs"]["auc"] == pytest.approx(1.0)
     assert table["verdict"].startswith("the model reads the source")
+    # Shifts are scored on the same images, each against the unchanged ones.
+    assert set(table["shifts"]) == set(film.SHIFTS)
+    assert all("auc_difference_interval" in row for row in table["shifts"].values())
+    report = (tmp_path / "audit.md").read_text()
+    assert "The model reads the source" in report and "| top corners hidden |" in report and "| collimated |" in report
+    for name in ("Normal", "COVID"):
+        with Image.open(tmp_path / f"occlusion_{name}.png") as picture:
+            assert picture.size[0] > 100
+
+
+def test_occlusion_finds_where_the_model_looks():
+    images, labels = phantoms(2, seed=300), np.array([1, 1])
+    images[:, 2:8, 2:8] = 255.0
+    maps = audit.occlusion_maps(_reading_model(slice(2, 8), slice(2, 8)), "vgg16", images, labels, grid=8)
+    assert maps.shape == (2, 8, 8)
+    assert np.unravel_index(np.argmax(maps[0]), (8, 8)) == (0, 0)
+    assert np.abs(maps[:, 4:, 4:]).max() < 1e-6
+
+
+def test_shortcuts_needs_a_report_folder(tmp_path):
+    from covid_keras.commands import evaluate_classifier
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_classifier.parse_args(["--model", str(tmp_path), "--data", "phantom_small", "--shortcuts"])
+    assert exit_info.value.code == 2
 
 
 def test_the_audit_passes_a_label_in_the_lungs():
@@ -172,3 +201,14 @@ def test_paired_differences_of_the_same_scores_are_zero_and_of_a_flip_are_exact(
     scores = np.clip(0.5 + 0.25 * (labels - 0.5) + rng.normal(0, 0.2, 80), 0, 1)
     worse = evaluation.paired_differences(labels, scores, 1.0 - scores, resamples=200)
     assert worse["auc_difference_interval"][1] < 0.0 < evaluation.roc_auc(labels, scores) - 0.5
+
+
+def test_the_study_trains_its_classifiers_on_the_film_it_names():
+    from covid_keras import augmentation_study
+
+    config = augmentation_study.quick_config()
+    assert config.classifier_config(0).film == "raw" and "film" not in config.to_dict()  # old study folders resume
+    lungs = augmentation_study.StudyConfig(**{**config.__dict__, "film": "lungs"})
+    assert lungs.classifier_config(0).film == "lungs" and lungs.to_dict()["film"] == "lungs"
+    with pytest.raises(ValueError, match="film"):
+        augmentation_study.StudyConfig(**{**config.__dict__, "film": "lung"})

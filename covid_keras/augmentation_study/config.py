@@ -7,6 +7,7 @@ import hashlib
 from typing import Sequence
 
 from covid_keras import data
+from covid_keras.choices import FILM_MODES
 from covid_keras.classifier import ClassifierConfig
 from covid_keras.gan import config as gan_config
 from covid_keras.gan import presets as gan_presets
@@ -63,6 +64,7 @@ class StudyConfig:
     augment_seed: int = 0
     sample_seed: int = 0
     weights_dir: str | None = None  # ImageNet weights for a pretrained class guide or discriminator backbone
+    film: str = "raw"  # what of each film the classifiers see (`ClassifierConfig.film`)
 
     def __post_init__(self):
         self.sizes = tuple(ALL if s == ALL else int(s) for s in self.sizes)
@@ -72,6 +74,8 @@ class StudyConfig:
         self.ratio_sweep = tuple(int(r) for r in self.ratio_sweep)
         if not self.sizes or any(s != ALL and s < 1 for s in self.sizes):
             raise ValueError(f"sizes must be positive numbers of images per class or '{ALL}', got {self.sizes}")
+        if self.film not in FILM_MODES:
+            raise ValueError(f"film: unknown {self.film!r}; choose one of {', '.join(FILM_MODES)}")
         if len(self.classifier_seeds) < 2:
             raise ValueError("classifier_seeds: at least 2, for a paired interval")
         if self.ratio < 1 or any(r < 1 for r in self.ratio_sweep):
@@ -105,13 +109,15 @@ class StudyConfig:
         return ClassifierConfig(
             self.backbone, weights=self.weights, image_size=self.image_size, epochs=self.classifier_epochs,
             batch_size=self.classifier_batch_size, learning_rate=self.learning_rate, keep_epoch="best_validation",
-            degrade_to=self.gan_image_size if degrade else None, seed=seed,
+            degrade_to=self.gan_image_size if degrade else None, seed=seed, film=self.film,
         )
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
         values["data"] = dataclasses.asdict(self.data)
         values["sizes"] = [str(s) for s in self.sizes]
+        if self.film == "raw":  # absent, so that study folders from before the option still resume
+            del values["film"]
         return values
 
 

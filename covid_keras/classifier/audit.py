@@ -34,35 +34,41 @@ OCCLUSION_GRID = 12  # patch positions per side (Grad-CAM at block5_pool has 7);
 
 @dataclasses.dataclass
 class AuditScores:
-    """The same images scored with each region hidden: raw P(COVID) per region, the masked share
-    of each image's pixels per region, and the grey images (for occlusion)."""
+    """The same images scored in several views (a region hidden, or a simulated shift): raw
+    P(COVID) per view, the share of each image's pixels hidden per region, and the grey images
+    (for occlusion)."""
 
     labels: np.ndarray  # int64 [N]
-    raw: dict[str, np.ndarray]  # region -> float64 [N]
+    raw: dict[str, np.ndarray]  # view -> float64 [N]
     masked_share: dict[str, np.ndarray]  # region -> float64 [N]
     grey: np.ndarray  # uint8 [N, S, S, 1] at the model's input size
 
 
-def score_with_regions_hidden(model: keras.Model, metadata: Mapping, examples: tf.data.Dataset,
-                              regions: Sequence[str] = film.AUDIT_REGIONS, batch_size: int = 32,
-                              verbose: int = 1) -> AuditScores:
-    """Score every example once per region, the region hidden (`film.hide`) at the model's input size."""
+def score_views(model: keras.Model, metadata: Mapping, examples: tf.data.Dataset,
+                regions: Sequence[str] = film.AUDIT_REGIONS, shifts: Sequence[str] = tuple(film.SHIFTS),
+                batch_size: int = 32, verbose: int = 1) -> AuditScores:
+    """Score every example with each region hidden (`film.hide`) and under each shift
+    (`film.SHIFTS`), at the model's input size. "none" (in `regions`) is the film unchanged."""
     spec = get_backbone_spec(metadata["backbone"])
     size = int(metadata["image_size"])
     batches = examples.map(lambda e: (data.resized_uint8(e["image"], size), e["label"]),
                            num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     progress = keras.utils.Progbar(None, unit_name="batch", verbose=verbose)
     labels, greys = [], []
-    raw = {region: [] for region in regions}
+    raw = {view: [] for view in (*regions, *shifts)}
     shares = {region: [] for region in regions}
     for grey, batch_labels in batches:
         grey = tf.cast(grey, tf.float32)
+        views = {}
         for region in regions:
             mask = film.region_mask(grey, region)
-            hidden = film.hide(grey, mask)
-            probability = model.predict_on_batch(spec.preprocess(tf.image.grayscale_to_rgb(hidden)))
-            raw[region].append(np.asarray(probability, dtype=np.float64).reshape(-1))
+            views[region] = film.hide(grey, mask)
             shares[region].append(np.asarray(tf.reduce_mean(mask, axis=(1, 2, 3)), dtype=np.float64))
+        for shift in shifts:
+            views[shift] = tf.clip_by_value(film.SHIFTS[shift](grey), 0.0, 255.0)
+        for view, images in views.items():
+            probability = model.predict_on_batch(spec.preprocess(tf.image.grayscale_to_rgb(images)))
+            raw[view].append(np.asarray(probability, dtype=np.float64).reshape(-1))
         labels.append(np.asarray(batch_labels).reshape(-1))
         greys.append(np.asarray(grey, dtype=np.uint8))
         progress.add(1)
@@ -73,15 +79,16 @@ def score_with_regions_hidden(model: keras.Model, metadata: Mapping, examples: t
 
 
 def audit_table(scores: AuditScores, rule: OperatingRule, resamples: int = 2000) -> dict:
-    """Per region: AUC and accuracy under the operating rule with 95 % intervals, their paired
-    differences against the unmasked images, and the mean share of pixels hidden; then `verdict`."""
+    """Per view (`score_views`): AUC, accuracy, sensitivity and specificity under the operating rule
+    with 95 % intervals for the AUC, paired differences against the unchanged images, the mean share
+    of pixels hidden (regions); "regions" and "shifts" apart, then `verdict`."""
     if len(set(scores.labels.tolist())) != 2:
         raise ValueError("the shortcut audit needs images of both classes")
     base = scores.raw["none"]
     # The rule's threshold on the raw P(COVID): the same calls as the calibrated rule.
     threshold = rule.raw_threshold
     rows = {}
-    for region, raw in scores.raw.items():
+    for view, raw in scores.raw.items():
         at_rule = evaluation.classification_metrics(scores.labels, raw, threshold)
         row = {
             "auc": at_rule["auc"],
@@ -89,12 +96,16 @@ def audit_table(scores: AuditScores, rule: OperatingRule, resamples: int = 2000)
             "accuracy": at_rule["accuracy"],
             "sensitivity": at_rule["sensitivity"],
             "specificity": at_rule["specificity"],
-            "masked_share": float(scores.masked_share[region].mean()),
         }
-        if region != "none":
+        if view in scores.masked_share:
+            row["masked_share"] = float(scores.masked_share[view].mean())
+        if view != "none":
             row.update(evaluation.paired_differences(scores.labels, base, raw, threshold, resamples=resamples))
-        rows[region] = row
-    return {"threshold_raw": threshold, "n": int(scores.labels.size), "regions": rows, "verdict": verdict(rows)}
+        rows[view] = row
+    regions = {view: row for view, row in rows.items() if view in scores.masked_share}
+    shifts = {view: row for view, row in rows.items() if view not in scores.masked_share}
+    return {"threshold_raw": threshold, "n": int(scores.labels.size), "regions": regions, "shifts": shifts,
+            "verdict": verdict(regions)}
 
 
 def verdict(rows: Mapping[str, Mapping]) -> str:
@@ -148,7 +159,10 @@ def write_audit(model: keras.Model, metadata: Mapping, scores: AuditScores, tabl
     files.atomic_write_json(out_dir / "audit.json", table, default=files.json_default)
     files.atomic_write_text(out_dir / "audit.md", audit_markdown(table, metadata))
     spec = get_backbone_spec(metadata["backbone"])
-    gradcam = GradCam.of(model)
+    try:
+        gradcam = GradCam.of(model)
+    except ValueError:  # not a backbone and our head: occlusion only
+        gradcam = None
     rule = OperatingRule.of_metadata(metadata)
     calibrated = rule.probabilities(scores.raw["none"])
     for class_name, indices in shortcuts.most_confident(scores.labels, calibrated, per_class).items():
@@ -156,17 +170,24 @@ def write_audit(model: keras.Model, metadata: Mapping, scores: AuditScores, tabl
             continue
         grey = scores.grey[indices]
         occlusion = occlusion_maps(model, metadata["backbone"], grey, scores.labels[indices])
-        _, heatmaps = gradcam(spec.preprocess(tf.image.grayscale_to_rgb(tf.cast(grey, tf.float32))),
-                              threshold=rule.raw_threshold)
-        heatmaps = np.asarray(heatmaps)
+        heatmaps = None
+        if gradcam is not None:
+            _, heatmaps = gradcam(spec.preprocess(tf.image.grayscale_to_rgb(tf.cast(grey, tf.float32))),
+                                  threshold=rule.raw_threshold)
+            heatmaps = np.asarray(heatmaps)
         panels, titles = [], []
         for k, i in enumerate(indices):
             positive = np.clip(occlusion[k], 0.0, None)
             scale = positive.max() if positive.max() > 0 else 1.0
-            panels += [np.repeat(grey[k], 3, axis=-1), plots.heatmap_overlay(grey[k], heatmaps[k]),
-                       plots.heatmap_overlay(grey[k], positive / scale)]
-            titles += [f"P(COVID) {calibrated[i]:.2f}", "Grad-CAM", "occlusion"]
-        plots.save_heatmap_grid(panels, titles, out_dir / f"occlusion_{class_name}.png", columns=6,
+            panels.append(np.repeat(grey[k], 3, axis=-1))
+            titles.append(f"P(COVID) {calibrated[i]:.2f}")
+            if heatmaps is not None:
+                panels.append(plots.heatmap_overlay(grey[k], heatmaps[k]))
+                titles.append("Grad-CAM")
+            panels.append(plots.heatmap_overlay(grey[k], positive / scale))
+            titles.append("occlusion")
+        plots.save_heatmap_grid(panels, titles, out_dir / f"occlusion_{class_name}.png",
+                                columns=6 if heatmaps is not None else 4,
                                 title=f"{metadata['backbone']} {class_name}: film, Grad-CAM, occlusion")
 
 
@@ -191,8 +212,8 @@ def audit_markdown(table: Mapping, metadata: Mapping) -> str:
              "", f"**{table['verdict'][0].upper() + table['verdict'][1:]}.**", "",
              f"{table['n']} images; accuracy at the operating rule (raw threshold {table['threshold_raw']:.3f}); "
              "differences are paired on the same images, 95 % bootstrap intervals.", "",
-             "| images | share hidden | AUC | change in AUC | accuracy | change in accuracy |",
-             "|---|---|---|---|---|---|"]
+             "| images | share hidden | AUC | change in AUC | accuracy | change in accuracy | specificity |",
+             "|---|---|---|---|---|---|---|"]
     for region, row in table["regions"].items():
         auc = interval(row["auc"], row["auc_interval"])
         change_auc = (interval(row["auc_difference"], row["auc_difference_interval"], signed=True)
@@ -200,7 +221,17 @@ def audit_markdown(table: Mapping, metadata: Mapping) -> str:
         change_accuracy = (interval(row["accuracy_difference"], row["accuracy_difference_interval"], signed=True)
                            if "accuracy_difference" in row else "")
         lines.append(f"| {REGION_NAMES.get(region, region)} | {row['masked_share']:.2f} | {auc} | {change_auc} | "
-                     f"{row['accuracy']:.3f} | {change_accuracy} |")
+                     f"{row['accuracy']:.3f} | {change_accuracy} | {row['specificity']:.3f} |")
+    if table.get("shifts"):
+        lines += ["", "Simulated shifts (what films from another hospital may look like), on the same images:", "",
+                  "| images | AUC | change in AUC | accuracy | change in accuracy | specificity |",
+                  "|---|---|---|---|---|---|"]
+        for shift, row in table["shifts"].items():
+            lines.append(f"| {shift} | {interval(row['auc'], row['auc_interval'])} | "
+                         f"{interval(row['auc_difference'], row['auc_difference_interval'], signed=True)} | "
+                         f"{row['accuracy']:.3f} | "
+                         f"{interval(row['accuracy_difference'], row['accuracy_difference_interval'], signed=True)} | "
+                         f"{row['specificity']:.3f} |")
     lines += ["", "Hidden pixels take the image's mean grey. Regions: `covid_keras/film.py` (border and top corners "
               "as in the Grad-CAM report; text: bright high-contrast blobs; lungs: two ellipses fitted per image).",
               "Class names: " + ", ".join(BINARY_CLASSES) + "."]

@@ -27,7 +27,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from covid_keras import cli  # noqa: E402
+from covid_keras import choices, cli  # noqa: E402
 from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy  # noqa: E402
 from covid_keras.gan import presets as gan_presets
 
@@ -58,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gan-epochs", type=cli.positive_int, default=None,
                         help="GAN epochs of --epoch-images images at every n (default 60)")
     parser.add_argument("--gan-precision", default="auto", help="the GANs' Keras dtype policy (default auto)")
+    parser.add_argument("--film", choices=choices.FILM_MODES, default=None,
+                        help="what of each film the classifiers see: raw, equalised or lungs (train-classifier's --film; "
+                             "default raw)")
     parser.add_argument("--out", required=True, help="the study folder (resumed when it holds the same study)")
     add_strategy_argument(parser)
     parser.add_argument("--report-only", action="store_true",
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
                                                     weights=args.weights)
         changes = {key: value for key, value in (
             ("sizes", args.sizes), ("gan_preset", args.gan_preset), ("gan_epochs", args.gan_epochs),
-            ("weights_dir", args.weights_dir),
+            ("weights_dir", args.weights_dir), ("film", args.film),
             ("classifier_seeds", tuple(range(args.classifier_seeds)) if args.classifier_seeds else None),
         ) if value is not None}
         changes["gan_precision"] = args.gan_precision

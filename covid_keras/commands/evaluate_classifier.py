@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
         model, metadata = classifier.load_classifier(args.model)
         rule = classifier.OperatingRule.of_metadata(metadata)
         scored = assessment.score_images(model, metadata, examples, explain=report is not None)
-        audited = audit.score_with_regions_hidden(model, metadata, examples) if args.shortcuts else None
+        audited = audit.score_views(model, metadata, examples) if args.shortcuts else None
     result = {"model": args.model, "data": {"config": spec.config, "path": spec.path, "split": args.split},
               "operating_rule": rule.to_dict(), **assessment.assess(scored, rule)}
     if sources is not None:
