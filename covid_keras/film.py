@@ -38,10 +38,17 @@ from covid_keras.evaluation.shortcuts import region_masks
 AUDIT_REGIONS = ("none", "top_corners", "border", "text", "outside_lungs", "lungs")
 
 DARK_QUANTILE = 0.35  # share of the (equalised) chest taken as dark air in the lungs
-LUNG_MARGIN = 1.15  # the fitted ellipses enlarged by this factor, to keep the lung edges
+LUNG_MARGIN = 1.4  # the fitted ellipses enlarged by this factor, to keep the lung edges and bases
 TEXT_CONTRAST = 0.25  # white top-hat height, as a share of the grey range, that marks a glyph
-MAX_RADIUS = (0.38, 0.21)  # the largest lung ellipse's semi-axes (rows, columns), fractions of the side
+MAX_RADIUS = (0.44, 0.24)  # the largest lung ellipse's semi-axes (rows, columns), fractions of the side
 LOW_MASS = 1e-3  # below this prior-weighted dark mass a half is not fitted: the prior is used
+
+
+def definition() -> dict:
+    """The settings that decide what a film mode shows: feature caches are keyed by them and
+    classifier.json records them, so features of an earlier definition are never reused."""
+    return {"dark_quantile": DARK_QUANTILE, "lung_margin": LUNG_MARGIN, "max_radius": list(MAX_RADIUS),
+            "text_contrast": TEXT_CONTRAST, "lungs_less_text": True}
 
 
 def equalise(grey):
@@ -207,9 +214,11 @@ def standardise(grey, mode: str):
     equalised = equalise(grey)
     if mode == "equalised":
         return equalised
-    # Equalised grey is uniform on [0, 255], so mid-grey is every image's neutral value: the fill
-    # carries nothing of the image (a per-image mean would carry its exposure).
-    return hide(equalised, 1.0 - lung_fields(grey), fill=127.5)
+    # The lung fields less any marker or text inside them (the wide ellipses reach the top corners of
+    # some films). Equalised grey is uniform on [0, 255], so mid-grey is every image's neutral value:
+    # the fill carries nothing of the image (a per-image mean would carry its exposure).
+    shown = lung_fields(grey) * (1.0 - text_mask(grey))
+    return hide(equalised, 1.0 - shown, fill=127.5)
 
 
 def _affine_of(preprocess):

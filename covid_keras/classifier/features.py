@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from covid_keras import data, runtime
 from covid_keras.film import FilmStandardisation
+from covid_keras.film import definition as film_definition
 from covid_keras.backbones import BackboneSpec, get_backbone_spec
 
 # The study's training presets (reference-facts.md, "Classifiers").
@@ -202,7 +203,7 @@ class FeatureExtractor:
         if self.degrade_to is not None:  # absent otherwise, so earlier caches keep their keys
             identity["degrade_to"] = self.degrade_to
         if self.film != "raw":  # likewise
-            identity["film"] = self.film
+            identity["film"] = {"mode": self.film, **film_definition()}
         if self.precision != "float32":  # likewise; and bfloat16 features never pass for float32 ones
             identity["precision"] = self.precision
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]

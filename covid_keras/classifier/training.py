@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_keras import data, distribute, evaluation
+from covid_keras import data, distribute, evaluation, film
 
 # The study's training presets (reference-facts.md, "Classifiers").
 from covid_keras.classifier.config import (
@@ -65,6 +65,7 @@ class TrainedClassifier:
                         if self.config.degrade_to is not None else "")
                      + (f"; the film {self.config.film} inside the model (covid_keras.film)"
                         if self.config.film != "raw" else ""),
+            **({"film_definition": film.definition()} if self.config.film != "raw" else {}),
             "output": f"P({POSITIVE_CLASS})",
             "class_names": list(BINARY_CLASSES),
             "weights": self.extractor.weights_info.to_dict(),
