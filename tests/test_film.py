@@ -212,3 +212,18 @@ def test_the_study_trains_its_classifiers_on_the_film_it_names():
     assert lungs.classifier_config(0).film == "lungs" and lungs.to_dict()["film"] == "lungs"
     with pytest.raises(ValueError, match="film"):
         augmentation_study.StudyConfig(**{**config.__dict__, "film": "lung"})
+
+
+def test_the_verdict_names_a_model_that_reads_outside_the_lungs_too():
+    def row(auc, low, high, difference=None):
+        return {"auc": auc, "auc_interval": (low, high),
+                **({"auc_difference": difference} if difference is not None else {})}
+
+    rows = {"none": row(0.975, 0.96, 0.99), "top_corners": row(0.938, 0.91, 0.96, -0.037),
+            "border": row(0.871, 0.83, 0.91, -0.103), "text": row(0.959, 0.94, 0.98, -0.016),
+            "outside_lungs": row(0.868, 0.83, 0.91, -0.107), "lungs": row(0.828, 0.78, 0.87, -0.146)}
+    assert audit.verdict(rows).startswith("the model reads the lungs and what lies outside them")
+    rows["lungs"] = row(0.55, 0.45, 0.65, -0.425)
+    assert audit.verdict(rows).startswith("the model reads the lungs more than the source")
+    rows["border"] = row(0.5, 0.4, 0.6, -0.475)
+    assert audit.verdict(rows).startswith("the model reads the source")
