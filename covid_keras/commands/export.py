@@ -30,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--serving-root", default=choices.DEFAULT_SERVING_ROOT,
         help="where the server sees the base folder; models.config paths start here (default: %(default)s)",
     )
+    parser.declare_paths(inputs=("--classifier", "--gan-run"), outputs=("--base",))
     args = parser.parse_args(argv)
     if not args.classifier and not args.gan_run:
         parser.error("give at least one --classifier or --gan-run")
