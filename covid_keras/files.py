@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import pathlib
+import resource
 import shutil
 from typing import Any
 
@@ -67,6 +68,10 @@ def atomic_save_weights(model, path: str | os.PathLike) -> None:
     if free < needed:
         raise OSError(errno.ENOSPC, f"No space left on device (about {needed / 2**20:.0f} MB needed, "
                                     f"{free / 2**20:.0f} MB free)", str(path))
+    largest = resource.getrlimit(resource.RLIMIT_FSIZE)[0]  # ulimit -f: the same crash past it
+    if largest != resource.RLIM_INFINITY and largest < needed:
+        raise OSError(errno.EFBIG, f"File too large (about {needed / 2**20:.0f} MB needed, the file size limit "
+                                   f"is {largest / 2**20:.1f} MB)", str(path))
     try:
         model.save_weights(tmp, overwrite=True)
         os.replace(tmp, path)
