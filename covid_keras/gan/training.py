@@ -360,7 +360,8 @@ def train_gan(
                          f"{strategy.num_replicas_in_sync} replicas")
     if resume_point(run_dir) is None:  # a damaged or lost resume point is refused before any work
         refuse_lost_resume_point(run_dir)
-    data.prepare(data_spec)
+    # The chief builds the TFDS folder; the other workers wait, then open it (all at once, they race).
+    distribute.chief_first(strategy, lambda: data.prepare(data_spec))
     class_names = data.class_names(data_spec)
     _check_two_classes(data_spec, class_names)
     config = dataclasses.replace(config, num_classes=len(class_names))
