@@ -335,6 +335,16 @@ class _Output:
     def _taken(self) -> bool:
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def _naming_the_output(self) -> Iterator[None]:
+        """A failed write(2) (a full disk) names no file: name the output it was writing."""
+        try:
+            yield
+        except OSError as error:
+            if error.filename is not None or error.errno is None:
+                raise
+            raise type(error)(error.errno, error.strerror or str(error), str(self.path)) from error
+
     def _check_free(self, meanwhile: str = "") -> None:
         if not self.overwrite and self._taken():
             raise UsageError(f"{self.path} {self._refusal}{meanwhile}; pass --overwrite to replace it")
@@ -375,7 +385,8 @@ class OutputFolder(_Output):
             temporary.chmod(_default_mode(0o777))
         keep = resumable
         try:
-            yield temporary
+            with self._naming_the_output():
+                yield temporary
             keep = True  # it holds finished work now: an error below must not delete it
             self._check_free(f" (something wrote into it meanwhile; the new output is in {temporary})")
             self._move_into_place(temporary)
@@ -426,7 +437,8 @@ class OutputFile(_Output):
         temporary.chmod(_default_mode(0o666))
         keep = False
         try:
-            yield temporary
+            with self._naming_the_output():
+                yield temporary
             keep = True
             self._check_free(f" (something wrote it meanwhile; the new file is {temporary})")
             os.replace(temporary, self.path)

@@ -254,7 +254,7 @@ def test_a_killed_writer_s_partial_folder_is_removed_by_the_next_run(tmp_path):
         with cli.OutputFolder({str(tmp_path / 'out')!r}).writing() as folder:
             (folder / "model.keras").write_bytes(b"half")
             pathlib.Path({str(ready)!r}).write_text("writing")
-            time.sleep(60)
+            time.sleep(3600)  # until the test kills it
     """)
     child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     deadline = time.time() + 30
@@ -282,7 +282,7 @@ HOLDER = textwrap.dedent("""
     from covid_keras import cli
     with cli.one_writer(sys.argv[1]):
         pathlib.Path(sys.argv[2]).write_text("holding")
-        time.sleep(60)
+        time.sleep(3600)  # until the test kills it
 """)
 
 
@@ -322,9 +322,10 @@ def test_train_gan_refuses_a_second_writer_naming_it(tmp_path, capsys):
     run = tmp_path / "run"
     child = _start_holder(run, tmp_path / "ready")
     try:
-        assert commands.main([*TRAIN_GAN, "--out", str(run)]) == 2
+        assert commands.main([*TRAIN_GAN, "--until-epoch", "1", "--out", str(run)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(f"error: --out {run} is being written by pid {child.pid} on ")
+        assert child.poll() is None
     finally:
         child.kill()
         child.wait()

@@ -52,3 +52,19 @@ def test_weights_are_not_handed_to_h5py_when_the_disk_cannot_hold_them(tmp_path,
         files.atomic_save_weights(Model(), target)
     assert raised.value.errno == 28 and raised.value.filename == str(target)
     assert target.read_bytes() == b"the earlier weights" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_full_disk_while_a_command_writes_its_output_names_the_output(tmp_path):
+    earlier = tmp_path / "report"
+    earlier.mkdir()
+    (earlier / "results.md").write_text("the earlier report")
+    with pytest.raises(OSError) as raised:
+        with cli.OutputFolder(earlier, overwrite=True).writing() as folder:
+            (folder / "half.md").write_text("half")
+            raise OSError(28, "No space left on device")  # what a write(2) on a full disk raises
+    assert raised.value.filename == str(earlier) and "No space left on device" in str(raised.value)
+    assert (earlier / "results.md").read_text() == "the earlier report" and sorted(tmp_path.iterdir()) == [earlier]
+    with pytest.raises(OSError) as raised:
+        with cli.OutputFile(tmp_path / "p.png").writing():
+            raise OSError(28, "No space left on device")
+    assert raised.value.filename == str(tmp_path / "p.png")
