@@ -1,13 +1,19 @@
 """What every script does with a user's mistake and with its outputs: one `error:` line, nothing lost.
 
 - `ArgumentParser`: argparse whose errors are one line, `error: argument --epochs: ...`, exit code 2.
-- `positive_int`: an argparse type for counts and sizes (0 and negatives are refused by name).
+- Numeric argparse types, one set for every command: `positive_int`, `non_negative_int`, `finite_float`,
+  `positive_float`, `non_negative_float`, `probability` (NaN and infinities are refused by name).
+- `ArgumentParser.declare_paths(inputs=..., outputs=...)`: which flags a command reads and which it
+  writes; `parse_args` refuses an output that is, holds or sits inside an input (`check_overlap`),
+  with or without `--overwrite`, before anything runs: replacing an output deletes what it held.
 - `add_data_arguments`: the same data flags on every command, `--data CONFIG`, `--data-path PATH`
   (`--manual-dir` is its older name), `--data-dir DIR`.
 - `run(main)`: calls a script's `main(argv)`; a user error (`UsageError`, `ValueError`, `OSError`
   and whatever the script adds) becomes `error: <message>` on stderr and exit code 2, without a
   traceback. `COVID_KERAS_TRACEBACK=1` shows the traceback, to debug the library itself. Under a
   TF_CONFIG naming several processes it refuses every command but the two that train on several.
+- `one_writer(folder)`: the lock a long writer of a resumable folder (a GAN run, a study) holds
+  throughout, so a second process on the same folder is refused, naming the holder.
 - `OutputFolder` / `OutputFile`: checked when made, before any work starts (refused when the
   folder holds anything or the file exists, unless overwrite; refused when it cannot be created);
   written under a temporary sibling that is renamed into place only when the work succeeds, so a
@@ -20,9 +26,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import fcntl
+import json
+import math
 import os
 import pathlib
+import re
 import shutil
+import socket
 import sys
 import tempfile
 from typing import Callable, Iterator, Mapping, Sequence
@@ -39,21 +51,142 @@ class UsageError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (usage and --help stay as they are)."""
+    """argparse with a one-line error (usage and --help stay as they are), and the overlap rule.
+
+        parser.declare_paths(inputs=("--model", "--data-path", "files"), outputs=("--report",))
+
+    names (an option string, or a positional's dest) the paths the command reads and those it
+    writes; `parse_args` then refuses any output that is, holds or sits inside an input."""
+
+    path_inputs: tuple[str, ...] = ()
+    path_outputs: tuple[str, ...] = ()
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"error: {message}\n")
 
+    def declare_paths(self, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> None:
+        for name in (*inputs, *outputs):
+            self.action_of(name)  # a misspelt name fails here, in every test that builds the parser
+        self.path_inputs, self.path_outputs = tuple(inputs), tuple(outputs)
+
+    def action_of(self, name: str) -> argparse.Action:
+        """The action of an option string (`--out`) or of a positional's dest (`files`)."""
+        if name in self._option_string_actions:
+            return self._option_string_actions[name]
+        for action in self._actions:
+            if not action.option_strings and action.dest == name:
+                return action
+        raise KeyError(f"{self.prog}: no argument {name!r} to declare")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if self.path_outputs:
+            values = lambda names: {self._label(name): getattr(parsed, self.action_of(name).dest, None)  # noqa: E731
+                                    for name in names}
+            try:
+                check_overlap(values(self.path_outputs), values(self.path_inputs))
+            except UsageError as error:
+                self.error(str(error))
+        return parsed
+
+    def _label(self, name: str) -> str:
+        return name if name.startswith("-") else name.upper()
+
+
+def _paths(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def check_overlap(outputs: Mapping[str, object], inputs: Mapping[str, object]) -> None:
+    """Refuse an output that is, holds or sits inside an existing input, or that is the working folder.
+
+    `outputs`, `inputs`: {flag: path, list of paths or None}. Paths are compared after resolving
+    symbolic links, so a link to an input is that input."""
+    here = pathlib.Path.cwd().resolve()
+    for output_flag, output_value in outputs.items():
+        for output in _paths(output_value):
+            if not output.strip():
+                raise UsageError(f"{output_flag} is empty; name a folder or file")
+            resolved = pathlib.Path(output).resolve()
+            if resolved == here or resolved in here.parents:
+                raise UsageError(f"{output_flag} {output} is the working folder or holds it; name a folder below it")
+            for input_flag, input_value in inputs.items():
+                for given in _paths(input_value):
+                    if not given or not os.path.lexists(given):
+                        continue  # what does not exist cannot be lost
+                    source = pathlib.Path(given).resolve()
+                    if source == resolved:
+                        how = "is"
+                    elif resolved in source.parents:
+                        how = "holds"
+                    elif source in resolved.parents:
+                        how = "sits inside"
+                    else:
+                        continue
+                    raise UsageError(f"{output_flag} {output} {how} {input_flag} {given}: an output never replaces "
+                                     f"or mixes with an input, even with --overwrite; choose another {output_flag}")
+
+
+def _number(text: str, kind: type, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
 
 def positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _number(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    value = _number(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: any finite number (NaN and infinities mean nothing to a command)."""
+    return _number(text, float, "a number")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (learning rates, minutes)."""
+    value = finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number of at least 0 (loss weights, blur sigmas)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a finite number in [0, 1]."""
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+NUMERIC_TYPES = (positive_int, non_negative_int, finite_float, positive_float, non_negative_float, probability)
 
 
 def add_data_arguments(
@@ -141,9 +274,40 @@ def check_folder(path: str | os.PathLike, flag: str) -> pathlib.Path:
     return path
 
 
-def _is_within(inner: pathlib.Path, outer: pathlib.Path) -> bool:
-    inner, outer = inner.resolve(), outer.resolve()
-    return inner == outer or outer in inner.parents
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (one we may not signal runs too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _partial_prefix(name: str) -> str:
+    """The temporary sibling's name: its writer's host and pid, so the next run can tell a leftover."""
+    return f".{name}.partial-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_leftover_partials(parent: pathlib.Path, name: str) -> list[pathlib.Path]:
+    """Remove the temporary siblings of output `name` left by killed writers on this machine.
+
+    Only those whose writer (host and pid in the name) is dead: another run may be writing its own."""
+    pattern = re.compile(re.escape(f".{name}.partial-") + r"(?P<host>.+)-(?P<pid>\d+)-[^-]+$")
+    host, removed = socket.gethostname(), []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        match = pattern.match(entry.name)
+        if not match or match["host"] != host or process_alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def _default_mode(mode: int) -> int:
@@ -162,14 +326,24 @@ class _Output:
         self.path = path
         self.overwrite = overwrite
         self.flag = flag
+        if path.name in ("", ".", ".."):  # its temporary sibling and the final rename need a name
+            raise UsageError(f"{flag} {str(path)!r}: name the output itself (e.g. {flag} runs/name), not '.' or ''")
         # Replacing an output deletes what it held: never an input of the same command.
-        for input_flag, input_path in (inputs or {}).items():
-            if input_path and os.path.exists(input_path) and _is_within(pathlib.Path(input_path), path):
-                raise UsageError(f"{flag} {path} holds {input_flag} {input_path}; choose another {flag}")
+        check_overlap({flag: str(path)}, inputs or {})
         self._check_free()
 
     def _taken(self) -> bool:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _naming_the_output(self) -> Iterator[None]:
+        """A failed write(2) (a full disk) names no file: name the output it was writing."""
+        try:
+            yield
+        except OSError as error:
+            if error.filename is not None or error.errno is None:
+                raise
+            raise type(error)(error.errno, error.strerror or str(error), str(self.path)) from error
 
     def _check_free(self, meanwhile: str = "") -> None:
         if not self.overwrite and self._taken():
@@ -206,11 +380,13 @@ class OutputFolder(_Output):
             temporary = parent / f".{self.path.name}.partial"
             temporary.mkdir(exist_ok=True)
         else:
-            temporary = pathlib.Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=parent))
+            remove_leftover_partials(parent, self.path.name)
+            temporary = pathlib.Path(tempfile.mkdtemp(prefix=_partial_prefix(self.path.name), dir=parent))
             temporary.chmod(_default_mode(0o777))
         keep = resumable
         try:
-            yield temporary
+            with self._naming_the_output():
+                yield temporary
             keep = True  # it holds finished work now: an error below must not delete it
             self._check_free(f" (something wrote into it meanwhile; the new output is in {temporary})")
             self._move_into_place(temporary)
@@ -254,16 +430,82 @@ class OutputFile(_Output):
     def writing(self) -> Iterator[pathlib.Path]:
         parent = self.path.absolute().parent
         parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.partial-", suffix=self.path.suffix, dir=parent)
+        remove_leftover_partials(parent, self.path.stem)
+        handle, name = tempfile.mkstemp(prefix=_partial_prefix(self.path.stem), suffix=self.path.suffix, dir=parent)
         os.close(handle)
         temporary = pathlib.Path(name)
         temporary.chmod(_default_mode(0o666))
         keep = False
         try:
-            yield temporary
+            with self._naming_the_output():
+                yield temporary
             keep = True
             self._check_free(f" (something wrote it meanwhile; the new file is {temporary})")
             os.replace(temporary, self.path)
         finally:
             if not keep and temporary.exists():
                 temporary.unlink()
+
+
+# --------------------------------------------------------------------------- one writer per folder
+
+
+def lock_path(folder: str | os.PathLike) -> pathlib.Path:
+    """The lock file of a folder: a hidden sibling, so the folder's own contents stay the command's."""
+    folder = pathlib.Path(folder).absolute()
+    return folder.parent / f".{folder.name}.lock"
+
+
+def _holder_text(holder: Mapping) -> str:
+    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+@contextlib.contextmanager
+def one_writer(folder: str | os.PathLike, flag: str = "--out") -> Iterator[pathlib.Path]:
+    """Hold `folder`'s lock for the whole block; refuse (UsageError naming the holder) when another
+    process holds it.
+
+    The kernel's flock, released when its holder dies however it dies, so the lock of a killed run
+    is taken over at once; the file records the holder's pid, host and start time, to name it in the
+    refusal and to say when a dead holder's lock is taken over. A clean end removes the file."""
+    path = lock_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise UsageError(f"{flag} {folder} is being written by {_holder_text(holder)} (lock {path}): "
+                             "one writer per folder; wait for it to end or stop it") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed the file as we locked it: lock the new one
+    try:
+        earlier = _read_holder(fd)
+        if earlier:  # a holder that died without releasing it: its lock is ours now
+            print(f"{flag} {folder}: taking over the lock of {_holder_text(earlier)}, which is no longer running",
+                  file=sys.stderr)
+        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        yield path
+        # Removed while still held, so a process that opened it meanwhile sees it gone and retries.
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)  # releases the flock

@@ -2,7 +2,7 @@
 
 Layout under a base folder (default `saved_models/`):
 
-    saved_models/models.config                  # model_config_list, all models, rewritten each export
+    saved_models/models.config                  # model_config_list; each export adds its new models
     saved_models/<name>/<version>/              # integer versions, never overwritten
     saved_models/<name>/<version>/assets.extra/model_card.json
 
@@ -87,62 +87,131 @@ def check_model_name(name: str) -> str:
 def write_models_config(
     base_dir: str | os.PathLike = DEFAULT_EXPORT_DIR, serving_root: str = DEFAULT_SERVING_ROOT
 ) -> pathlib.Path:
-    """Add every model under base_dir to `models.config` (model_config_list text format).
+    """Add every model under base_dir that `models.config` does not name yet (model_config_list text format).
 
-    Entries already in the file are kept as they are, with whatever a user added to them (a
-    `model_version_policy`, labels, another base_path), and so are entries for models that live
-    elsewhere; only models it does not name yet are appended. `serving_root` is where the server
-    sees base_dir (the docker mount point). A file that is not a model_config_list is refused,
-    not replaced.
+    The file is otherwise left byte for byte as it is: entries, comments, a user's
+    `model_version_policy`, labels, models that live elsewhere; new entries are inserted before
+    the list's closing brace, and a file that names every model is not rewritten. `serving_root`
+    is where the server sees base_dir (the docker mount point). A file that does not parse is
+    refused (`read_models_config`), not replaced.
     """
     base_dir = pathlib.Path(base_dir)
     path = base_dir / MODELS_CONFIG
-    existing = parse_models_config(path.read_text(), path) if path.exists() else []
-    named = {name for name, _ in existing}
+    text = path.read_text() if path.exists() else ""
+    named = read_models_config(path) if path.exists() else None
     names = sorted(
         p.name for p in base_dir.iterdir() if p.is_dir() and _MODEL_NAME.match(p.name) and existing_versions(p)
     )
-    blocks = [block for _, block in existing] + [
+    entries = "".join(
         "  config {\n"
         f'    name: "{name}"\n'
         f'    base_path: "{serving_root.rstrip("/")}/{name}"\n'
         '    model_platform: "tensorflow"\n'
         "  }\n"
-        for name in names if name not in named
-    ]
+        for name in names if name not in (named or ())
+    )
+    if path.exists() and not entries:
+        return path  # nothing to add: not even rewritten
+    if named is None:  # no list yet (no file, or only comments): one after what is there
+        separator = "" if not text or text.endswith("\n") else "\n"
+        text = text + separator + "model_config_list {\n" + entries + "}\n"
+    else:
+        closing = _closing_brace(text, path)
+        line_start = text.rfind("\n", 0, closing) + 1
+        if text[line_start:closing].strip():  # the brace ends a line of entries: new ones below it
+            text = text[:closing] + "\n" + entries + text[closing:]
+        else:
+            text = text[:line_start] + entries + text[line_start:]
     # Written to a temporary file and renamed, since a server may poll this file.
-    files.atomic_write_text(path, "model_config_list {\n" + "".join(blocks) + "}\n")
+    files.atomic_write_text(path, text)
     return path
+
+
+def read_models_config(path: str | os.PathLike) -> list[str] | None:
+    """The model names a models.config lists (None: it holds no model_config_list, e.g. only comments).
+
+    Parsed as TF Serving parses it, with the protobuf text format of `tensorflow-serving-api` when it
+    is installed (a stricter reading of our own otherwise); a file that does not parse is a ValueError
+    naming it, and nothing may be exported until it is fixed."""
+    path = pathlib.Path(path)
+    text = path.read_text()
+    refusal = "fix or move it; nothing was exported and the file was left as it is"
+    try:
+        from google.protobuf import text_format
+        from tensorflow_serving.config import model_server_config_pb2
+    except ImportError:
+        return _names_without_protobuf(text, path, refusal)
+    try:
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as error:
+        raise ValueError(f"{path} is not a TF Serving model server config ({error}); {refusal}") from None
+    kind = config.WhichOneof("config")
+    if kind is None:
+        return None
+    if kind != "model_config_list":
+        raise ValueError(f"{path} holds a {kind}, not a model_config_list; {refusal}")
+    return [entry.name for entry in config.model_config_list.config]
+
+
+def check_models_config(base_dir: str | os.PathLike) -> None:
+    """Refuse (ValueError naming it) a models.config under base_dir that export could not add to."""
+    path = pathlib.Path(base_dir) / MODELS_CONFIG
+    if path.exists() and read_models_config(path) is not None:
+        _closing_brace(path.read_text(), path)
+
+
+def _structure(text: str):
+    """(index, character) of every character outside comments, and whether it is inside a quoted string."""
+    i, quote = 0, None
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                yield i, char, True
+                i += 1
+                if i < len(text):
+                    yield i, text[i], True
+                i += 1
+                continue
+            if char == quote or char == "\n":
+                quote = None
+            yield i, char, True
+        elif char == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        else:
+            if char in "\"'":
+                quote = char
+            yield i, char, quote is not None
+        i += 1
+
+
+def _closing_brace(text: str, path) -> int:
+    """Where `model_config_list { ... }` closes."""
+    depth = 0
+    for index, char, quoted in _structure(text):
+        if quoted or char not in "{}<>":
+            continue
+        depth += 1 if char in "{<" else -1
+        if depth == 0:
+            return index
+    raise ValueError(f"{path} has unbalanced braces; fix or move it; nothing was exported and the file was left as it is")
 
 
 _CONFIG_NAME = re.compile(r'\bname\s*:\s*"([^"]*)"')
 
 
-def parse_models_config(text: str, path: str | os.PathLike = MODELS_CONFIG) -> list[tuple[str, str]]:
-    """(model name, its whole `config { ... }` block as written) for each entry of a models.config."""
-    body = re.sub(r"#[^\n]*", "", text).strip()
-    match = re.fullmatch(r"model_config_list\s*:?\s*\{(.*)\}", body, flags=re.S)
-    if not match:
-        raise ValueError(f"{path} is not a TF Serving model_config_list; fix or move it, it was left as it is")
-    inner, blocks, depth, start = match.group(1), [], 0, None
-    for i, char in enumerate(inner):
-        if char == "{":
-            if depth == 0:
-                start = inner.rfind("config", 0, i)
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth < 0:
-                break
-            if depth == 0 and start is not None and start >= 0:
-                block = inner[start : i + 1]
-                name = _CONFIG_NAME.search(block)
-                if not name:
-                    raise ValueError(f"{path}: a config entry has no name; fix it, the file was left as it is")
-                blocks.append((name.group(1), "  " + block.strip() + "\n"))
-    if depth != 0:
-        raise ValueError(f"{path} has unbalanced braces; fix it, the file was left as it is")
-    return blocks
+def _names_without_protobuf(text: str, path, refusal: str) -> list[str] | None:
+    code = "".join(char for _, char, _ in _structure(text))
+    if not code.strip():
+        return None
+    if not re.match(r"\s*model_config_list\s*:?\s*[{<]", code):
+        raise ValueError(f"{path} is not a TF Serving model_config_list; {refusal}")
+    closing = _closing_brace(text, path)
+    if "".join(char for index, char, _ in _structure(text) if index > closing).strip():
+        raise ValueError(f"{path} has text after the model_config_list; {refusal}")
+    return _CONFIG_NAME.findall(code)
 
 
 def _write_new_version(archive: keras.export.ExportArchive, base_dir, name, card: dict) -> ExportResult:
@@ -152,6 +221,7 @@ def _write_new_version(archive: keras.export.ExportArchive, base_dir, name, card
     the model folder never loads a half-written version.
     """
     model_dir = pathlib.Path(base_dir) / check_model_name(name)
+    check_models_config(base_dir)  # one that cannot take the new entry: no version written either
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp_dir = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
     tmp_dir.chmod(0o755)  # mkdtemp makes it owner-only; the server may run as another user

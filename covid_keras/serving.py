@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from covid_keras import sources
+
 DEFAULT_SIGNATURE = "serving_default"
 # The classifier's Grad-CAM signature (export.EXPLAIN_FILES; serving does not import export).
 EXPLAIN_SIGNATURE = "explain"
@@ -420,7 +422,10 @@ def predict_each_file(
     for path in paths:  # before the model loads
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image file {path} does not exist or is not a file")
-    local = LocalModel(saved_model) if saved_model is not None else None
+    # What training would have skipped is not scored either; each such file gets its own failure.
+    small = [(str(path), why) for path in paths if (why := sources.too_small(path))]
+    paths = [path for path in paths if str(path) not in dict(small)]
+    local = LocalModel(saved_model) if saved_model is not None and paths else None
 
     def predict(batch: list) -> list:
         body = classify_request(read_files(batch), signature_name)
@@ -441,4 +446,4 @@ def predict_each_file(
                 except InvalidInputError as alone:
                     failures.append((str(path), str(alone)))
         results += [(str(path), prediction) for path, prediction in scored]
-    return results, failures
+    return results, small + failures

@@ -219,6 +219,20 @@ class DecodedImage:
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"))
 
 
+def too_small(path: str | os.PathLike) -> str | None:
+    """Why `prepare` would skip the image file at `path` for its size (from its header alone), else None.
+
+    A file whose header cannot be read is left to the decoder that reads it next."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # PIL raises several types for "not an image"
+        return None
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return f"image too small: {width}x{height} px (the minimum is {MIN_IMAGE_SIDE} px a side, as for training data)"
+    return None
+
+
 def decode_grey(data: bytes) -> DecodedImage:
     """Decode PNG/JPEG bytes to grey uint8; raises UnreadableImageError with the reason."""
     if not data:

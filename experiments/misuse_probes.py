@@ -1,12 +1,16 @@
-"""Drive every command with realistic misuse and count how each case ends (issue #25's recount).
+"""Drive every command with realistic misuse and count how each case ends (issues #25 and #44).
 
-    python experiments/misuse_probes.py --out reports/misuse-probes          # ~10 min on 2 cores
+    python experiments/misuse_probes.py --out reports/misuse-probes          # ~15 min on 2 cores
 
 Each case runs a script in a fresh interpreter (as a user would) inside a scratch workspace that
 holds an earlier output of every kind (a classifier, a GAN run, a report folder, a file). A case
 is *clean* when it exits as expected (2 and one `error:` line naming the problem for misuse; 0
 for the controls) without a traceback, and every earlier output is byte-identical afterwards.
-It is a *traceback* when stderr holds one, *data lost* when any earlier output changed.
+It is a *traceback* when stderr holds one, *data lost* when any earlier output changed. Issue #44's
+classes: an output that is, holds or sits inside an input (with --overwrite, through a symbolic
+link), numbers that mean nothing, a lost or damaged resume point, a second writer of a run folder,
+hand-edited and broken models.config files, a file size limit hit by a checkpoint (ulimit -f, as a
+full disk), and a killed run's leftover temporary output.
 Writes OUT/probes.json (every case, its exit code and last stderr line) and OUT/probes.md.
 """
 
@@ -16,7 +20,10 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import shutil
+import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -35,11 +42,17 @@ TINY_GAN = ["--run", "3", "--data", "phantom_small", "--image-size", "32", "--ep
             "--base-channels", "8", "--noise-dim", "16", "--sample-every", "1", "--checkpoint-every", "1"]
 
 
-def run_script(name: str, args, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_script(name: str, args, timeout: float = 600, cwd=None, file_limit: int | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop(cli.TRACEBACK_VARIABLE, None)
+
+    def limit():  # ulimit -f: writes past it fail with EFBIG (SIGXFSZ ignored), as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
     return subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / name), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+                          preexec_fn=limit if file_limit else None)
 
 
 def snapshot(root: pathlib.Path, keep: list[pathlib.Path]) -> dict[str, bytes]:
@@ -86,11 +99,57 @@ def workspace(root: pathlib.Path) -> dict[str, pathlib.Path]:
     w["zero_model"] = root / "zero_model"
     shutil.copytree(w["clf"], w["zero_model"])
     (w["zero_model"] / "model.keras").write_bytes(b"")
+    # Issue #44's inputs: a judge in a report, a link to the classifier, runs with a damaged resume point.
+    (w["report"] / "judge.keras").write_bytes(b"a judge the user passes with --judge")
+    w["clf_link"] = root / "clf_link"
+    w["clf_link"].symlink_to(w["clf"])
+    for name, damage in (("gan_no_checkpoints", None), ("gan_state_no_key", '{"epoch": 1}\n'),
+                         ("gan_state_cut", '{"epoch": 1, "train_st'), ("gan_locked", "")):
+        w[name] = root / name
+        shutil.copytree(w["gan"], w[name])
+        if damage is None:
+            shutil.rmtree(w[name] / "checkpoints")
+        elif damage:
+            (w[name] / "checkpoints" / "state.json").write_text(damage)
+    w["saved_edited"], w["saved_broken"] = root / "saved_edited", root / "saved_broken"
+    shutil.copytree(w["saved"], w["saved_edited"])
+    config = (w["saved"] / "models.config").read_text()
+    (w["saved_edited"] / "models.config").write_text("# served by the lab box # ask first\n" + config.replace(
+        'model_platform: "tensorflow"', 'model_platform: "tensorflow"  # the default # platform', 1) + "# end\n")
+    shutil.copytree(w["saved"], w["saved_broken"])
+    (w["saved_broken"] / "models.config").write_text(config[:-3])  # its last brace cut off
+    w["leftover_parent"] = root / "previews"
+    w["leftover_parent"].mkdir()
+    (w["leftover_parent"] / f".p.partial-{socket.gethostname()}-{dead_pid()}-abc123.png").write_bytes(b"half")
     return w
 
 
-def cases(w: dict[str, pathlib.Path]) -> list[tuple[str, str, list, int]]:
-    """(name, script, args, expected exit code)."""
+def dead_pid() -> int:
+    """A pid no process has: a short-lived child's, once reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+HOLDER = """
+import sys, time
+from covid_keras import cli
+with cli.one_writer(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(3600)
+"""
+
+
+def hold_lock(folder: pathlib.Path) -> subprocess.Popen:
+    """Another process writing `folder` (the lock train-gan takes), until killed."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def cases(w: dict[str, pathlib.Path], only_issue44: bool = False) -> list[tuple[str, str, list, int]]:
+    """(name, script, args, expected exit code); `only_issue44`: only the cases issue #44 added."""
     clf, gan, report, afile = w["clf"], w["gan"], w["report"], w["afile"]
     new = w["clf"].parent / "new"  # never created by a refused case
     other_weights = PROJECT_ROOT / "weights" / "resnet50_notop.weights.h5"
@@ -201,7 +260,81 @@ def cases(w: dict[str, pathlib.Path]) -> list[tuple[str, str, list, int]]:
          ["--data", "phantom_small", "--out", afile], 2),
         ("train-translation-gan --image-size 30", "train_translation_gan.py", ["--data", "phantom_small", "--image-size", "30", "--out", new], 2),
     ]
+    images, judge = w["images"], report / "judge.keras"
+    if only_issue44:
+        c = []
+    c += [  # issue #44: an output is, holds or sits inside an input, even with --overwrite
+        ("evaluate_classifier --report the --model folder", "evaluate_classifier.py",
+         ["--model", clf, "--data", "folder", images, "--report", clf, "--overwrite"], 2),
+        ("evaluate_classifier --report the --data-path folder", "evaluate_classifier.py",
+         ["--model", clf, "--data", "folder", "--data-path", images, "--report", images, "--overwrite"], 2),
+        ("evaluate_classifier --report inside --model", "evaluate_classifier.py",
+         ["--model", clf, "--data", "phantom_small", "--report", clf / "report"], 2),
+        ("evaluate_classifier --report a link to --model", "evaluate_classifier.py",
+         ["--model", clf, "--data", "phantom_small", "--report", w["clf_link"], "--overwrite"], 2),
+        ("predict --explain the folder of the images", "predict.py",
+         ["--saved-model", saved, "--explain", images / "Normal", "--overwrite", good], 2),
+        ("predict --explain the --saved-model", "predict.py", ["--saved-model", saved, "--explain", saved, "--overwrite", good], 2),
+        ("compare-gan-reports R --out R", "compare_gan_reports.py", [report, "--out", report, "--overwrite"], 2),
+        ("compare-evidence R --out R --overwrite", "compare_evidence.py", [report, "--out", report, "--overwrite"], 2),
+        ("evaluate_gan --judge R/judge.keras --out R", "evaluate_gan.py",
+         ["--run-dir", gan, "--data", "phantom_small", "--judge", judge, "--out", report, "--overwrite"], 2),
+        ("generate --out RUN/checkpoints", "generate.py", ["--run-dir", gan, "--out", gan / "checkpoints", "--overwrite"], 2),
+        ("evidence --out the --run-dir", "gan_evidence.py", ["--run-dir", gan, "--data", "phantom_small", "--out", gan, "--overwrite"], 2),
+        ("train_classifier --out the --data-path", "train_classifier.py",
+         [*CLASSIFIER[:2], "--data", "folder", "--data-path", images, *CLASSIFIER[4:], "--out", images, "--overwrite"], 2),
+        ("tune --out holds --data-path", "tune_classifier.py",
+         [*CLASSIFIER[:2], "--data", "folder", "--data-path", images / "Normal", *CLASSIFIER[4:], "--out", images, "--overwrite"], 2),
+        ("experiment --out the --generated folder", "augment_experiment.py", ["--generated", images, "--quick", "--out", images, "--overwrite"], 2),
+        ("train_gan --out the --data-path", "train_gan.py", [*TINY_GAN, "--data", "folder", "--data-path", images, "--out", images], 2),
+        ("export --base the --classifier folder", "export.py", ["--classifier", clf, "--base", clf], 2),
+        ("prepare --preview inside --data-path", "prepare_data.py", ["--data", "folder", "--data-path", images, "--preview", images / "p.png"], 2),
+        ("study --out the --weights folder", "augment_study.py", ["--weights", clf, "--out", clf], 2),
+        ("reproduce --out the --fallback-weights folder", "reproduce.py", ["--quick", "--fallback-weights", clf, "--out", clf], 2),
+        ("generate --out .", "generate.py", ["--run-dir", gan, "--out", "."], 2),
+        ("generate --out ''", "generate.py", ["--run-dir", gan, "--out", ""], 2),
+        ("train_classifier --out .", "train_classifier.py", [*CLASSIFIER, "--out", "."], 2),
+        # numbers that mean nothing
+        ("train_classifier --learning-rate nan", "train_classifier.py", [*CLASSIFIER, "--learning-rate", "nan", "--out", new], 2),
+        ("train_classifier --learning-rate inf", "train_classifier.py", [*CLASSIFIER, "--learning-rate", "inf", "--out", new], 2),
+        ("train_classifier --learning-rate 0", "train_classifier.py", [*CLASSIFIER, "--learning-rate", "0", "--out", new], 2),
+        ("train_classifier --learning-rate -0.001", "train_classifier.py", [*CLASSIFIER, "--learning-rate", "-0.001", "--out", new], 2),
+        ("train_gan --minutes nan", "train_gan.py", [*TINY_GAN, "--minutes", "nan", "--out", new], 2),
+        ("train_gan --minutes -5", "train_gan.py", [*TINY_GAN, "--minutes", "-5", "--out", new], 2),
+        ("train_gan --leaky-relu-slope nan", "train_gan.py", [*TINY_GAN, "--leaky-relu-slope", "nan", "--out", new], 2),
+        ("train_gan --learning-rate 0", "train_gan.py", [*TINY_GAN, "--learning-rate", "0", "--out", new], 2),
+        ("evaluate_gan --tstr-blur-sigma -1", "evaluate_gan.py", ["--run-dir", gan, "--data", "phantom_small", "--tstr-blur-sigma", "-1", "--out", new], 2),
+        ("generate --min-guide-confidence 2", "generate.py", ["--run-dir", gan, "--min-guide-confidence", "2", "--out", new], 2),
+        ("train-translation-gan --minutes inf", "train_translation_gan.py", ["--data", "phantom_small", "--minutes", "inf", "--out", new], 2),
+        ("tune --max-learning-rate nan", "tune_classifier.py", [*CLASSIFIER, "--max-learning-rate", "nan", "--out", new], 2),
+        # resume points, writers, files that must survive
+        ("train_gan, the run's checkpoints/ gone", "train_gan.py", [*TINY_GAN, "--out", w["gan_no_checkpoints"]], 2),
+        ("train_gan, state.json without train_state", "train_gan.py", [*TINY_GAN, "--out", w["gan_state_no_key"]], 2),
+        ("train_gan, state.json cut short", "train_gan.py", [*TINY_GAN, "--out", w["gan_state_cut"]], 2),
+        ("train_gan, another process writing the run", "train_gan.py", [*TINY_GAN, "--out", w["gan_locked"]], 2),
+        ("train_gan, a checkpoint past the file size limit", "train_gan.py", [*TINY_GAN, "--out", new], 2),
+        ("export into a broken models.config", "export.py", ["--classifier", clf, "--base", w["saved_broken"]], 2),
+        ("export into a hand-edited models.config (control)", "export.py", ["--classifier", clf, "--base", w["saved_edited"]], 0),
+        ("prepare --preview over a killed run's leftover (control)", "prepare_data.py",
+         ["--data", "phantom_small", "--preview", w["leftover_parent"] / "p.png"], 0),
+    ]
     return c
+
+
+# Cases run in the workspace's root, or under a file size limit (bytes).
+CWD_CASES = {"generate --out .", "generate --out ''", "train_classifier --out ."}
+FILE_LIMITS = {"train_gan, a checkpoint past the file size limit": 64 * 1024}
+
+
+def extra_check(name: str, w: dict[str, pathlib.Path]) -> str | None:
+    """What a control must have done besides exiting 0 (None: done)."""
+    if name.startswith("prepare --preview over a killed run's leftover"):
+        left = sorted(p.name for p in w["leftover_parent"].iterdir())
+        return None if left == ["p.png"] else f"left in the folder: {left}"
+    if name.startswith("export into a hand-edited models.config"):
+        text = (w["saved_edited"] / "models.config").read_text()
+        return None if "# ask first" in text and "# the default # platform" in text and "# end" in text else "comments lost"
+    return None
 
 
 def classify(result: subprocess.CompletedProcess, expected: int, lost: bool) -> str:
@@ -221,22 +354,28 @@ def main(argv=None) -> int:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for probes.json and probes.md")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--issue44", action="store_true", help="only the cases issue #44 added (about 45 of them)")
     args = parser.parse_args(argv)
     out = cli.OutputFolder(args.out, args.overwrite)
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         root = pathlib.Path(scratch)
         w = workspace(root)
-        guarded = [w[k] for k in ("clf", "gan", "report", "afile", "images", "zero_model", "saved")]
-        for name, script, arguments, expected in cases(w):
+        guarded = [w[k] for k in ("clf", "gan", "report", "afile", "images", "zero_model", "saved", "gan_no_checkpoints",
+                                  "gan_state_no_key", "gan_state_cut", "gan_locked", "saved_broken")]
+        guarded.append(w["saved_edited"] / "models.config")  # nothing new to name: byte-identical
+        holder = hold_lock(w["gan_locked"])
+        for name, script, arguments, expected in cases(w, args.issue44):
             before = snapshot(root, guarded)
             start = time.monotonic()
-            result = run_script(script, arguments)
+            result = run_script(script, arguments, cwd=root if name in CWD_CASES else None, file_limit=FILE_LIMITS.get(name))
             lost = snapshot(root, guarded) != before
             if name.startswith("train_gan resume"):
                 lost = False  # the control resumes its own finished run: nothing may change, but a
                 # rewritten loss curve image is not a loss; counted on its exit code alone
             outcome = classify(result, expected, lost)
+            if outcome == "clean" and expected == 0 and (why := extra_check(name, w)):
+                outcome, result.stderr = "unclear", result.stderr + f"\nprobe: {why}"
             last = next((line for line in reversed(result.stderr.splitlines()) if line.strip()), "")
             results.append({"case": name, "script": script, "expected_exit": expected, "exit": result.returncode,
                             "outcome": outcome, "last_stderr_line": last[:300], "seconds": round(time.monotonic() - start, 1)})
@@ -244,6 +383,8 @@ def main(argv=None) -> int:
             new = root / "new"
             if new.exists():
                 shutil.rmtree(new)
+        holder.kill()
+        holder.wait()
     counts = {kind: sum(r["outcome"] == kind for r in results) for kind in ("clean", "unclear", "traceback", "data lost")}
     lines = ["# Misuse probes", "", f"{len(results)} cases: " + ", ".join(f"{v} {k}" for k, v in counts.items()), "",
              "| case | exit (expected) | outcome | last stderr line |", "|---|---|---|---|"]

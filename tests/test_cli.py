@@ -89,9 +89,13 @@ def test_a_folder_that_cannot_be_made_is_refused_by_flag(tmp_path, where, messag
 
 
 def test_an_input_inside_the_output_is_refused_even_with_overwrite(earlier_output):
-    with pytest.raises(cli.UsageError, match=r"--out .*earlier holds --run-dir .*earlier/sub; choose another --out"):
+    with pytest.raises(cli.UsageError, match=r"--out .*earlier holds --run-dir .*earlier/sub: .*choose another --out"):
         cli.OutputFolder(earlier_output, overwrite=True, inputs={"--run-dir": str(earlier_output / "sub")})
-    cli.OutputFolder(earlier_output, overwrite=True, inputs={"--run-dir": str(earlier_output.parent), "--x": None})
+    with pytest.raises(cli.UsageError, match=r"--out .*earlier sits inside --run-dir "):
+        cli.OutputFolder(earlier_output, overwrite=True, inputs={"--run-dir": str(earlier_output.parent)})
+    (earlier_output.parent / "elsewhere").mkdir()
+    cli.OutputFolder(earlier_output, overwrite=True, inputs={"--run-dir": str(earlier_output.parent / "elsewhere"),
+                                                             "--x": None})
 
 
 def test_writing_renames_into_place_only_on_success(tmp_path, earlier_output):

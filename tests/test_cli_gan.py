@@ -77,8 +77,10 @@ def test_train_gan_misuse_is_one_line_naming_it(tmp_path, change, named):
 
 
 def test_gan_evidence_refuses_a_non_run_and_a_non_empty_out_before_any_work(run_dir, tmp_path, earlier_output):
-    not_a_run = run_script("gan_evidence.py", "--run-dir", tmp_path, "--data", "phantom_small", "--out", tmp_path / "r")
-    expected = f"error: --run-dir {tmp_path} is not a GAN run (no config.json or translation.json)"
+    (tmp_path / "not-a-run").mkdir()
+    not_a_run = run_script("gan_evidence.py", "--run-dir", tmp_path / "not-a-run", "--data", "phantom_small",
+                           "--out", tmp_path / "r")
+    expected = f"error: --run-dir {tmp_path / 'not-a-run'} is not a GAN run (no config.json or translation.json)"
     assert assert_user_error(not_a_run) == expected
     out = earlier_output
     before = snapshot(out)

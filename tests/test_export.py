@@ -393,7 +393,7 @@ def test_models_config_keeps_a_users_entries_and_policies(tmp_path):
     text = export.write_models_config(tmp_path).read_text()
     assert "model_version_policy { specific { versions: 1 } }" in text
     assert 'config { name: "elsewhere" base_path: "/data/elsewhere" model_platform: "tensorflow" }' in text
-    names = [name for name, _ in export.parse_models_config(text)]
+    names = export.read_models_config(tmp_path / export.MODELS_CONFIG)
     assert names == ["vgg16", "elsewhere", "resnet50"]  # kept in order, the new model appended once
     assert export.write_models_config(tmp_path).read_text() == text  # idempotent
 
@@ -405,3 +405,60 @@ def test_a_models_config_that_is_not_one_is_refused_and_left_alone(tmp_path):
     with pytest.raises(ValueError, match="unbalanced|not a TF Serving"):
         export.write_models_config(tmp_path)
     assert (tmp_path / export.MODELS_CONFIG).read_text() == broken
+
+
+HAND_EDITED = """# served from the lab box: ask Ana before changing # anything
+model_config_list {
+  config {
+    name: "vgg16"   # the main model
+    base_path: "/models/vgg16#v2"
+    model_platform: "tensorflow"
+    model_version_policy { specific { versions: 1 } }
+  }
+  config { name: "elsewhere" base_path: "/data/else where" model_platform: "tensorflow" }  # kept
+}
+# end of file
+"""
+
+
+def test_an_export_keeps_a_hand_edited_models_config_byte_for_byte_but_its_new_entry(tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    for name in ("vgg16", "resnet50"):
+        (tmp_path / name / "1").mkdir(parents=True)
+    path = tmp_path / export.MODELS_CONFIG
+    path.write_text(HAND_EDITED)
+    text = export.write_models_config(tmp_path).read_text()
+    cut = HAND_EDITED.index("}\n# end of file")
+    added = '  config {\n    name: "resnet50"\n    base_path: "/models/resnet50"\n    model_platform: "tensorflow"\n  }\n'
+    assert text == HAND_EDITED[:cut] + added + HAND_EDITED[cut:]  # comments and '#' inside strings survive
+    config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    assert [c.base_path for c in config.model_config_list.config] == ["/models/vgg16#v2", "/data/else where",
+                                                                     "/models/resnet50"]
+    stat = path.stat()
+    assert export.write_models_config(tmp_path).read_text() == text
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns  # nothing new: not even rewritten
+
+
+class _Archive:
+    """Stands in for keras.export.ExportArchive: what it would write, without a model."""
+
+    def write_out(self, path, verbose=False):
+        (pathlib.Path(path) / "saved_model.pb").write_bytes(b"graph")
+
+
+@pytest.mark.parametrize("broken", ['model_config_list { config { name: "vgg16" \n',
+                                    'model_config_list { config { nmae: "vgg16" } }\n',
+                                    'custom_model_config { }\n'])
+def test_a_models_config_that_does_not_parse_stops_the_export_before_any_version_is_written(tmp_path, broken):
+    (tmp_path / "vgg16" / "1").mkdir(parents=True)
+    path = tmp_path / export.MODELS_CONFIG
+    path.write_text(broken)
+    with pytest.raises(ValueError) as refused:
+        export._write_new_version(_Archive(), tmp_path, "vgg16", {})
+    assert str(refused.value).startswith(str(path)) and "nothing was exported" in str(refused.value)
+    assert path.read_text() == broken
+    assert sorted(p.name for p in (tmp_path / "vgg16").iterdir()) == ["1"]  # no version 2, no temporary folder
+    export._write_new_version(_Archive(), tmp_path / "fresh", "vgg16", {})  # the same export where it parses
+    assert (tmp_path / "fresh" / "vgg16" / "1" / "saved_model.pb").exists()

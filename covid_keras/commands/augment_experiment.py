@@ -33,12 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_data_arguments(parser, what="the real data (default phantom, phantom_small with --quick)")
     parser.add_argument("--weights", default="imagenet", help="imagenet, a weights FILE or DIR, or none")
     parser.add_argument("--backbones", nargs="+", default=list(choices.BACKBONE_NAMES), choices=choices.BACKBONE_NAMES)
-    parser.add_argument("--seeds", type=int, default=None, metavar="N", help="seeds 0..N-1 (default 3)")
-    parser.add_argument("--per-class", type=int, default=None,
+    parser.add_argument("--seeds", type=cli.positive_int, default=None, metavar="N", help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--per-class", type=cli.positive_int, default=None,
                         help="at most N generated images per class (default: the whole folder)")
-    parser.add_argument("--image-size", type=int, default=None, help="classifier input size (default 150)")
-    parser.add_argument("--epochs", type=int, default=3, help="head epochs (default 3, the study's)")
-    parser.add_argument("--batch-size", type=int, default=8, help="head batch size (default 8, the study's)")
+    parser.add_argument("--image-size", type=cli.positive_int, default=None, help="classifier input size (default 150)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=3, help="head epochs (default 3, the study's)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=8, help="head batch size (default 8, the study's)")
     parser.add_argument("--tuned", default=None, metavar="DIR",
                         help="KerasTuner results: DIR/<backbone>/best_hyperparameters.json (from tune_classifier.py)")
     parser.add_argument("--unbalanced", action="store_true",
@@ -47,21 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new results are written")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1))
-    args = parser.parse_args(argv)
-    for name in ("seeds", "per_class", "image_size", "epochs", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args
+    parser.declare_paths(inputs=("--generated", "--data-path", "--data-dir", "--weights", "--tuned", "--feature-cache"),
+                         outputs=("--out",))
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from covid_keras import classifier, data, experiment
 
-    inputs = {"--generated": args.generated, "--data-path": args.data_path, "--data-dir": args.data_dir,
-              "--weights": args.weights, "--tuned": args.tuned, "--feature-cache": args.feature_cache}
-    out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)
+    out = cli.OutputFolder(args.out, args.overwrite)
     quick = QUICK if args.quick else {}
     try:
         config = experiment.ExperimentConfig(

@@ -23,6 +23,7 @@ classifiers; rerunning every worker resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -65,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_strategy_argument(parser)
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the results of the cells whose classifiers are all saved")
+    parser.declare_paths(inputs=("--data-path", "--data-dir", "--weights", "--weights-dir"), outputs=("--out",))
     return parser.parse_args(argv)
 
 
@@ -95,7 +97,9 @@ def main(argv=None) -> int:
         raise cli.UsageError(str(error)) from None
     strategy = chosen_strategy(args)  # before any TensorFlow op: a multi-worker strategy must come first
     study = augmentation_study.AugmentationStudy(config, args.out, report_only=args.report_only, strategy=strategy)
-    record = study.run()
+    # One writer per study folder (the chief); a second process on it is refused, naming the first.
+    with cli.one_writer(study.out, "--out") if study.is_chief else contextlib.nullcontext():
+        record = study.run()
     if not study.is_chief:
         print(f"done: this worker's share of the GANs in {study.out}")
         return 0

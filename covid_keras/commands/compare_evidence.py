@@ -34,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pool", action="store_true",
                         help="pool the reports as training seeds of one configuration (intervals include the "
                              "seed variance); --label names the pooled row")
+    parser.declare_paths(inputs=("reports",), outputs=("--out",))
     return parser.parse_args(argv)
 
 

@@ -25,6 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("reports", nargs="+", help="evaluate_gan.py output folders (or their metrics.json)")
     parser.add_argument("--out", help="folder for comparison.json and comparison.md (a non-empty one is refused unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.declare_paths(inputs=("reports",), outputs=("--out",))
     return parser.parse_args(argv)
 
 

@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --report folder")
     parser.add_argument("--manifest", help="a CSV with a `file` column and a source column: metrics per source")
     parser.add_argument("--source-column", default="source", help="the manifest's source column (default: %(default)s)")
+    # --data's list holds the config name too: only existing paths are compared, and no config is one.
+    parser.declare_paths(inputs=("--model", "--data", "--data-path", "--data-dir", "--manifest"), outputs=("--report",))
     args = parser.parse_args(argv)
     if len(args.data) > 2 or (len(args.data) == 2 and args.data_path):
         parser.error("--data takes a config and at most one path (or give the path as --data-path)")

@@ -30,35 +30,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--extractor-weights", help="the extractor's weights file, or 'imagenet' (needs internet)")
     parser.add_argument("--weights-dir", help="folder of local ImageNet weight files "
                         "(default: $COVID_KERAS_WEIGHTS_DIR or <project>/../weights)")
-    parser.add_argument("--per-class", type=int, default=1000, help="generated images per class (default 1000)")
-    parser.add_argument("--num-subsets", type=int, default=100, help="KID subsets (default 100)")
-    parser.add_argument("--subset-size", type=int, default=1000, help="KID subset size cap (default 1000)")
+    parser.add_argument("--per-class", type=cli.positive_int, default=1000, help="generated images per class (default 1000)")
+    parser.add_argument("--num-subsets", type=cli.positive_int, default=100, help="KID subsets (default 100)")
+    parser.add_argument("--subset-size", type=cli.positive_int, default=1000, help="KID subset size cap (default 1000)")
     parser.add_argument("--judge", help="a saved judge classifier (.keras; grey [B,S,S,1] in [0,255] -> class "
                         "probabilities) instead of training one on the real train split")
-    parser.add_argument("--judge-epochs", type=int, default=40, help="max epochs of the judge/TSTR/TRTR CNN (early stopped)")
+    parser.add_argument("--judge-epochs", type=cli.positive_int, default=40, help="max epochs of the judge/TSTR/TRTR CNN (early stopped)")
     parser.add_argument("--no-tstr", action="store_true", help="skip TSTR vs TRTR (two classifier trainings)")
-    parser.add_argument("--tstr-classifiers", type=int, default=1,
+    parser.add_argument("--tstr-classifiers", type=cli.positive_int, default=1,
                         help="train this many TSTR classifiers, each on its own draw of samples, and report "
                              "their mean and standard deviation (default 1; each costs one small-CNN training)")
-    parser.add_argument("--tstr-blur-sigma", type=float, default=0.0,
+    parser.add_argument("--tstr-blur-sigma", type=cli.non_negative_float, default=0.0,
                         help="train the TSTR and TRTR classifiers (not the judge) with random Gaussian blur of "
                              "sigma up to this (px) on their training images, so that they cannot lean on fine "
                              "texture (default 0: none)")
     parser.add_argument("--no-curves", action="store_true", help="skip KID and class fidelity over the run's checkpoints")
-    parser.add_argument("--curve-per-class", type=int, default=250,
+    parser.add_argument("--curve-per-class", type=cli.positive_int, default=250,
                         help="generated images per class at each checkpoint of the curve (default 250)")
-    parser.add_argument("--min-guide-confidence", type=float,
+    parser.add_argument("--min-guide-confidence", type=cli.probability,
                         help="evaluate only samples the run's class guide gives their class at least this "
                              "probability (0-1; guided runs only): the generator plus a rejection filter")
-    parser.add_argument("--seed", type=int, default=0, help="seed of noise, subsets and classifier training")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="seed of noise, subsets and classifier training")
     parser.add_argument("--out", required=True, help="output folder (a non-empty one is refused unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.declare_paths(inputs=("--run-dir", "--data-path", "--data-dir", "--extractor-weights", "--weights-dir",
+                                 "--judge"), outputs=("--out",))
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = cli.OutputFolder(args.out, args.overwrite, inputs={"--run-dir": args.run_dir})
+    out = cli.OutputFolder(args.out, args.overwrite)
     if not (pathlib.Path(args.run_dir) / "config.json").is_file():
         raise cli.UsageError(f"--run-dir {args.run_dir} is not a GAN run (no config.json)")
     from covid_keras import data

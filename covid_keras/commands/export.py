@@ -4,7 +4,8 @@
 
 Each model lands in <base>/<name>/<version>/ (the next free version; nothing is
 overwritten) with its model card in assets.extra/model_card.json, and
-<base>/models.config is rewritten to serve every model under <base>. Every classifier folder is
+each model not yet in <base>/models.config is added to it (the rest of the file is left as it is;
+one that does not parse stops the export before anything is written). Every classifier folder is
 checked before the first export, so a mistyped one exports nothing.
 """
 
@@ -30,6 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--serving-root", default=choices.DEFAULT_SERVING_ROOT,
         help="where the server sees the base folder; models.config paths start here (default: %(default)s)",
     )
+    parser.declare_paths(inputs=("--classifier", "--gan-run"), outputs=("--base",))
     args = parser.parse_args(argv)
     if not args.classifier and not args.gan_run:
         parser.error("give at least one --classifier or --gan-run")
@@ -44,6 +46,7 @@ def main(argv=None) -> None:
 
     # --base only grows (a new version per export, never overwritten), so it may hold anything.
     cli.check_folder(args.base, "--base")
+    export.check_models_config(args.base)  # one export cannot add to: refused before any is written
     for path in args.classifier:
         classifier.load_classifier_metadata(path)
     results = [export.export_classifier_dir(path, args.base, args.name) for path in args.classifier]

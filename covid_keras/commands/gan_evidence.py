@@ -28,23 +28,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", default="validation", choices=choices.HELD_OUT_SPLITS,
                         help="the held-out split scored (default validation; test once per final configuration)")
     parser.add_argument("--per-class", type=cli.positive_int, default=500, help="samples per class and kind (default 500)")
-    parser.add_argument("--min-guide-confidence", type=float, default=0.9,
+    parser.add_argument("--min-guide-confidence", type=cli.probability, default=0.9,
                         help="the filtered samples: the run's guide gives their class at least this (default 0.9)")
     parser.add_argument("--judge-backbone", default="vgg16", choices=("vgg16", "resnet50"),
                         help="the independent judge's frozen ImageNet network (default vgg16)")
-    parser.add_argument("--judge-input-size", type=int, default=128,
+    parser.add_argument("--judge-input-size", type=cli.positive_int, default=128,
                         help="the side samples and real images are resized to for the judge (default 128)")
     parser.add_argument("--classifiers", type=cli.positive_int, default=3, help="TSTR and TRTR classifier seeds (default 3)")
     parser.add_argument("--classifier-epochs", type=cli.positive_int, default=40, help="max epochs of each small CNN (early stopped)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of noise, judges and classifiers (default 0)")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="seed of noise, judges and classifiers (default 0)")
     parser.add_argument("--out", required=True, help="output folder (a non-empty one is refused unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.declare_paths(inputs=("--run-dir", "--data-path", "--data-dir", "--weights-dir"), outputs=("--out",))
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = cli.OutputFolder(args.out, args.overwrite, inputs={"--run-dir": args.run_dir})
+    out = cli.OutputFolder(args.out, args.overwrite)
     run_dir = pathlib.Path(args.run_dir)
     if not ((run_dir / "config.json").is_file() or (run_dir / "translation.json").is_file()):
         raise cli.UsageError(f"--run-dir {args.run_dir} is not a GAN run (no config.json or translation.json)")

@@ -21,18 +21,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--which", default="latest", help="'latest' or a kept epoch number (weights/generator-epochN)")
     parser.add_argument("--per-class", type=cli.positive_int, default=1000, help="images per class (default 1000, as the study)")
     parser.add_argument("--out", required=True, help="output folder; images go to OUT/<class>/")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="noise seed (default 0)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="images per generator call (default 64)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT once the new images are written")
-    parser.add_argument("--min-guide-confidence", type=float,
+    parser.add_argument("--min-guide-confidence", type=cli.probability,
                         help="keep only images the run's class guide gives their class at least this "
                              "probability (0-1; guided runs only): rejection sampling")
+    parser.declare_paths(inputs=("--run-dir",), outputs=("--out",))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = cli.OutputFolder(args.out, args.overwrite, inputs={"--run-dir": args.run_dir})
+    out = cli.OutputFolder(args.out, args.overwrite)
     from covid_keras import (
         generate,  # TensorFlow loads here, after the arguments are checked
     )

@@ -35,12 +35,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--saved-model", metavar="DIR", help="a SavedModel version folder, or a model folder (latest version)"
     )
     parser.add_argument("--model", help="model name on the server (required with --server)")
-    parser.add_argument("--version", type=int, help="model version on the server (default: the server's latest)")
+    parser.add_argument("--version", type=cli.positive_int, help="model version on the server (default: the server's latest)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="files per request (default: %(default)s)")
     parser.add_argument("--explain", metavar="DIR",
                         help="write each file's Grad-CAM map over the X-ray into DIR (refused when not empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --explain folder")
     parser.add_argument("files", nargs="+", help="PNG or JPEG files")
+    parser.declare_paths(inputs=("--saved-model", "files"), outputs=("--explain",))
     args = parser.parse_args(argv)
     if args.server and not args.model:
         parser.error("--server needs --model")

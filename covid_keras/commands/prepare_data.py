@@ -22,6 +22,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="write a grid of the first training images of each class to this PNG")
     parser.add_argument("--preview-per-class", type=cli.positive_int, default=8, help="images per class in the preview")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --preview file")
+    parser.declare_paths(inputs=("--data-path", "--data-dir"), outputs=("--preview",))
     return parser.parse_args(argv)
 
 

@@ -35,23 +35,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), a weights FILE or DIR, or none")
     parser.add_argument("--fallback-weights", default=None, metavar="DIR",
                         help="local weights used when the ImageNet download fails (default: random init)")
-    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+    parser.add_argument("--seeds", type=cli.positive_int, default=None, metavar="N",
                         help="classifier seeds 0..N-1 (default 3)")
     parser.add_argument("--backbones", nargs="+", default=None, choices=choices.BACKBONE_NAMES,
                         help="default: all three")
-    parser.add_argument("--per-class", type=int, default=None,
+    parser.add_argument("--per-class", type=cli.positive_int, default=None,
                         help="generated images per class (default 1000, quick 50)")
     parser.add_argument("--gan-run", default=None, choices=sorted(gan_presets.PRESETS),
                         help="GAN preset (default 3, the study's; 'stable' and 'guided' are ours)")
     parser.add_argument("--out", default=None, help="output folder (default runs/reproduce or runs/reproduce-quick)")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="progress bars (1) or not (0)")
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
-    if args.seeds is not None and args.seeds < 1:
-        parser.error("--seeds must be at least 1")
-    if args.per_class is not None and args.per_class < 1:
-        parser.error("--per-class must be at least 1")
-    return args
+    parser.declare_paths(inputs=("--data-path", "--data-dir", "--weights", "--fallback-weights"), outputs=("--out",))
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

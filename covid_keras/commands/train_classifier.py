@@ -42,17 +42,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=cli.positive_int, default=choices.STUDY_IMAGE_SIZE)
     parser.add_argument("--epochs", type=cli.positive_int, default=choices.STUDY_EPOCHS)
     parser.add_argument("--batch-size", type=cli.positive_int, default=choices.STUDY_BATCH_SIZE)
-    parser.add_argument("--learning-rate", type=float,
+    parser.add_argument("--learning-rate", type=cli.positive_float,
                         help="head learning rate (default: the study's 1e-3 / 1e-4 / 1e-5 for vgg16 / resnet50 / "
                              "inception_v3)")
     parser.add_argument("--optimizer", default=choices.STUDY_OPTIMIZER, choices=sorted(choices.CLASSIFIER_OPTIMIZERS))
     parser.add_argument("--hyperparameters",
                         help="a tune_classifier.py output dir or best_hyperparameters.json: use its learning rate "
                              "and optimizer")
-    parser.add_argument("--fine-tune", type=int, default=0, metavar="N",
+    parser.add_argument("--fine-tune", type=cli.non_negative_int, default=0, metavar="N",
                         help="after the head, also train the top N backbone layers (BatchNorm stays frozen)")
     parser.add_argument("--fine-tune-epochs", type=cli.positive_int, help="default: --epochs")
-    parser.add_argument("--fine-tune-learning-rate", type=float, help="default: a tenth of the head's rate")
+    parser.add_argument("--fine-tune-learning-rate", type=cli.positive_float, help="default: a tenth of the head's rate")
     parser.add_argument("--keep-epoch", default="last", choices=choices.KEEP_EPOCH,
                         help="last (the study's) or best_validation: the weights of the epoch with the lowest val loss "
                              "(in the head phase and again in the fine-tuning phase)")
@@ -65,13 +65,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "and its mirror's P(COVID) (frozen backbone only)")
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
     add_precision_argument(parser)
-    parser.add_argument("--target-sensitivity", type=float, default=0.95,
+    parser.add_argument("--target-sensitivity", type=cli.probability, default=0.95,
                         help="the operating threshold is chosen on validation (after temperature scaling) so that "
                              "this share of COVID images is called COVID; exports and reports use it (default: %(default)s)")
     add_strategy_argument(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new model is saved")
+    parser.declare_paths(inputs=("--data-path", "--data-dir", "--weights", "--hyperparameters", "--feature-cache"),
+                         outputs=("--out",))
     args = parser.parse_args(argv)
     check_image_size(parser, args)
     if not 0.0 < args.target_sensitivity <= 1.0:
@@ -115,9 +117,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from covid_keras import classifier, data, distribute, tuning
 
-    inputs = {"--data-path": args.data_path, "--data-dir": args.data_dir,
-              "--weights": args.weights, "--hyperparameters": args.hyperparameters, "--feature-cache": args.feature_cache}
-    out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
+    out = cli.OutputFolder(args.out, args.overwrite)  # before any data is read
     strategy = chosen_strategy(args)  # before any TensorFlow op: a multi-worker strategy must come first
     # A resume point only where a kill of one worker stops them all; one process reruns in seconds.
     backup_dir = out.path.parent / f".{out.path.name}.backup" if distribute.worker_count(strategy) > 1 else None

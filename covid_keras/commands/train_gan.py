@@ -16,6 +16,7 @@ the workers; only the chief writes the run folder (--out), which must be on a fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -49,7 +50,7 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field, run
     elif field.name == "diff_augment":
         parser.add_argument(flag, nargs="*", default=None, choices=gan_config.DIFF_AUGMENT_POLICIES, help=help_text)
     elif isinstance(default, tuple):
-        parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N", help=help_text)
+        parser.add_argument(flag, type=cli.positive_int, nargs="+", default=None, metavar="N", help=help_text)
     else:
         allowed = {
             "optimizer": gan_config.OPTIMIZERS, "lr_schedule": gan_config.LR_SCHEDULES, "loss": gan_config.LOSSES,
@@ -62,7 +63,22 @@ def _add_override(parser: argparse.ArgumentParser, field: dataclasses.Field, run
             "class_guide_backbone": gan_config.CLASS_GUIDE_BACKBONES,
             "discriminator_backbone": gan_config.DISCRIMINATOR_BACKBONES,
         }.get(field.name)
-        parser.add_argument(flag, type=type(default), default=None, choices=allowed, help=help_text)
+        parser.add_argument(flag, type=_number_type(field.name, default), default=None, choices=allowed, help=help_text)
+
+
+# Finite and in range at parse time (GanConfig.validate then checks what depends on other fields).
+_POSITIVE_FLOATS = ("learning_rate", "d_lr_multiplier")
+_FRACTIONS = ("dropout", "ema_decay")
+
+
+def _number_type(name: str, default):
+    if isinstance(default, float):
+        if name in _POSITIVE_FLOATS:
+            return cli.positive_float
+        return cli.probability if name in _FRACTIONS else cli.non_negative_float
+    if isinstance(default, int):
+        return cli.non_negative_int
+    return type(default)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_data_arguments(parser, default="phantom")
     parser.add_argument("--out", "--run-dir", dest="run_dir", default=None,
                         help="the run folder, written or resumed (default runs/run<RUN>-<DATA>-<SIZE>px)")
-    parser.add_argument("--verbose", default="auto", help="Keras progress: auto, 0, 1 (bar) or 2 (a line per epoch)")
+    parser.add_argument("--verbose", default="auto", choices=("auto", "0", "1", "2"), help="Keras progress: auto, 0, 1 (bar) or 2 (a line per epoch)")
     parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
                         help="XLA-compile the train step (auto: the fastest measured for this device kind)")
     parser.add_argument("--precision", choices=("auto",) + choices.PRECISIONS, default="auto",
@@ -86,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="local pretrained weights for --class-guide-backbone resnet50 or --discriminator-backbone "
                              "(../shared/tools/backbone_weights.py DIR; default $COVID_KERAS_WEIGHTS_DIR or ../weights)")
     add_strategy_argument(parser)
-    parser.add_argument("--minutes", type=float, default=None,
+    parser.add_argument("--minutes", type=cli.positive_float, default=None,
                         help="wall-time budget: stop after the epoch that crosses it (the run stays resumable)")
     parser.add_argument("--until-epoch", type=cli.positive_int, default=None, metavar="N",
                         help="stop after epoch N this time, e.g. to compare two seeds at the same step (the run "
@@ -94,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     overrides = parser.add_argument_group(f"preset overrides (each shows preset {run}'s value)")
     for field in dataclasses.fields(gan_config.GanConfig):
         _add_override(overrides, field, run, preset[field.name])
+    parser.declare_paths(inputs=("--data-path", "--data-dir", "--init-from", "--weights-dir"), outputs=("--out",))
     return parser.parse_args(argv)
 
 
@@ -118,16 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GAN run {args.run} on {args.data}: {config.image_size} px, batch {config.batch_size} over "
           f"{strategy.num_replicas_in_sync} replica(s), {config.epochs} epochs -> {os.path.abspath(run_dir)}")
 
+    from covid_keras import distribute
     from covid_keras.gan import training as gan_training
 
+    # One writer per run folder, for the whole run; the other workers of a cluster only read it.
+    writer = cli.one_writer(run_dir, "--out") if distribute.is_chief(strategy) else contextlib.nullcontext()
     try:
         jit = {"auto": "auto", "on": True, "off": False}[args.jit]
-        result = gan_training.train_gan(
-            config, spec, run_dir, strategy=strategy, verbose=verbose, jit_compile=jit, precision=args.precision,
-            time_budget_s=None if args.minutes is None else 60 * args.minutes, until_epoch=args.until_epoch,
-            init_from=args.init_from,
-            weights_dir=args.weights_dir,
-        )
+        with writer:
+            result = gan_training.train_gan(
+                config, spec, run_dir, strategy=strategy, verbose=verbose, jit_compile=jit, precision=args.precision,
+                time_budget_s=None if args.minutes is None else 60 * args.minutes, until_epoch=args.until_epoch,
+                init_from=args.init_from,
+                weights_dir=args.weights_dir,
+            )
     except FloatingPointError as e:  # the run failed (NaN losses), not its command: exit code 1
         print(f"error: {e}", file=sys.stderr)
         return 1

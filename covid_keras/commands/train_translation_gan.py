@@ -21,15 +21,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_data_arguments(parser, required=True, what="the real data")
     parser.add_argument("--out", "--run-dir", dest="run_dir", required=True,
                         help="the run folder to write (refused when it holds a translation run)")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--image-size", type=cli.positive_int, default=defaults.image_size)
     parser.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs)
-    parser.add_argument("--minutes", type=float, help="stop after the epoch that ends past this wall time")
+    parser.add_argument("--minutes", type=cli.positive_float, help="stop after the epoch that ends past this wall time")
     parser.add_argument("--batch-size", type=cli.positive_int, default=defaults.batch_size)
-    parser.add_argument("--identity-weight", type=float, default=defaults.identity_weight)
-    parser.add_argument("--cycle-weight", type=float, default=defaults.cycle_weight)
-    parser.add_argument("--aux-class-weight", type=float, default=defaults.aux_class_weight)
+    parser.add_argument("--identity-weight", type=cli.non_negative_float, default=defaults.identity_weight)
+    parser.add_argument("--cycle-weight", type=cli.non_negative_float, default=defaults.cycle_weight)
+    parser.add_argument("--aux-class-weight", type=cli.non_negative_float, default=defaults.aux_class_weight)
     parser.add_argument("--d-every", type=cli.positive_int, default=defaults.d_every, help="D steps once every K calls")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=cli.non_negative_int, default=defaults.seed)
+    parser.declare_paths(inputs=("--data-path", "--data-dir"), outputs=("--out",))
     return parser.parse_args(argv)
 
 

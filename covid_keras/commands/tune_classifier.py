@@ -31,15 +31,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tuner", default="random", choices=choices.TUNERS,
                         help="bayesian needs keras-tuner[bayesian] (scikit-learn, scipy)")
     parser.add_argument("--objective", default="val_auc", choices=sorted(choices.OBJECTIVE_DIRECTIONS))
-    parser.add_argument("--min-learning-rate", type=float, default=choices.LEARNING_RATE_RANGE[0])
-    parser.add_argument("--max-learning-rate", type=float, default=choices.LEARNING_RATE_RANGE[1])
+    parser.add_argument("--min-learning-rate", type=cli.positive_float, default=choices.LEARNING_RATE_RANGE[0])
+    parser.add_argument("--max-learning-rate", type=cli.positive_float, default=choices.LEARNING_RATE_RANGE[1])
     parser.add_argument("--optimizers", nargs="+", default=list(choices.CLASSIFIER_OPTIMIZERS),
                         choices=sorted(choices.CLASSIFIER_OPTIMIZERS))
     parser.add_argument("--feature-cache", help="folder to keep backbone features in between runs")
     train_classifier.add_precision_argument(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
     parser.add_argument("--out", required=True, help="output folder (refused when not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new search is done")
+    parser.declare_paths(inputs=("--data-path", "--data-dir", "--weights", "--feature-cache"), outputs=("--out",))
     args = parser.parse_args(argv)
     train_classifier.check_image_size(parser, args)
     if not 0 < args.min_learning_rate < args.max_learning_rate:
@@ -52,9 +53,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from covid_keras import classifier, data, tuning
 
-    inputs = {"--data-path": args.data_path, "--data-dir": args.data_dir,
-              "--weights": args.weights, "--feature-cache": args.feature_cache}
-    out = cli.OutputFolder(args.out, args.overwrite, inputs=inputs)  # before any data is read
+    out = cli.OutputFolder(args.out, args.overwrite)  # before any data is read
     spec = data.DataSpec.parse(args.data, args.data_path, args.data_dir)
     config = classifier.ClassifierConfig(
         backbone=args.backbone,

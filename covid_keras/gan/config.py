@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -120,6 +121,13 @@ class GanConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is out of range."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"GanConfig.{field.name} must be a finite number, got {value}")
+        for name in ("leaky_relu_slope", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"GanConfig.{name} must be >= 0, got {getattr(self, name)}")
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("loss", self.loss, LOSSES)

@@ -34,7 +34,7 @@ import os
 import pathlib
 from typing import TYPE_CHECKING, Sequence
 
-from covid_keras.files import atomic_write_text
+from covid_keras.files import atomic_write_text, read_json
 from covid_keras.gan.config import GanConfig
 
 if TYPE_CHECKING:  # no TensorFlow at run time
@@ -94,8 +94,9 @@ def claim_run_dir(run_dir: pathlib.Path, record: dict) -> None:
     """Create the run dir with config.json, or accept an existing one holding the same run."""
     config_path = run_dir / CONFIG_FILE
     if config_path.exists():
-        with open(config_path) as f:
-            saved = json.load(f)
+        saved = read_run_record(run_dir)
+        if not isinstance(saved, dict):
+            raise ValueError(f"{config_path} is not a GAN run record (a JSON object); fix or move it")
         # Why the precision was chosen is not what the run is: a resume may be asked differently.
         differences = _differences({k: v for k, v in saved.items() if k != PRECISION_REASON},
                                    {k: v for k, v in record.items() if k != PRECISION_REASON})
@@ -140,11 +141,48 @@ def run_precision(run_dir: str | os.PathLike) -> dict | None:
 
 
 def resume_point(run_dir: pathlib.Path) -> dict | None:
+    """{"epoch": N, "train_state": FILE} from checkpoints/state.json; None when the run has none yet.
+
+    A damaged file is a ValueError naming it, never restarted over: the run's epochs are behind it."""
     state_path = run_dir / CHECKPOINT_DIR / STATE_FILE
     if not state_path.exists():
         return None
-    with open(state_path) as f:
-        return json.load(f)
+    state = read_json(state_path, "a GAN run's resume point")
+    if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and state["epoch"] >= 0
+            and isinstance(state.get("train_state"), str) and state["train_state"]):
+        raise ValueError(f"{state_path}: not a resume point (expected {{\"epoch\": N, \"train_state\": FILE}}, got "
+                         f"{json.dumps(state)[:80]}); restore it from a backup or choose another run dir")
+    return state
+
+
+def refuse_lost_resume_point(run_dir: pathlib.Path) -> None:
+    """A run that trained epochs but has no state.json lost its resume point: refuse to start it over.
+
+    The checkpoint writes the train state first, then the weights, then state.json, so weights with no
+    train state beside them, or losses of a second epoch (written after the first's state.json), mean
+    the resume point was there and is gone; a kill during the first checkpoint leaves neither."""
+    checkpoints = run_dir / CHECKPOINT_DIR
+    has_train_state = checkpoints.is_dir() and any(checkpoints.glob(f"train_state-*{WEIGHTS_SUFFIX}"))
+    weights = [name for name in (GENERATOR_WEIGHTS, DISCRIMINATOR_WEIGHTS) if (run_dir / name).exists()]
+    evidence = []
+    if weights and not has_train_state:
+        evidence.append(" and ".join(weights))
+    if _logged_epochs(run_dir / LOSS_CSV) > 1:
+        evidence.append(f"{LOSS_CSV} of {_logged_epochs(run_dir / LOSS_CSV)} epochs")
+    if evidence:
+        raise ValueError(f"{checkpoints / STATE_FILE} is missing but {run_dir} holds {', '.join(evidence)}: its "
+                         "resume point was lost; restore checkpoints/ or choose another run dir (starting over "
+                         "would rewrite them)")
+
+
+def _logged_epochs(path: pathlib.Path) -> int:
+    """Epochs with a row in losses.csv (0 when it is absent or unreadable)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return 0
+    return sum(1 for row in rows[1:] if row and row[0].isdigit())
 
 
 def completed_epochs(run_dir: str | os.PathLike) -> int:
@@ -161,6 +199,10 @@ def truncate_csv(path: pathlib.Path, epochs: int) -> None:
         rows = list(csv.reader(f))
     if not rows:
         return
+    if any(row and not row[0].isdigit() for row in rows[1:]):
+        bad = next(i for i, row in enumerate(rows[1:], 2) if row and not row[0].isdigit())
+        raise ValueError(f"{path}: line {bad} is not an epoch's row ({','.join(rows[bad - 1])[:60]}); "
+                         "remove it to resume the run")
     kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) < epochs]
     if len(kept) != len(rows):
         with open(path, "w", newline="") as f:

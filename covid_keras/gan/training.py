@@ -65,6 +65,7 @@ from covid_keras.gan.run_dir import (
     completed_epochs,
     read_run_config,
     read_run_record,
+    refuse_lost_resume_point,
     resume_point,
     run_record,
     truncate_csv,
@@ -192,6 +193,7 @@ def restore_train_state(gan: ConditionalGAN, run_dir: str | os.PathLike) -> int:
     run_dir = pathlib.Path(run_dir)
     state = resume_point(run_dir)
     if state is None:
+        refuse_lost_resume_point(run_dir)
         return 0
     _load_weights(gan, run_dir / CHECKPOINT_DIR / state["train_state"], str(run_dir / CONFIG_FILE))
     return int(state["epoch"])
@@ -356,7 +358,10 @@ def train_gan(
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) must split evenly over the "
                          f"{strategy.num_replicas_in_sync} replicas")
-    data.prepare(data_spec)
+    if resume_point(run_dir) is None:  # a damaged or lost resume point is refused before any work
+        refuse_lost_resume_point(run_dir)
+    # The chief builds the TFDS folder; the other workers wait, then open it (all at once, they race).
+    distribute.chief_first(strategy, lambda: data.prepare(data_spec))
     class_names = data.class_names(data_spec)
     _check_two_classes(data_spec, class_names)
     config = dataclasses.replace(config, num_classes=len(class_names))
