@@ -17,6 +17,7 @@ system they share: the GAN trains across the workers, the later stages on the ch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -26,6 +27,8 @@ from covid_keras import choices, cli  # noqa: E402  (no TensorFlow before the ar
 from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy  # noqa: E402
 from covid_keras.gan import presets as gan_presets  # noqa: E402
 
+LOG_FILE = "reproduce.log"  # libraries' warnings of a normal run (--verbose 2 shows them instead)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_data_arguments(parser, what="the real data (default phantom, phantom_small with --quick)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), a weights FILE or DIR, or none")
     parser.add_argument("--fallback-weights", default=None, metavar="DIR",
-                        help="local weights used when the ImageNet download fails (default: random init)")
+                        help="local weights used when the ImageNet download fails")
+    parser.add_argument("--weights-dir", default=os.environ.get("COVID_KERAS_WEIGHTS_DIR"), metavar="DIR",
+                        help="a folder of local ImageNet weights (../shared/tools/backbone_weights.py DIR): the "
+                             "classifiers are frozen backbones on them (default $COVID_KERAS_WEIGHTS_DIR; without "
+                             "it and offline, a small CNN trained from scratch)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="classifier seeds 0..N-1 (default 3)")
     parser.add_argument("--backbones", nargs="+", default=None, choices=choices.BACKBONE_NAMES,
@@ -44,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gan-run", default=None, choices=sorted(gan_presets.PRESETS),
                         help="GAN preset (default 3, the study's; 'stable' and 'guided' are ours)")
     parser.add_argument("--out", default=None, help="output folder (default runs/reproduce or runs/reproduce-quick)")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="progress bars (1) or not (0)")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                        help="progress bars (1) or not (0); 2 also shows libraries' warnings, which otherwise go "
+                             "to OUT/reproduce.log")
     add_strategy_argument(parser)
     args = parser.parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
@@ -56,9 +65,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
+    if args.weights_dir and not os.path.isdir(args.weights_dir):
+        raise cli.UsageError(f"--weights-dir {args.weights_dir}: no such folder")
+    noise = contextlib.nullcontext() if args.verbose >= 2 else cli.library_noise_to(os.path.join(out, LOG_FILE))
+    with noise:
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: str) -> int:
     from covid_keras.reproduce import reproduce
 
-    out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
     strategy = chosen_strategy(args)  # before any TensorFlow op: a multi-worker strategy must come first
     try:
         record = reproduce(
@@ -67,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             weights=args.weights,
             fallback_weights=args.fallback_weights,
+            weights_dir=args.weights_dir,
             manual_dir=args.data_path,
             data_dir=args.data_dir,
             seeds=range(args.seeds) if args.seeds else None,
             backbones=args.backbones,
             per_class=args.per_class,
             gan_run=args.gan_run,
-            verbose=args.verbose,
+            verbose=min(args.verbose, 1),
             strategy=strategy,
         )
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
