@@ -1,6 +1,6 @@
 """The whole study in one command: data -> GAN -> generated images -> baseline and augmented classifiers -> report.
 
-    python scripts/reproduce.py --quick                     # built-in phantoms, under 15 min on 2 CPU cores
+    python scripts/reproduce.py --quick                     # built-in phantoms, minutes on 2 CPU cores (README)
     python scripts/reproduce.py                             # the study's sizes (GAN: 750 epochs at 150 px)
     python scripts/reproduce.py --data radiography --manual-dir ~/Downloads/covid19-radiography \\
         --weights /work/weights --out runs/reproduce-radiography
@@ -33,7 +33,8 @@ LOG_FILE = "reproduce.log"  # libraries' warnings of a normal run (--verbose 2 s
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="the quick profile: 64 px GAN for a few epochs on phantom_small, classifiers at 75 px")
+                        help="the quick profile: a 32 px guided GAN for 300 steps on phantom_small; classifiers: "
+                             "the small CNN from scratch at 64 px offline, the backbones at 75 px with weights")
     cli.add_data_arguments(parser, what="the real data (default phantom, phantom_small with --quick)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), a weights FILE or DIR, or none")
     parser.add_argument("--fallback-weights", default=None, metavar="DIR",
