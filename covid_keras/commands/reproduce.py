@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, out: str) -> int:
     from covid_keras.reproduce import reproduce
 
+    if args.verbose < 2:
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()  # its bars, one per split of every build, are noise here
+
     strategy = chosen_strategy(args)  # before any TensorFlow op: a multi-worker strategy must come first
     try:
         record = reproduce(
