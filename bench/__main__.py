@@ -10,9 +10,10 @@ the next) with a timeout of min(its own limit, the time left in the budget). A b
 fails, times out or prints no JSON is reported as such and the others still run; the exit code
 is 1 if any failed. The summary quotes the headline figures and the issue's targets.
 
-Two run alone, being longer than the budget (commands in their docstrings and docs/results.md):
-`bench.classifier_wall_time` (a whole VGG16 224 px training per precision, ~14 min) and
-`bench.precision_accuracy` (accuracy over five seeds per precision).
+Three run alone, being longer than the budget (commands in their docstrings and docs/results.md):
+`bench.classifier_wall_time` (a whole VGG16 224 px training per precision, ~14 min),
+`bench.precision_accuracy` (accuracy over five seeds per precision), and `bench.first_command`
+(the README's first command in a fresh clone and venv, listed here: `--only first_command`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Benchmark:
     name: str  # module bench.<name>
     args: tuple[str, ...]
     timeout_s: int  # its own limit; the runner also caps it by the budget left
+    alone: bool = False  # longer than the budget: run only when named in --only
 
 
 # Sequential and ordered by importance: if the budget runs out, the last ones are skipped.
@@ -47,6 +49,7 @@ BENCHMARKS = (
     Benchmark("feature_precision", ("--quick",), 90),
     Benchmark("gan_step", ("--cycles", "1"), 90),
     Benchmark("phantom_speed", ("--images", "200"), 30),
+    Benchmark("first_command", (), 1800, alone=True),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 
@@ -145,13 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in (args.only.split(",") if args.only else BY_NAME) if n.strip()]
+    if not args.only and not args.list:
+        names = [n for n in names if not BY_NAME[n].alone]
     unknown = sorted(set(names + [n.strip() for n in args.skip.split(",") if n.strip()]) - set(BY_NAME))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BY_NAME)}")
     selected = [BY_NAME[n] for n in names if n not in args.skip.split(",")]
     if args.list:
         for b in selected:
-            print(f"{b.name}: python -m bench.{b.name} {' '.join(b.args)}  (limit {b.timeout_s} s)")
+            alone = "; runs alone: --only " + b.name if b.alone else ""
+            print(f"{b.name}: python -m bench.{b.name} {' '.join(b.args)}  (limit {b.timeout_s} s{alone})")
         return 0
 
     start, records = time.perf_counter(), {}

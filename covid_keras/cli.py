@@ -19,6 +19,9 @@
   written under a temporary sibling that is renamed into place only when the work succeeds, so a
   crash or a kill never leaves a half-written output, nor loses the earlier one.
 
+- `library_noise_to(log)`: libraries' warnings and native logs (TensorFlow's retracing warnings,
+  CUDA probes, deprecations) go to a log file instead of the terminal, for a command's normal runs.
+
 Imports only `covid_keras.choices` and `covid_keras.cluster`, no TensorFlow, so a script can check its arguments first.
 """
 
@@ -29,6 +32,7 @@ import contextlib
 import datetime
 import fcntl
 import json
+import logging
 import math
 import os
 import pathlib
@@ -509,3 +513,47 @@ def one_writer(folder: str | os.PathLike, flag: str = "--out") -> Iterator[pathl
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def library_noise_to(log_path: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """Send what libraries say on their own to `log_path` (appended) while the block runs.
+
+    Python logging (TensorFlow's and absl's loggers: retracing warnings, TFDS notices) and Python
+    warnings go to the file through the root logger; native logs written to file descriptor 2
+    (TensorFlow's C++ messages) go there too. Python's own `sys.stderr` stays on the terminal, so a
+    command's messages, progress bars and `error:` line are still seen.
+    """
+    path = pathlib.Path(log_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = open(path, "a", buffering=1)
+    saved_fd = os.dup(2)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    saved_stderr = sys.stderr
+    root = logging.getLogger()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Loggers that print on their own (TensorFlow adds a stderr handler when the root has none).
+    named = {name: logging.getLogger(name) for name in ("tensorflow", "absl", "py.warnings")}
+    saved = {name: (logger.handlers[:], logger.propagate) for name, logger in named.items()}
+    os.dup2(log.fileno(), 2)
+    sys.stderr = terminal
+    root.addHandler(handler)
+    for logger in named.values():
+        logger.handlers, logger.propagate = [], True
+    logging.captureWarnings(True)
+    try:
+        yield path
+    finally:
+        logging.captureWarnings(False)
+        for name, (handlers, propagate) in saved.items():
+            named[name].handlers, named[name].propagate = handlers, propagate
+        root.removeHandler(handler)
+        sys.stderr = saved_stderr
+        terminal.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        terminal.close()
+        log.close()

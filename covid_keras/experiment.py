@@ -49,7 +49,14 @@ from covid_keras.labels import BINARY_CLASSES
 DEFAULT_BACKBONES = tuple(BACKBONES)
 DEFAULT_SEEDS = (0, 1, 2)
 SETTINGS = ("baseline", "augmented")
-SETTING_LABELS = {"baseline": "baseline (real)", "augmented": "augmented (+GAN)"}
+# The small CNN also gets classic augmentation, as many rows as the GAN adds, so the answer is
+# "GAN vs real vs classic" (frozen backbones keep the two settings their cached features serve).
+SMALL_CNN_SETTINGS = ("baseline", "classic", "augmented")
+SETTING_LABELS = {"baseline": "baseline (real)", "classic": "real + classic augmentation",
+                  "augmented": "augmented (+GAN)"}
+# Not a frozen backbone: the small CNN of the GAN's judge and TRTR (`evaluation.judge`), trained from
+# scratch on the images; what classifies when no ImageNet weights are at hand.
+SMALL_CNN = "small_cnn"
 # (split, metric) columns of the table, in the study's order plus the test metrics it lacked.
 REPORTED = (
     ("train", "accuracy"),
@@ -111,6 +118,7 @@ class ExperimentConfig:
     balanced: bool = True
     tuned_dir: str | None = None
     generated_data_dir: str | None = None
+    small_cnn_epochs: int = 40  # at most, early-stopped: the judge's recipe (`evaluation.judge.ClassifierRecipe`)
 
     def __post_init__(self):
         self.backbones = tuple(self.backbones)
@@ -119,7 +127,8 @@ class ExperimentConfig:
         if not self.backbones:
             raise ValueError("backbones: give at least one backbone")
         for name in self.backbones:
-            classifier.check_image_size(get_backbone_spec(name), self.image_size)
+            if name != SMALL_CNN:
+                classifier.check_image_size(get_backbone_spec(name), self.image_size)
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -127,11 +136,13 @@ class ExperimentConfig:
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"per_class must be >= 1 (or None for the whole folder), got {self.per_class}")
         if isinstance(self.weights, Mapping):
-            missing = [b for b in self.backbones if b not in self.weights]
+            missing = [b for b in self.backbones if b not in self.weights and b != SMALL_CNN]
             if missing:
                 raise ValueError(f"weights: the mapping has no entry for {', '.join(missing)}")
 
     def weights_for(self, backbone: str) -> str | None:
+        if backbone == SMALL_CNN:
+            return None
         weights = self.weights[backbone] if isinstance(self.weights, Mapping) else self.weights
         return None if weights in (None, "none") else str(weights)
 
@@ -311,10 +322,11 @@ def summarize_runs(runs: Sequence[dict]) -> dict[str, dict]:
     }
 
 
-def compare_settings(runs: Mapping[str, Sequence[dict]]) -> dict:
-    """Test-accuracy gain of augmented over baseline, paired by seed (same seeds, same test images):
-    the paired 95 % interval (`evaluation.intervals.paired_difference`) gives the verdict."""
-    baseline = [run["metrics"]["test"]["accuracy"] for run in runs["baseline"]]
+def compare_settings(runs: Mapping[str, Sequence[dict]], reference: str = "baseline") -> dict:
+    """Test-accuracy gain of augmented over `reference` (baseline, or classic), paired by seed (same
+    seeds, same test images): the paired 95 % interval (`evaluation.intervals.paired_difference`)
+    gives the verdict."""
+    baseline = [run["metrics"]["test"]["accuracy"] for run in runs[reference]]
     augmented = [run["metrics"]["test"]["accuracy"] for run in runs["augmented"]]
     sd_baseline, sd_augmented = summarize(baseline)["sd"], summarize(augmented)["sd"]
     return {
@@ -371,6 +383,88 @@ def run_backbone(
     }
 
 
+def grey_arrays(ds: tf.data.Dataset, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [N, S, S, 1], int64 labels [N]) of a split's examples, in its order."""
+    images, labels = [], []
+    for example in ds.map(lambda e: (data.resized_uint8(e["image"], image_size), e["label"])).as_numpy_iterator():
+        images.append(example[0])
+        labels.append(example[1])
+    return np.stack(images), np.asarray(labels, np.int64)
+
+
+def classic_copies(images: np.ndarray, labels: np.ndarray, wanted: Mapping[int, int], seed: int = 0):
+    """`wanted[label]` classic-augmented copies per class (`augment.ClassicAugmenter`): as many rows
+    as the GAN adds, cycling over the class's real images."""
+    from covid_keras.augment import ClassicAugmenter
+
+    augmenter = ClassicAugmenter(seed=seed)
+    out_images, out_labels = [], []
+    for label, count in sorted(wanted.items()):
+        own = images[labels == label]
+        if count <= 0 or not len(own):
+            continue
+        rounds = -(-count // len(own))
+        out_images.append(augmenter.copies(own, rounds).reshape(-1, *own.shape[1:])[:count])
+        out_labels.append(np.full(count, label, np.int64))
+    return np.concatenate(out_images), np.concatenate(out_labels)
+
+
+def run_small_cnn(config: ExperimentConfig, splits: ExperimentSplits, verbose: int = 1) -> dict:
+    """The small CNN (`evaluation.judge`, the TRTR model's recipe) trained from scratch per seed on
+    real train, + classic copies, + generated images (as many rows as the classic copies), at
+    `config.image_size`; every setting early-stopped on the real validation split."""
+    from covid_keras.evaluation.judge import ClassifierRecipe, judge_probabilities, train_small_cnn
+
+    started = time.perf_counter()
+    arrays = {name: grey_arrays(getattr(splits, name), config.image_size)
+              for name in ("train", "validation", "test", "generated")}
+    train_images, train_labels = arrays["train"]
+    generated_images, generated_labels = arrays["generated"]
+    wanted = {label: int((generated_labels == label).sum()) for label in range(len(BINARY_CLASSES))}
+    classic = classic_copies(train_images, train_labels, wanted, seed=config.seeds[0])
+    training_sets = {
+        "baseline": arrays["train"],
+        "classic": (np.concatenate([train_images, classic[0]]), np.concatenate([train_labels, classic[1]])),
+        "augmented": (np.concatenate([train_images, generated_images]),
+                      np.concatenate([train_labels, generated_labels])),
+    }
+    images_s = time.perf_counter() - started
+    runs: dict[str, list[dict]] = {setting: [] for setting in SMALL_CNN_SETTINGS}
+    progress = keras.utils.Progbar(len(config.seeds) * len(SMALL_CNN_SETTINGS), unit_name="classifier", verbose=verbose)
+    recipe = ClassifierRecipe(image_size=config.image_size, epochs=config.small_cnn_epochs)
+    for seed in config.seeds:
+        for setting in SMALL_CNN_SETTINGS:
+            model, fit = train_small_cnn(*training_sets[setting], *arrays["validation"], len(BINARY_CLASSES),
+                                         dataclasses.replace(recipe, seed=seed))
+            metrics, test_probabilities = {}, None
+            for name, (images, labels) in (("train", training_sets[setting]), ("validation", arrays["validation"]),
+                                           ("test", arrays["test"])):
+                covid = judge_probabilities(model, images)[:, 1]
+                metrics[name] = evaluation.classification_metrics(labels, covid)
+                if name == "test":
+                    test_probabilities = [round(float(p), 6) for p in covid]
+            runs[setting].append({"seed": seed, "metrics": metrics, "history": fit,
+                                  "test_probabilities": test_probabilities})
+            del model
+            keras.backend.clear_session()
+            progress.add(1)
+    return {
+        "weights": {"name": "none", "trained_from_scratch": True},
+        "model": "the small CNN of the GAN's judge and TRTR (evaluation.judge.build_small_cnn), from scratch",
+        "learning_rate": recipe.learning_rate,
+        "optimizer": "adam",
+        "hyperparameters_source": "evaluation.judge.ClassifierRecipe",
+        "recipe": dataclasses.asdict(recipe),
+        "n_train": {setting: int(len(labels)) for setting, (_, labels) in training_sets.items()},
+        "test_labels": arrays["test"][1].astype(int).tolist(),
+        "runs": runs,
+        "summary": {setting: summarize_runs(runs[setting]) for setting in SMALL_CNN_SETTINGS},
+        "comparison": compare_settings(runs),
+        "comparison_vs_classic": compare_settings(runs, reference="classic"),
+        "timings_s": {"images": images_s, "classifiers": time.perf_counter() - started - images_s},
+    }
+
+
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | os.PathLike,
@@ -407,7 +501,8 @@ def run_experiment(
     for backbone in config.backbones:
         if verbose:
             print(f"== {backbone}")
-        results["backbones"][backbone] = run_backbone(backbone, config, splits, cache, verbose)
+        results["backbones"][backbone] = (run_small_cnn(config, splits, verbose) if backbone == SMALL_CNN
+                                          else run_backbone(backbone, config, splits, cache, verbose))
     results["timings_s"] = {"total": time.perf_counter() - started}
     write_results(results, out_dir)
     return results
@@ -431,7 +526,7 @@ def confusion_matrices_on_test(results: dict) -> dict[str, list[list[int]]]:
     """"backbone, setting" -> the test confusion matrix [[TN, FP], [FN, TP]] summed over seeds."""
     matrices = {}
     for backbone, result in results["backbones"].items():
-        for setting in SETTINGS:
+        for setting in settings_of(result):
             runs = result["runs"][setting]
             matrices[f"{backbone}, {SETTING_LABELS[setting]}"] = np.sum(
                 [run["metrics"]["test"]["confusion_matrix"] for run in runs], axis=0).astype(int).tolist()
@@ -443,7 +538,7 @@ def save_test_roc_curves(results: dict, path: str | os.PathLike) -> str:
     predictions = {
         f"{backbone}, {SETTING_LABELS[setting]}": (np.asarray(result["test_labels"]),
                                                     np.asarray(result["runs"][setting][0]["test_probabilities"]))
-        for backbone, result in results["backbones"].items() for setting in SETTINGS
+        for backbone, result in results["backbones"].items() for setting in settings_of(result)
     }
     return classifier.save_roc_plot(predictions, path, title=f"test split, seed {results['config']['seeds'][0]}")
 
@@ -456,7 +551,14 @@ def format_mean_sd(stats: dict) -> str:
     return f"{stats['mean']:.4f} ± {stats['sd']:.4f}"
 
 
+def settings_of(result: Mapping) -> list[str]:
+    """The settings a backbone's result holds, in the report's order."""
+    return [setting for setting in SMALL_CNN_SETTINGS if setting in result["runs"]]
+
+
 def weights_description(weights: dict) -> str:
+    if weights.get("trained_from_scratch"):
+        return "trained from scratch (no pretrained weights needed)"
     if weights["name"] == "none":
         return "**RANDOM INIT (no pretrained weights)**"
     if weights["name"] == "file":
@@ -464,9 +566,10 @@ def weights_description(weights: dict) -> str:
     return "ImageNet (Keras download)"
 
 
-def comparison_sentence(backbone: str, comparison: dict, n_seeds: int) -> str:
+def comparison_sentence(backbone: str, comparison: dict, n_seeds: int, reference: str | None = None) -> str:
     gain, paired = comparison["test_accuracy_gain"], comparison["paired_interval"]
-    text = f"{backbone}: the GAN images changed the mean test accuracy by {gain:+.4f}"
+    against = f" against {reference}" if reference else ""
+    text = f"{backbone}: the GAN images changed the mean test accuracy{against} by {gain:+.4f}"
     if paired is None:
         return text + f" over {n_seeds} seed: no paired interval (use at least 2 seeds)."
     verdict = {"better": "the GAN images helped", "worse": "the GAN images hurt",
@@ -497,7 +600,7 @@ def results_markdown(results: dict) -> str:
         "|---|---|" + "---|" * len(columns),
     ]
     for backbone, result in results["backbones"].items():
-        for setting in SETTINGS:
+        for setting in settings_of(result):
             cells = [format_mean_sd(result["summary"][setting][c]) for c in columns]
             lines.append(f"| {backbone} | {SETTING_LABELS[setting]} | " + " | ".join(cells) + " |")
     lines += ["", "Weights and head hyperparameters:", ""]
@@ -509,16 +612,20 @@ def results_markdown(results: dict) -> str:
     lines += [""]
     for backbone, result in results["backbones"].items():
         lines.append(comparison_sentence(backbone, result["comparison"], len(config["seeds"])))
+        if "comparison_vs_classic" in result:
+            lines.append(comparison_sentence(backbone, result["comparison_vs_classic"], len(config["seeds"]),
+                                             reference="classic augmentation"))
         lines.append("")
     return "\n".join(lines)
 
 
 def save_test_accuracy_chart(results: dict, path: str | os.PathLike) -> str:
-    """Baseline vs augmented test accuracy per backbone, with one-sd error bars."""
+    """Test accuracy per backbone and setting (those every backbone has), with one-sd error bars."""
     backbones = list(results["backbones"])
     series = {}
     lowest = 1.0
-    for setting in SETTINGS:
+    shared = [s for s in SMALL_CNN_SETTINGS if all(s in r["runs"] for r in results["backbones"].values())]
+    for setting in shared:
         stats = [results["backbones"][b]["summary"][setting]["test_accuracy"] for b in backbones]
         means = [s["mean"] for s in stats]
         sds = [s["sd"] for s in stats]

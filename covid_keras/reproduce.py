@@ -19,15 +19,18 @@ What OUT holds:
 Every stage reuses what a previous run of the same command finished, so a crash loses at most
 the stage it happened in. Under a multi-worker strategy the GAN trains across the workers (OUT on
 a file system they share); every later stage is the chief's alone, and the other workers end
-after the GAN. Weights "imagenet" need Keras' download; when it fails (no internet)
-the run says so and uses `fallback_weights` (a local weights directory) if given, else random
-init ("none"), which the report marks loudly.
+after the GAN. The classifiers are frozen backbones on a weights folder (`weights_dir`) or on
+Keras' ImageNet download; without either (offline, no folder) they are the small CNN trained from
+scratch (`experiment.SMALL_CNN`), and the report says so in one line. Random backbones only when
+asked for (weights "none").
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
+import io
 import dataclasses
 import json
 import os
@@ -60,7 +63,7 @@ GAN_SAMPLES = "gan_samples.png"
 GAN_LOSS_CURVE = "gan_loss_curve.png"
 REAL_EXAMPLES = "real_examples.png"
 GENERATED_EXAMPLES = "generated_examples.png"
-EXAMPLES_PER_CLASS = 8
+EXAMPLES_PER_CLASS = 16  # the report shows 16 samples per class beside 16 real images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +87,10 @@ class Profile:
     epochs: int = classifier.STUDY_EPOCHS
     batch_size: int = classifier.STUDY_BATCH_SIZE
     generate_seed: int = 0
+    small_cnn_epochs: int = 40  # the offline classifier's most epochs (early-stopped on validation)
+    small_cnn_image_size: int | None = None  # the offline classifier's input side; None: the GAN's
+    # How the GAN settings were chosen, for the report (None: the study's or the caller's).
+    gan_chosen_by: str | None = None
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -96,22 +103,31 @@ PROFILES = {
     # The study as its report describes it: GAN run 3 at 150 px for 750 epochs (days on a CPU),
     # 1000 generated images per class, the three backbones at 150 px, 3 seeds.
     "full": Profile("full", data="phantom"),
-    # About 10 minutes on 2 CPU cores: the `stable` GAN at 64 px for 260 steps on the small phantom
-    # set (enough for chest-X-ray-like images; the study's run 3 makes noise in that time), 50
-    # generated images per class, the three backbones at 75 px (InceptionV3's minimum).
+    # Minutes on 2 CPU cores, offline: `guided` at 32 px with half of its filters, twice its learning
+    # rate and its guide on from the first step, for 300 generator steps of 32 on the small phantom set
+    # (chosen on the validation split: experiments/quick_gan_probe.py, docs/results.md), 50
+    # generated images per class; the classifiers: the three backbones at 75 px (InceptionV3's
+    # minimum) on local weights, or offline the small CNN from scratch at 64 px (0.93 on validation
+    # against 0.90 at 32 px).
     "quick": Profile(
         "quick",
         data="phantom_small",
-        gan_run="stable",
-        gan_overrides={"epochs": 10, "epoch_images": 832, "sample_every": 5, "checkpoint_every": 5},
+        gan_run="guided",
+        gan_overrides={"image_size": 32, "generator_filters": (128, 64, 32), "discriminator_filters": (16, 32, 64, 128),
+                       "learning_rate": 2e-4, "class_guide_from_epoch": 0, "class_guide_ramp_epochs": 0,
+                       "batch_size": 32, "epochs": 30, "epoch_images": 320, "sample_every": 10, "checkpoint_every": 10},
         gan_evaluation={"per_class": 200, "num_subsets": 50, "subset_size": 100, "curves": False},
         per_class=50,
         image_size=75,
+        small_cnn_image_size=64,
+        gan_chosen_by=("on the validation split among 32 px candidates (`stable`, `guided` with its guide by "
+                       "feature matching or by cross-entropy) at 300 steps (experiments/quick_gan_probe.py; "
+                       "docs/results.md, 'The quick phantom run')"),
     ),
 }
 
 
-# --- weights -------------------------------------------------------------------------------
+# --- weights ---------------------------------------------------------------------------------
 
 
 def imagenet_available(backbone: str, image_size: int) -> str | None:
@@ -119,7 +135,9 @@ def imagenet_available(backbone: str, image_size: int) -> str | None:
     spec = get_backbone_spec(backbone)
     size = max(image_size, spec.min_size)
     try:
-        spec.constructor(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+        # Keras announces the download on stdout; offline that line is noise before a failure.
+        with contextlib.redirect_stdout(io.StringIO()):
+            spec.constructor(include_top=False, weights="imagenet", input_shape=(size, size, 3))
     except Exception as error:  # no network, blocked storage, a broken download cache, ...
         return f"{type(error).__name__}: {error}"
     finally:
@@ -127,33 +145,44 @@ def imagenet_available(backbone: str, image_size: int) -> str | None:
     return None
 
 
-def resolve_weights(
-    weights: str | None, backbones: Sequence[str], image_size: int, fallback_weights: str | None = None
-) -> tuple[dict[str, str | None], list[str]]:
-    """(backbone -> the weights to use, notes on every fallback taken).
+OFFLINE_NOTE = (
+    "No ImageNet weights here (offline), so the classifier is the small CNN trained from scratch on "
+    "the images; for frozen VGG16 / ResNet50 / InceptionV3 give a weights folder with --weights-dir DIR "
+    "(make one offline: python ../shared/tools/backbone_weights.py DIR)."
+)
 
-    "imagenet" is tried per backbone; when it cannot be had, `fallback_weights` (a local weights
-    directory or file) is used if it holds that backbone's file, else random init (None).
+
+def choose_classifiers(
+    weights: str | None, backbones: Sequence[str], image_size: int, fallback_weights: str | None = None,
+    weights_dir: str | None = None,
+) -> tuple[dict[str, str | None], list[str]]:
+    """(classifier -> the weights it uses, notes on what was used instead of what was asked).
+
+    A weights folder (`weights_dir`) gives frozen backbones on its local files. "imagenet" is tried
+    per backbone (Keras' download), then `fallback_weights`; a backbone with neither is left out,
+    and with none left the classifier is `experiment.SMALL_CNN`, trained from scratch. Random
+    backbones appear only when asked for (weights "none").
     """
+    if weights_dir:
+        return {b: str(classifier.resolve_weights_file(weights_dir, get_backbone_spec(b))) for b in backbones}, []
     if weights in (None, "none"):
         return {backbone: None for backbone in backbones}, []
     if weights != "imagenet":
         for backbone in backbones:  # a clear error now rather than after the GAN
             classifier.resolve_weights_file(weights, get_backbone_spec(backbone))
         return {backbone: weights for backbone in backbones}, []
-    resolved, notes = {}, []
+    resolved, missing = {}, []
     for backbone in backbones:
-        problem = imagenet_available(backbone, image_size)
-        if problem is None:
+        if imagenet_available(backbone, image_size) is None:
             resolved[backbone] = "imagenet"
-            continue
-        resolved[backbone] = _fallback_for(backbone, fallback_weights)
-        used = (
-            f"the local weights {resolved[backbone]}"
-            if resolved[backbone]
-            else "RANDOM INIT (weights=none): the backbone is NOT pretrained"
-        )
-        notes.append(f"ImageNet weights for {backbone} could not be downloaded ({problem}); using {used} instead.")
+        elif (local := _fallback_for(backbone, fallback_weights)) is not None:
+            resolved[backbone] = local
+        else:
+            missing.append(backbone)
+    if not resolved:
+        return {experiment.SMALL_CNN: None}, [OFFLINE_NOTE]
+    notes = [f"No ImageNet weights for {', '.join(missing)} here (offline?): left out; give --weights-dir DIR "
+             "for them."] if missing else []
     return resolved, notes
 
 
@@ -162,15 +191,13 @@ def _fallback_for(backbone: str, fallback_weights: str | None) -> str | None:
         return None
     try:
         return str(classifier.resolve_weights_file(fallback_weights, get_backbone_spec(backbone)))
-    except FileNotFoundError as error:
-        print(f"warning: {error}")
+    except FileNotFoundError:
         return None
 
 
 def _announce(notes: Sequence[str]) -> None:
-    if notes:
-        bar = "!" * 78
-        print("\n".join([bar, *(f"! {note}" for note in notes), bar]))
+    for note in notes:
+        print(f"note: {note}")
 
 
 # --- stages --------------------------------------------------------------------------------
@@ -217,13 +244,19 @@ def gan_evaluation_stage(out_dir: pathlib.Path, gan: Mapping, spec: xray_data.Da
 def gan_evaluation_summary(result: Mapping) -> dict:
     """The few figures the report's README shows from an `evaluate_gan` result."""
     fidelity, tstr = result["class_fidelity"], result.get("tstr_trtr") or {}
+    diversity = result.get("diversity") or {}
+    generated, real = diversity.get("generated", {}), diversity.get("real", {})
     return {
         "extractor": result["extractor"].get("name"),
         "kid_per_class": {name: kid.get("mean") for name, kid in result["kid"]["per_class"].items()},
         "judge_on_real_test": fidelity["judge"]["real_test_accuracy"],
         "class_fidelity": fidelity["overall"],
+        "class_fidelity_per_class": fidelity.get("per_class"),
         "tstr_accuracy": tstr.get("tstr_accuracy"),
         "trtr_accuracy": tstr.get("trtr_accuracy"),
+        # Mean pairwise feature distance of samples over that of real images, per class (1: as varied).
+        "diversity_ratio": {name: generated[name]["feature_distance"] / real[name]["feature_distance"]
+                            for name in generated if name in real and real[name]["feature_distance"]},
     }
 
 
@@ -310,41 +343,99 @@ def copy_gan_figures(run_dir: pathlib.Path, report_dir: pathlib.Path) -> dict[st
     return copied
 
 
-def readme_text(state: Mapping, results_md: str) -> str:
+def gan_description(gan_config: Mapping, preset: str) -> str:
+    """The GAN's settings as the report names them: preset, size, batch and generator steps."""
+    steps_per_epoch = (gan_config.get("epoch_images") or 0) // int(gan_config["batch_size"])
+    steps = f", {steps_per_epoch * int(gan_config['epochs'])} generator steps" if steps_per_epoch else ""
+    return (f"preset `{preset}` at {gan_config['image_size']} px, batch {gan_config['batch_size']}, "
+            f"{gan_config['epochs']} epochs{steps}")
+
+
+def classifier_description(results: Mapping) -> str:
+    config = results["config"]
+    if list(results["backbones"]) == [experiment.SMALL_CNN]:
+        return (f"the small CNN of the GAN's judge and TRTR, trained from scratch at {config['image_size']} px "
+                f"(early-stopped on real validation), seeds {config['seeds']}")
+    weights = {b: experiment.weights_description(r["weights"]) for b, r in results["backbones"].items()}
+    return (f"frozen {', '.join(f'{b} ({w})' for b, w in weights.items())} with the study's head at "
+            f"{config['image_size']} px, {config['epochs']} epochs, batch {config['batch_size']}, seeds {config['seeds']}")
+
+
+def answer_lines(results: Mapping) -> list[str]:
+    """The report's first section: real vs classic vs GAN test accuracy, with the paired intervals."""
+    seeds = len(results["config"]["seeds"])
+    lines = [
+        f"Test accuracy on real test images ({results['data']['splits']['test']['n']}), mean ± sd over {seeds} "
+        "seeds; each difference is paired per seed with its 95 % interval:",
+        "",
+        "| classifier | real only | + classic augmentation | + GAN images | GAN vs real | GAN vs classic |",
+        "|---|---|---|---|---|---|",
+    ]
+    for backbone, result in results["backbones"].items():
+        summary = result["summary"]
+        cell = lambda setting: (experiment.format_mean_sd(summary[setting]["test_accuracy"])  # noqa: E731
+                                if setting in summary else "–")
+        lines.append(f"| {backbone} | {cell('baseline')} | {cell('classic')} | {cell('augmented')} | "
+                     f"{_difference(result.get('comparison'))} | {_difference(result.get('comparison_vs_classic'))} |")
+    lines.append("")
+    for backbone, result in results["backbones"].items():
+        lines.append(experiment.comparison_sentence(backbone, result["comparison"], seeds))
+        if "comparison_vs_classic" in result:
+            lines.append(experiment.comparison_sentence(backbone, result["comparison_vs_classic"], seeds,
+                                                        reference="classic augmentation"))
+    return lines + [""]
+
+
+def _difference(comparison: Mapping | None) -> str:
+    if not comparison:
+        return "–"
+    paired = comparison["paired_interval"]
+    if paired is None:
+        return f"{comparison['test_accuracy_gain']:+.3f} (one seed)"
+    verdict = {"better": "GAN better", "worse": "GAN worse", "no detectable difference": "noise"}[paired["verdict"]]
+    return f"{comparison['test_accuracy_gain']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}]: {verdict}"
+
+
+def readme_text(state: Mapping, results_md: str, results: Mapping) -> str:
     profile, gan, generated = state["profile"], state["gan"], state["generated"]
-    lines = [f"# COVID-19 GAN augmentation study: `{profile['name']}` profile", ""]
-    if state["weights_notes"]:
-        lines += ["> **WARNING: the backbone weights are not what was asked for.**", ">"]
-        lines += [f"> - {note}" for note in state["weights_notes"]]
-        lines += [">", "> Accuracies from randomly initialised backbones do not measure pretrained features.", ""]
     data_spec = state["data"]
     synthetic = " (SYNTHETIC phantoms, not medical images)" if data_spec["config"].startswith("phantom") else ""
+    lines = [f"# Does the GAN help a classifier? `{profile['name']}` profile on `{data_spec['config']}`{synthetic}", ""]
+    lines += answer_lines(results)
+    lines += [f"Classifier: {classifier_description(results)}.", ""]
+    lines += [f"Note: {note}" for note in state["weights_notes"]]
+    if state["weights_notes"]:
+        lines.append("")
     losses = gan.get("last_losses") or {}
+    chosen_by = f" Chosen {profile['gan_chosen_by']}." if profile.get("gan_chosen_by") else ""
     lines += [
-        f"- Data: `{data_spec['config']}`{synthetic}{' from ' + data_spec['path'] if data_spec['path'] else ''}.",
-        f"- GAN: preset {gan['preset']} with {profile['gan_overrides'] or 'no overrides'}; "
-        f"{gan['epochs_done']} epochs in `{gan['run_dir']}`"
-        + (f" (last epoch: G loss {float(losses['g_loss']):.3f}, D loss {float(losses['d_loss']):.3f})" if losses else "")
-        + ".",
-        f"- Generated: {generated['counts']} images per class in `{generated['dir']}`, added to the train split only.",
-        f"- Classifiers: {', '.join(profile['backbones'])} at {profile['image_size']} px, "
-        f"{profile['epochs']} epochs, batch {profile['batch_size']}, seeds {profile['seeds']}.",
-        "- Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in state["timings_s"].items()) + ".",
+        "## The GAN's samples",
         "",
-        "## GAN",
+        "| real (train split) | generated |",
+        "|---|---|",
+        f"| ![real]({REAL_EXAMPLES}) | ![generated]({GENERATED_EXAMPLES}) |",
         "",
-        f"![samples]({GAN_SAMPLES}) ![losses]({GAN_LOSS_CURVE})",
-        "",
-        f"Real: ![real]({REAL_EXAMPLES}) Generated: ![generated]({GENERATED_EXAMPLES})",
+        f"GAN: {gan_description(gan['config'], gan['preset'])}.{chosen_by}",
         "",
         *_gan_evaluation_lines(state.get("gan_evaluation")),
-        "## Classifiers",
+        "## Details",
+        "",
+        f"- Data: `{data_spec['config']}`{synthetic}{' from ' + data_spec['path'] if data_spec['path'] else ''}.",
+        f"- GAN run: `{gan['run_dir']}`, {gan['epochs_done']} epochs"
+        + (f" (last epoch: G loss {float(losses['g_loss']):.3f}, D loss {float(losses['d_loss']):.3f})" if losses else "")
+        + f"; overrides of the preset: {profile['gan_overrides'] or 'none'}.",
+        f"- Generated: {generated['counts']} images per class in `{generated['dir']}`, added to the train split only.",
+        "- Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in state["timings_s"].items()) + ".",
+        "",
+        "Samples at the last epoch (one noise per column, one class per row) and the losses:",
+        "",
+        f"![samples]({GAN_SAMPLES}) ![losses]({GAN_LOSS_CURVE})",
         "",
         f"![test accuracy]({experiment.BAR_CHART}) ![ROC]({experiment.ROC_CHART})",
         "",
         f"![confusion matrices]({experiment.CONFUSION_CHART})",
         "",
-        results_md.replace("# Baseline vs GAN-augmented classifiers", "### Baseline vs GAN-augmented classifiers"),
+        results_md.replace("# Baseline vs GAN-augmented classifiers", "### Every classifier figure"),
     ]
     lines += ["## Provenance", "", *(f"- {key}: {value}" for key, value in state.get("provenance", {}).items()), ""]
     return "\n".join(lines) + "\n"
@@ -353,19 +444,23 @@ def readme_text(state: Mapping, results_md: str) -> str:
 def _gan_evaluation_lines(summary: Mapping | None) -> list[str]:
     if not summary:
         return []
-
     kid = ", ".join(f"{name} {fixed(value)}" for name, value in summary["kid_per_class"].items())
-    return [
-        f"How good the GAN is ([details]({GAN_EVALUATION_DIR}/summary.md); the real test split; a small CNN "
-        "trained on real train images is the judge):",
+    diversity = ", ".join(f"{name} {value:.2f}" for name, value in (summary.get("diversity_ratio") or {}).items())
+    lines = [
+        f"How good the samples are ([details]({GAN_EVALUATION_DIR}/summary.md); the judge is a small CNN "
+        "trained on real train images, scored on the real test split):",
         "",
-        f"- KID against real train images ({summary['extractor']} features; 0 is indistinguishable): {kid}",
-        f"- class fidelity, the judge's accuracy on generated images: {fixed(summary['class_fidelity'])} "
-        f"(on real test images: {fixed(summary['judge_on_real_test'])})",
-        f"- TSTR, a classifier trained on generated images only, tested on real: {fixed(summary['tstr_accuracy'])} "
-        f"(TRTR, trained on real: {fixed(summary['trtr_accuracy'])})",
-        "",
+        "| | generated | real reference |",
+        "|---|---|---|",
+        f"| class fidelity: the judge reads the sample's class | {fixed(summary['class_fidelity'])} | "
+        f"{fixed(summary['judge_on_real_test'])} (the judge on real test images) |",
+        f"| TSTR: trained on samples only, tested on real | {fixed(summary['tstr_accuracy'])} | "
+        f"{fixed(summary['trtr_accuracy'])} (TRTR: trained on real) |",
     ]
+    if diversity:
+        lines.append(f"| diversity: mean feature distance, samples / real (1 = as varied) | {diversity} | 1 |")
+    lines += [f"| KID against real train images ({summary['extractor']} features; 0 = indistinguishable) | {kid} | 0 |", ""]
+    return lines
 
 
 # --- the pipeline --------------------------------------------------------------------------
@@ -386,6 +481,7 @@ def reproduce(
     quick: bool = False,
     weights: str | None = "imagenet",
     fallback_weights: str | None = None,
+    weights_dir: str | None = None,
     manual_dir: str | None = None,
     data_dir: str | None = None,
     seeds: Sequence[int] | None = None,
@@ -400,7 +496,9 @@ def reproduce(
 
     data: a covid_xray config (default: the profile's, `phantom` or for quick `phantom_small`);
     manual_dir: the Kaggle download (radiography) or the folder root (folder). seeds, backbones,
-    per_class and gan_run (a GAN preset: "3" is the study's, "stable" ours) override the
+    weights_dir: a folder of local ImageNet weights: the classifiers are then frozen backbones on
+    them; without it and without Keras' download, the small CNN trained from scratch
+    (`choose_classifiers`). per_class and gan_run (a GAN preset: "3" is the study's, "stable" ours) override the
     profile. profile: "full", "quick" or a `Profile` (quick=True means "quick"). strategy: what
     the GAN trains under (default: the current one); on a worker other than the chief, the record
     ends after the GAN stage (`"worker": True`).
@@ -427,9 +525,10 @@ def reproduce(
     gan_verbose = "auto" if verbose else 0
 
     with timer("weights"):
-        resolved, notes = resolve_weights(weights, chosen.backbones, chosen.image_size, fallback_weights)
+        resolved, notes = choose_classifiers(weights, chosen.backbones, chosen.image_size, fallback_weights,
+                                             weights_dir)
         _announce(notes)
-        state.update(weights_requested=weights, weights=resolved, weights_notes=notes)
+        state.update(weights_requested=weights, weights_dir=weights_dir, weights=resolved, weights_notes=notes)
     with timer("data"):
         distribute.chief_first(strategy, lambda: xray_data.prepare(spec))
     with timer("gan"):
@@ -439,20 +538,24 @@ def reproduce(
         state["gan"]["last_losses"] = _last_losses(out_dir / GAN_DIR)
     if chosen.gan_evaluation is not None:
         with timer("gan evaluation"):
-            state["gan_evaluation"] = gan_evaluation_stage(out_dir, state["gan"], spec, chosen.gan_evaluation, verbose)
+            # Its own log is a line per classifier epoch: the figures reach the report, the lines would bury the rest.
+            state["gan_evaluation"] = gan_evaluation_stage(out_dir, state["gan"], spec, chosen.gan_evaluation, 0)
     with timer("generate"):
         state["generated"] = generate_stage(out_dir, state["gan"], chosen.per_class, chosen.generate_seed, verbose)
+    small_cnn = list(resolved) == [experiment.SMALL_CNN]
+    small_cnn_size = chosen.small_cnn_image_size or int(state["gan"]["config"]["image_size"])
     config = experiment.ExperimentConfig(
         data=spec,
         generated_dir=str(out_dir / GENERATED_DIR),
-        backbones=chosen.backbones,
+        backbones=tuple(resolved),
         seeds=chosen.seeds,
         weights=resolved,
         per_class=chosen.per_class,
-        image_size=chosen.image_size,
+        image_size=small_cnn_size if small_cnn else chosen.image_size,
         epochs=chosen.epochs,
         batch_size=chosen.batch_size,
         generated_data_dir=str(out_dir / GENERATED_TFDS_DIR),
+        small_cnn_epochs=chosen.small_cnn_epochs,
     )
     with timer("classifiers"):
         outcome = experiment_stage(config, state["generated"], out_dir, verbose)
@@ -466,9 +569,8 @@ def reproduce(
     state["timings_s"]["total"] = sum(state["timings_s"].values())
     state["provenance"] = provenance()
     results_md = (report_dir / experiment.RESULTS_MD).read_text()
-    (report_dir / README).write_text(readme_text(state, results_md))
+    (report_dir / README).write_text(readme_text(state, results_md, outcome["results"]))
     (out_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-    _announce(notes)  # again at the end, where it is read
     if verbose:
         print(f"report: {report_dir / README} ({state['timings_s']['total']:.0f} s)")
     return {**state, "out_dir": str(out_dir), "report_dir": str(report_dir), "results": outcome["results"]}

@@ -7,6 +7,8 @@ epoch. Results go to OUT_DIR:
   best_hyperparameters.json   {"learning_rate", "optimizer", "objective", "score", ...}
   trials.json                 every trial: id, status, hyperparameters, score
   keras_tuner/                KerasTuner's own state
+  tensorboard/                every trial's losses and hyperparameters, for TensorBoard's HParams view
+                              (`tensorboard --logdir OUT_DIR/tensorboard`)
 
 `load_best_hyperparameters(OUT_DIR)` and `apply_best_hyperparameters(config, best)` hand the
 result to a classifier run.
@@ -38,6 +40,7 @@ from covid_keras.classifier import (
 BEST_FILE = "best_hyperparameters.json"
 TRIALS_FILE = "trials.json"
 TUNER_DIR = "keras_tuner"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class HeadHyperModel(keras_tuner.HyperModel):
@@ -164,7 +167,10 @@ def tune_head(
     out_dir.mkdir(parents=True, exist_ok=True)
     hypermodel = HeadHyperModel(train.features.shape[1:], learning_rate_range, optimizers, epochs, batch_size, seed)
     search = make_tuner(tuner, hypermodel, objective, trials, out_dir, seed)
-    search.search(train.features, train.labels, validation_data=tuple(validation), verbose=verbose)
+    # Given a TensorBoard callback, KerasTuner gives each trial its own log folder with its hyperparameters.
+    tensorboard = keras.callbacks.TensorBoard(str(out_dir / TENSORBOARD_DIR), write_graph=False)
+    search.search(train.features, train.labels, validation_data=tuple(validation), verbose=verbose,
+                  callbacks=[tensorboard])
 
     records = _trial_records(search)
     completed = [r for r in records if r["status"] == "COMPLETED" and r["score"] is not None]

@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from covid_keras import tuning
 from covid_keras.classifier import ClassifierConfig, FeatureSet
@@ -49,6 +50,15 @@ def test_two_trial_search_writes_the_best_values(tmp_path, monkeypatch):
 
     config = tuning.apply_best_hyperparameters(ClassifierConfig("vgg16", weights=None), best)
     assert (config.head_learning_rate, config.optimizer) == (best["learning_rate"], best["optimizer"])
+
+    # Every trial reaches TensorBoard's HParams view: its hyperparameters in an event file of its own.
+    hparams_runs = set()
+    for path in (tmp_path / tuning.TENSORBOARD_DIR).rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    hparams_runs.add(path.parent)
+    assert len(hparams_runs) == 2
 
 
 def test_bad_search_settings_are_rejected(tmp_path):

@@ -1,6 +1,6 @@
 """The whole study in one command: data -> GAN -> generated images -> baseline and augmented classifiers -> report.
 
-    python scripts/reproduce.py --quick                     # built-in phantoms, under 15 min on 2 CPU cores
+    python scripts/reproduce.py --quick                     # built-in phantoms, minutes on 2 CPU cores (README)
     python scripts/reproduce.py                             # the study's sizes (GAN: 750 epochs at 150 px)
     python scripts/reproduce.py --data radiography --manual-dir ~/Downloads/covid19-radiography \\
         --weights /work/weights --out runs/reproduce-radiography
@@ -17,6 +17,7 @@ system they share: the GAN trains across the workers, the later stages on the ch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -26,15 +27,22 @@ from covid_keras import choices, cli  # noqa: E402  (no TensorFlow before the ar
 from covid_keras.commands.strategy_option import add_strategy_argument, chosen_strategy  # noqa: E402
 from covid_keras.gan import presets as gan_presets  # noqa: E402
 
+LOG_FILE = "reproduce.log"  # libraries' warnings of a normal run (--verbose 2 shows them instead)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="the quick profile: 64 px GAN for a few epochs on phantom_small, classifiers at 75 px")
+                        help="the quick profile: a 32 px guided GAN for 300 steps on phantom_small; classifiers: "
+                             "the small CNN from scratch at 64 px offline, the backbones at 75 px with weights")
     cli.add_data_arguments(parser, what="the real data (default phantom, phantom_small with --quick)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), a weights FILE or DIR, or none")
     parser.add_argument("--fallback-weights", default=None, metavar="DIR",
-                        help="local weights used when the ImageNet download fails (default: random init)")
+                        help="local weights used when the ImageNet download fails")
+    parser.add_argument("--weights-dir", default=os.environ.get("COVID_KERAS_WEIGHTS_DIR"), metavar="DIR",
+                        help="a folder of local ImageNet weights (../shared/tools/backbone_weights.py DIR): the "
+                             "classifiers are frozen backbones on them (default $COVID_KERAS_WEIGHTS_DIR; without "
+                             "it and offline, a small CNN trained from scratch)")
     parser.add_argument("--seeds", type=cli.positive_int, default=None, metavar="N",
                         help="classifier seeds 0..N-1 (default 3)")
     parser.add_argument("--backbones", nargs="+", default=None, choices=choices.BACKBONE_NAMES,
@@ -44,17 +52,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gan-run", default=None, choices=sorted(gan_presets.PRESETS),
                         help="GAN preset (default 3, the study's; 'stable' and 'guided' are ours)")
     parser.add_argument("--out", default=None, help="output folder (default runs/reproduce or runs/reproduce-quick)")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="progress bars (1) or not (0)")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                        help="progress bars (1) or not (0); 2 also shows libraries' warnings, which otherwise go "
+                             "to OUT/reproduce.log")
     add_strategy_argument(parser)
-    parser.declare_paths(inputs=("--data-path", "--data-dir", "--weights", "--fallback-weights"), outputs=("--out",))
+    parser.declare_paths(inputs=("--data-path", "--data-dir", "--weights", "--fallback-weights", "--weights-dir"), outputs=("--out",))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
+    if args.weights_dir and not os.path.isdir(args.weights_dir):
+        raise cli.UsageError(f"--weights-dir {args.weights_dir}: no such folder")
+    noise = contextlib.nullcontext() if args.verbose >= 2 else cli.library_noise_to(os.path.join(out, LOG_FILE))
+    with noise:
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: str) -> int:
     from covid_keras.reproduce import reproduce
 
-    out = args.out or os.path.join("runs", "reproduce-quick" if args.quick else "reproduce")
+    if args.verbose < 2:
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()  # its bars, one per split of every build, are noise here
+
     strategy = chosen_strategy(args)  # before any TensorFlow op: a multi-worker strategy must come first
     try:
         record = reproduce(
@@ -63,13 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             weights=args.weights,
             fallback_weights=args.fallback_weights,
+            weights_dir=args.weights_dir,
             manual_dir=args.data_path,
             data_dir=args.data_dir,
             seeds=range(args.seeds) if args.seeds else None,
             backbones=args.backbones,
             per_class=args.per_class,
             gan_run=args.gan_run,
-            verbose=args.verbose,
+            verbose=min(args.verbose, 1),
             strategy=strategy,
         )
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:

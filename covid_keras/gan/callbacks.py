@@ -12,6 +12,7 @@ from typing import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from covid_keras import distribute, plots
 from covid_keras.files import atomic_save_weights, atomic_write_text
@@ -97,12 +98,19 @@ def sample_images(generator: keras.Model, noise: np.ndarray, num_classes: int) -
 
 class SampleGrid(keras.callbacks.Callback):
     """Saves samples/epoch_NNNNN.png every `every` epochs, at `last_epoch`, and at the epoch where
-    training stopped early (time budget, NaN guard), so a run always ends with a grid."""
+    training stopped early (time budget, NaN guard), so a run always ends with a grid.
 
-    def __init__(self, samples_dir: pathlib.Path, class_names: Sequence[str], noise: np.ndarray, every: int, last_epoch: int):
+    tensorboard_dir: the same samples also go there as TensorBoard images, one tag per class
+    (`samples/<class>`), beside the losses Keras' TensorBoard callback logs.
+    """
+
+    def __init__(self, samples_dir: pathlib.Path, class_names: Sequence[str], noise: np.ndarray, every: int,
+                 last_epoch: int, tensorboard_dir: pathlib.Path | None = None):
         super().__init__()
         self.samples_dir, self.class_names, self.noise = samples_dir, list(class_names), noise
         self.every, self.last_epoch = every, last_epoch
+        self.tensorboard_dir = tensorboard_dir
+        self._writer = None
         self._completed: int | None = None
         self._saved: int | None = None
 
@@ -121,7 +129,18 @@ class SampleGrid(keras.callbacks.Callback):
         tmp = path.with_name(f".tmp-{path.name}")
         plots.save_image_grid(images, tmp, row_labels=self.class_names, title=f"epoch {completed}")
         os.replace(tmp, path)
+        if self.tensorboard_dir is not None:
+            self._write_tensorboard(images, completed)
         self._saved = completed
+
+    def _write_tensorboard(self, images: np.ndarray, completed: int) -> None:
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir))
+        with self._writer.as_default():
+            for label, name in enumerate(self.class_names):
+                tf.summary.image(f"samples/{name}", (images[label] + 1.0) / 2.0, step=completed,
+                                 max_outputs=len(images[label]))
+        self._writer.flush()
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

@@ -458,7 +458,8 @@ def _train_into(
     callbacks = [
         nan_guard,
         LearningRateLogger(),
-        SampleGrid(out_dir / SAMPLES_DIR, class_names, noise.astype("float32"), config.sample_every, config.epochs),
+        SampleGrid(out_dir / SAMPLES_DIR, class_names, noise.astype("float32"), config.sample_every, config.epochs,
+                   tensorboard_dir=out_dir / TENSORBOARD_DIR / "train"),
         keras.callbacks.CSVLogger(str(out_dir / LOSS_CSV), append=True),
         keras.callbacks.TensorBoard(str(out_dir / TENSORBOARD_DIR), write_graph=False),
         AtomicCheckpoint(out_dir, config.checkpoint_every, nan_guard),  # last: after the CSV row and samples
